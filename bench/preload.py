@@ -1,0 +1,194 @@
+#!/usr/bin/python3
+"""Helpers for bench/run.sh (standard library only).
+
+  preload.py freeport
+      print a free TCP port on 127.0.0.1
+  preload.py wait URL [SECONDS]
+      wait until GET URL answers 200 (exit 1 on timeout)
+  preload.py users URL --base N --count N [--batch 100] [--token T]
+      POST On-Premises webhooks with one inbound text message per user of the
+      pool (wa_ids base..base+count-1), BATCH messages per body, so that the
+      24 h session window is open for each of them
+  preload.py check URL --base N --count N [--type text]
+      GET /v1/gate/+WA_ID for every user; print "allowed=A denied=D other=O"
+  preload.py sim-identities SIM_URL --base N --count N
+      tell the WABA simulator the identity "Bk<wa_id>A=" of each user of the pool
+      (the hash bench/webhook.lua sends in its user_identity_changed messages)
+  preload.py metric URL NAME...
+      print the sum of the samples of each named Prometheus metric at URL
+"""
+import http.client
+import json
+import socket
+import sys
+import time
+import urllib.parse
+
+
+def freeport():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def conn_for(url, timeout=10):
+    u = urllib.parse.urlsplit(url)
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=timeout), u
+
+
+def wait(url, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    u = urllib.parse.urlsplit(url)
+    path = u.path or "/"
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=1)
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            c.close()
+            if r.status == 200:
+                return 0
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return 1
+
+
+def opt(args, name, default=None):
+    if name in args:
+        i = args.index(name)
+        return args[i + 1]
+    return default
+
+
+def headers(token, json_body=True):
+    h = {"Content-Type": "application/json"} if json_body else {}
+    if token:
+        h["Authorization"] = "Bearer " + token
+    return h
+
+
+def users(url, args):
+    base = int(opt(args, "--base"))
+    count = int(opt(args, "--count"))
+    batch = int(opt(args, "--batch", "100"))
+    token = opt(args, "--token")
+    c, u = conn_for(url)
+    now = int(time.time())
+    bad = 0
+    for start in range(0, count, batch):
+        wa_ids = [str(base + i) for i in range(start, min(count, start + batch))]
+        body = {
+            "contacts": [{"profile": {"name": "Gate User " + w}, "wa_id": w} for w in wa_ids],
+            "messages": [{"from": w, "id": "ABGGpreload%s%d" % (w, now), "timestamp": str(now),
+                          "text": {"body": "hi"}, "type": "text"} for w in wa_ids],
+        }
+        c.request("POST", u.path, body=json.dumps(body), headers=headers(token))
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            bad += 1
+            sys.stderr.write("preload: %s answered %d\n" % (url, r.status))
+    c.close()
+    return 1 if bad else 0
+
+
+def check(url, args):
+    base = int(opt(args, "--base"))
+    count = int(opt(args, "--count"))
+    mtype = opt(args, "--type", "text")
+    token = opt(args, "--token")
+    c, _ = conn_for(url)
+    counts = {"allowed": 0, "denied": 0, "other": 0}
+    reasons = {}
+    for i in range(count):
+        c.request("GET", "/v1/gate/+%d?type=%s" % (base + i, mtype), headers=headers(token, False))
+        r = c.getresponse()
+        data = r.read()
+        if r.status == 200:
+            counts["allowed"] += 1
+        elif r.status == 423:
+            counts["denied"] += 1
+            try:
+                for reason in json.loads(data).get("reasons", []):
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            except ValueError:
+                pass
+        else:
+            counts["other"] += 1
+    c.close()
+    extra = " reasons=" + ",".join("%s:%d" % kv for kv in sorted(reasons.items())) if reasons else ""
+    print("allowed=%(allowed)d denied=%(denied)d other=%(other)d" % counts + extra)
+    return 0
+
+
+def sim_identities(url, args):
+    base = int(opt(args, "--base"))
+    count = int(opt(args, "--count"))
+    c, _ = conn_for(url)
+    now_ms = int(time.time() * 1000)
+    for i in range(count):
+        w = base + i
+        body = {"wa_id": str(w), "hash": "Bk%dA=" % w, "created_timestamp": now_ms,
+                "acknowledged": False}
+        c.request("POST", "/_sim/identity", body=json.dumps(body), headers=headers(None))
+        r = c.getresponse()
+        r.read()
+        if r.status != 200:
+            sys.stderr.write("sim-identities: %s answered %d\n" % (url, r.status))
+            return 1
+    c.close()
+    return 0
+
+
+def metric(url, names):
+    c, u = conn_for(url)
+    c.request("GET", u.path or "/metrics")
+    r = c.getresponse()
+    text = r.read().decode("utf-8", "replace")
+    c.close()
+    out = []
+    for name in names:
+        total = None
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            metric_name = head.split("{", 1)[0]
+            if metric_name == name:
+                try:
+                    total = (total or 0.0) + float(value)
+                except ValueError:
+                    pass
+        out.append("-" if total is None else ("%g" % total))
+    print(" ".join(out))
+    return 0
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.stderr.write(__doc__)
+        return 2
+    cmd, args = argv[1], argv[2:]
+    if cmd == "freeport":
+        print(freeport())
+        return 0
+    if cmd == "wait":
+        return wait(args[0], float(args[1]) if len(args) > 1 else 15.0)
+    if cmd == "users":
+        return users(args[0], args[1:])
+    if cmd == "check":
+        return check(args[0], args[1:])
+    if cmd == "sim-identities":
+        return sim_identities(args[0], args[1:])
+    if cmd == "metric":
+        return metric(args[0], args[1:])
+    sys.stderr.write(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

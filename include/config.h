@@ -1,0 +1,107 @@
+/* config — the INI file, environment overrides and secret files.
+ *
+ * config_load() reads the file with inih, applies WAGUARD_<SECTION>_<KEY> overrides,
+ * validates every value and reads every *_file secret.  On failure it returns -1 and
+ * writes "file:line: key: what is wrong" to err.  A loaded config owns all its strings;
+ * release it with config_free(). */
+#ifndef WAGUARD_CONFIG_H
+#define WAGUARD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "log.h"
+
+enum ack_policy { ACK_AUTO = 0, ACK_MANUAL = 1 };
+enum first_seen { FIRST_SEEN_TRUST = 0, FIRST_SEEN_HOLD = 1 };
+enum fail_mode { FAIL_CLOSED = 0, FAIL_OPEN = 1 };
+enum upstream_api { API_ONPREM = 0, API_CLOUD = 1 };
+enum upstream_auth { AUTH_NONE = 0, AUTH_BEARER, AUTH_LOGIN, AUTH_HEADER };
+
+/* One bearer token with the name used in logs and the audit trail. */
+struct token {
+    char *name;
+    char *value;
+};
+
+struct token_list {
+    struct token *v;
+    size_t n;
+};
+
+struct config {
+    char *path;                /* the file it came from */
+
+    /* [server] */
+    char *listen;              /* "host:port" or "unix:/path" */
+    long max_body_bytes;
+    long max_header_bytes;
+    long timeout_s;
+    long max_connections;
+    long shutdown_timeout_s;
+
+    /* [redis] */
+    char *redis_url;
+    char *redis_password;      /* from password_file, or NULL */
+    char *key_prefix;
+    long events_maxlen;
+
+    /* [upstream] */
+    enum upstream_api api;
+    char *upstream_url;
+    enum upstream_auth auth;
+    char *username;
+    char *password;            /* from password_file */
+    char *upstream_token;      /* from token_file */
+    char *header_name;
+    char *ca_file;
+    long timeout_ms;
+    long max_in_flight;
+
+    /* [webhook] */
+    char *webhook_path;
+    char *webhook_token;       /* from token_file, or NULL */
+    char *hmac_secret;         /* from hmac_secret_file, or NULL */
+    char *verify_token;        /* from verify_token_file, or NULL */
+
+    /* [api] */
+    struct token_list api_tokens;
+    struct token_list admin_tokens;
+
+    /* [identity] */
+    enum ack_policy ack;
+    long retry_max_s;
+    long retry_base_ms;
+    long lease_s;
+    enum first_seen first_seen;
+
+    /* [gate] */
+    enum fail_mode fail;
+    bool require_valid_contact;
+    bool session_window;
+    char *home_country_code;
+
+    /* [log] */
+    enum log_level log_level;
+    enum log_format log_format;
+};
+
+#define CONFIG_DEFAULT_PATH "/etc/waguard/waguard.conf"
+
+/* Loads and validates path into *cfg (zeroed first).  Returns 0, or -1 with err set. */
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void config_free(struct config *cfg);
+
+/* True when listen names a loopback address (127.0.0.0/8, ::1, localhost) or a unix socket. */
+bool config_listen_is_local(const char *listen);
+
+/* Splits "host:port" / "[v6]:port" into parts.  Returns 0, or -1 when malformed. */
+int config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
+    __attribute__((warn_unused_result));
+
+/* Returns the name of the first setting that differs between a and b and needs a
+ * restart to change (listen, redis url, key prefix), or NULL. */
+const char *config_restart_needed(const struct config *a, const struct config *b);
+
+#endif

@@ -1,0 +1,66 @@
+/* metrics — counters and histograms kept in the process, written out in the
+ * Prometheus text format.  Gauges that live in Redis (queue depth, identities waiting)
+ * are read by the /metrics route and passed to metrics_render(). */
+#ifndef WAGUARD_METRICS_H
+#define WAGUARD_METRICS_H
+
+#include <stddef.h>
+
+enum route {
+    ROUTE_WEBHOOK, ROUTE_WEBHOOK_VERIFY, ROUTE_GATE, ROUTE_GATE_BATCH, ROUTE_MESSAGES,
+    ROUTE_CONTACTS, ROUTE_IDENTITY_PROXY, ROUTE_BLOCK, ROUTE_BLOCKLIST, ROUTE_CLOUD_MESSAGES,
+    ROUTE_CLOUD_BLOCK, ROUTE_IDENTITIES, ROUTE_IDENTITY, ROUTE_IDENTITY_ACK, ROUTE_HEALTHZ,
+    ROUTE_READYZ, ROUTE_METRICS, ROUTE_OTHER, ROUTE_COUNT
+};
+
+enum item_kind {
+    ITEM_IDENTITY, ITEM_INBOUND, ITEM_NUMBER_CHANGE, ITEM_SYSTEM, ITEM_CONTACT_CHECK,
+    ITEM_PROFILE, ITEM_STATUS, ITEM_ERROR, ITEM_DEAD_LETTER, ITEM_COUNT
+};
+
+enum ack_outcome { ACK_OK, ACK_RETRY, ACK_RECONCILED, ACK_FAILED, ACK_OUTCOME_COUNT };
+
+enum reason {
+    REASON_IDENTITY_UNACKNOWLEDGED, REASON_BLOCKED, REASON_CONTACT_INVALID,
+    REASON_OUTSIDE_SESSION_WINDOW, REASON_NUMBER_CHANGED, REASON_STORE_UNAVAILABLE, REASON_COUNT
+};
+
+#define METRICS_BUCKETS 13
+
+struct histogram {
+    unsigned long long bucket[METRICS_BUCKETS];   /* cumulative on output, not here */
+    unsigned long long count;
+    double sum;
+};
+
+struct metrics {
+    unsigned long long requests[ROUTE_COUNT][600];     /* by route and HTTP status */
+    struct histogram latency[ROUTE_COUNT];
+    unsigned long long items[ITEM_COUNT];
+    unsigned long long duplicates, late, webhook_auth_failures;
+    unsigned long long ack_attempts[ACK_OUTCOME_COUNT];
+    unsigned long long upstream_requests[600];         /* by status; 0 = no answer */
+    struct histogram upstream_latency;
+    unsigned long long redis_errors, redis_reconnects;
+    unsigned long long decisions_allowed, decisions_denied, fail_open;
+    unsigned long long reasons[REASON_COUNT];
+    unsigned long long reloads, reload_failures;
+};
+
+/* Gauges read from Redis for one scrape; negative values are left out. */
+struct metrics_gauges {
+    int redis_up;
+    long long pending, failed, queued;
+    double oldest_age_s;
+    long long acks_in_flight;
+};
+
+const char *metrics_route_name(enum route r);
+const char *metrics_reason_name(enum reason r);
+const char *metrics_item_name(enum item_kind k);
+void metrics_observe(struct histogram *h, double seconds);
+
+/* Renders everything.  Returns a malloc'd string the caller frees, or NULL. */
+char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, const char *version);
+
+#endif

@@ -1,0 +1,43 @@
+/* upstream — the client of the WABA client's /v1 API (or a hosted API with the same
+ * surface), on libevent's evhttp client.
+ *
+ * http:// and https:// (libevent_openssl; the peer is verified against [upstream]
+ * ca_file or the system store, with a host-name or IP check), kept-alive connections
+ * (max_in_flight of them, requests beyond that wait in order), timeout_ms per request,
+ * and the auth modes of [upstream] auth.  With auth = login one login is in flight at
+ * a time; the token is renewed before it expires and once after a 401. */
+#ifndef WAGUARD_UPSTREAM_H
+#define WAGUARD_UPSTREAM_H
+
+#include <stddef.h>
+
+#include <event2/http.h>
+
+#include "app.h"
+
+struct upstream_reply {
+    int status;              /* HTTP status; 0 when there was no answer */
+    const char *body;        /* borrowed, valid during the callback; "" when none */
+    size_t len;
+    const char *error;       /* why there was no answer (status 0), else NULL */
+};
+
+typedef void upstream_cb(struct app *app, const struct upstream_reply *rep, void *arg);
+
+int upstream_new(struct app *app, char *err, size_t errlen) __attribute__((warn_unused_result));
+void upstream_free(struct app *app);
+/* Takes the settings of a reloaded configuration (URL, auth, TLS, limits).  On failure
+ * the old settings stay and err says why. */
+int upstream_reconfigure(struct app *app, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Queues a request; path includes any query.  body may be NULL.  cb is called exactly
+ * once, always from the event loop (never from inside this call).  Returns 0, or -1
+ * when out of memory. */
+int upstream_request(struct app *app, enum evhttp_cmd_type method, const char *path,
+                     const char *body, size_t len, upstream_cb *cb, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Requests queued or in flight. */
+int upstream_pending(const struct app *app);
+
+#endif

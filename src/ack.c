@@ -1,0 +1,365 @@
+/* ack — see include/ack.h
+ * Reads top to bottom: claim → PUT → (reconcile) → write the outcome. */
+#include "ack.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+
+#include "metrics.h"
+#include "phone.h"
+#include "store.h"
+#include "upstream.h"
+
+#define POLL_MS 500
+
+struct ack {
+    struct event *poll;          /* periodic claim */
+    struct event *kick;          /* claim now */
+    bool claiming;               /* a claim is in flight */
+    bool again;                  /* kicked while claiming */
+    bool stopped;
+    long long in_flight;
+    unsigned rng;                /* xorshift state for jitter */
+};
+
+struct job {
+    struct app *app;
+    char wa_id[PHONE_MAX];
+    char hash[256];
+    long long ts_ms;
+    long long attempts;
+    char who[64];
+    char answer[512];
+};
+
+static unsigned next_random(struct ack *a)
+{
+    unsigned x = a->rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return a->rng = x ? x : 2463534242u;
+}
+
+long long ack_backoff_ms(long long base_ms, long long max_ms, long long attempts, unsigned r)
+{
+    long long d = base_ms;
+    for (long long i = 1; i < attempts && d < max_ms; i++)
+        d *= 2;
+    if (d > max_ms)
+        d = max_ms;
+    long long half = d / 2;
+    return half + (half > 0 ? (long long)(r % (unsigned long long)(half + 1)) : 0);
+}
+
+/* ---- writing the outcome ---------------------------------------------- */
+
+static void job_done(struct app *app, redisReply *reply, void *arg)
+{
+    struct job *j = arg;
+    if (!reply || reply->type != REDIS_REPLY_INTEGER)
+        log_warn(&app->log, "ack", "could not record the outcome for %s (%s); the lease will run out "
+                 "and the work be retried", j->wa_id, reply && reply->str ? reply->str : store_status(app));
+    else if (reply->integer == 0)
+        log_info(&app->log, "ack", "%s: hash %s was replaced by a newer one meanwhile", j->wa_id, j->hash);
+    app->ack->in_flight--;
+    free(j);
+    ack_kick(app);
+}
+
+static void record(struct job *j, const char *outcome, long long due_ms)
+{
+    struct app *app = j->app;
+    char due[32];
+    snprintf(due, sizeof due, "%lld", due_ms);
+    const char *argv[] = { j->wa_id, j->hash, outcome, j->who, j->answer, due };
+    if (store_eval(app, SCRIPT_ACK_RESULT, 6, argv, NULL, job_done, j) != 0)
+        job_done(app, NULL, j);
+}
+
+static void retry(struct job *j)
+{
+    struct app *app = j->app;
+    long long d = ack_backoff_ms(app->cfg->retry_base_ms, app->cfg->retry_max_s * 1000, j->attempts,
+                                 next_random(app->ack));
+    app->metrics->ack_attempts[ACK_RETRY]++;
+    log_warn(&app->log, "ack", "%s: %s; attempt %lld, next in %lld ms", j->wa_id, j->answer, j->attempts, d);
+    record(j, "retry", app_wall_ms() + d);
+}
+
+static void fail(struct job *j)
+{
+    j->app->metrics->ack_attempts[ACK_FAILED]++;
+    log_error(&j->app->log, "ack", "%s: acknowledgement of %s failed for good: %s "
+              "(see GET /v1/identities/%s; POST …/ack to try again)", j->wa_id, j->hash, j->answer, j->wa_id);
+    record(j, "failed", 0);
+}
+
+static void describe(struct job *j, const struct upstream_reply *rep, const char *what)
+{
+    if (rep->status)
+        snprintf(j->answer, sizeof j->answer, "%s answered HTTP %d: %.300s", what, rep->status, rep->body);
+    else
+        snprintf(j->answer, sizeof j->answer, "%s got no answer: %s", what, rep->error ? rep->error : "?");
+}
+
+static bool transient(int status)
+{
+    return status == 0 || status >= 500 || status == 429 || status == 408 || status == 401 || status == 403;
+}
+
+/* ---- reconcile after a 4xx -------------------------------------------- */
+
+static void on_reconciled(struct app *app, redisReply *reply, void *arg)
+{
+    struct job *j = arg;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+        snprintf(j->answer, sizeof j->answer, "could not record the WABA client's newer identity");
+        retry(j);
+        return;
+    }
+    app->ack->in_flight--;
+    free(j);
+    ack_kick(app);
+}
+
+static void on_identity(struct app *app, const struct upstream_reply *rep, void *arg)
+{
+    struct job *j = arg;
+    if (rep->status / 100 != 2) {
+        char put_answer[512];
+        snprintf(put_answer, sizeof put_answer, "%s", j->answer);
+        describe(j, rep, "GET identity");
+        if (transient(rep->status)) {
+            retry(j);
+            return;
+        }
+        snprintf(j->answer, sizeof j->answer, "%.250s; %.250s", put_answer, rep->status == 404 ?
+                 "the WABA client knows no identity for this user" : "GET identity failed too");
+        fail(j);
+        return;
+    }
+    cJSON *o = cJSON_ParseWithLength(rep->body, rep->len);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "contacts");
+    if (cJSON_IsArray(c))
+        c = cJSON_GetArrayItem(c, 0);
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(c, "hash");
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(c, "created_timestamp");
+    const cJSON *ack = cJSON_GetObjectItemCaseSensitive(c, "acknowledged");
+    bool acked = cJSON_IsTrue(ack) || (cJSON_IsString(ack) && strcmp(ack->valuestring, "true") == 0);
+    if (!cJSON_IsString(h)) {
+        cJSON_Delete(o);
+        snprintf(j->answer + strlen(j->answer), sizeof j->answer - strlen(j->answer),
+                 "; GET identity answered without contacts.hash");
+        fail(j);
+        return;
+    }
+    long long their_ts = cJSON_IsNumber(ts) ? (long long)ts->valuedouble : 0;
+    if (their_ts > 0 && their_ts < 100000000000LL)
+        their_ts *= 1000;
+    if (strcmp(h->valuestring, j->hash) == 0 && acked) {
+        cJSON_Delete(o);
+        app->metrics->ack_attempts[ACK_RECONCILED]++;
+        snprintf(j->answer, sizeof j->answer, "the WABA client already shows this hash acknowledged");
+        log_info(&app->log, "ack", "%s: %s", j->wa_id, j->answer);
+        record(j, "ok", 0);
+        return;
+    }
+    if (strcmp(h->valuestring, j->hash) != 0 && their_ts >= j->ts_ms) {
+        /* The WABA client knows a newer identity: record it like a notification. */
+        log_notice(&app->log, "ack", "%s: the WABA client's identity %s is newer than %s; recording it",
+                   j->wa_id, h->valuestring, j->hash);
+        app->metrics->ack_attempts[ACK_RECONCILED]++;
+        cJSON *ops = cJSON_CreateArray();
+        cJSON *op = cJSON_CreateObject();
+        cJSON_AddStringToObject(op, "k", "id");
+        cJSON_AddStringToObject(op, "w", j->wa_id);
+        cJSON_AddStringToObject(op, "h", h->valuestring);
+        cJSON_AddNumberToObject(op, "t", (double)their_ts);
+        cJSON_AddStringToObject(op, "src", "reconcile");
+        cJSON_AddBoolToObject(op, "ack", acked);
+        cJSON_AddItemToArray(ops, op);
+        cJSON_Delete(o);
+        char *json = cJSON_PrintUnformatted(ops);
+        cJSON_Delete(ops);
+        char settings[160];
+        snprintf(settings, sizeof settings, "{\"ack\":\"auto\",\"first_seen\":\"trust\",\"maxlen\":%ld}",
+                 app->cfg->events_maxlen);
+        const char *argv[] = { json ? json : "[]", settings };
+        if (store_eval(app, SCRIPT_APPLY, 2, argv, NULL, on_reconciled, j) != 0)
+            on_reconciled(app, NULL, j);
+        cJSON_free(json);
+        return;
+    }
+    cJSON_Delete(o);
+    snprintf(j->answer + strlen(j->answer), sizeof j->answer - strlen(j->answer),
+             "; the WABA client shows hash %.60s (%s)", h->valuestring, acked ? "acknowledged" : "not acknowledged");
+    fail(j);
+}
+
+/* ---- PUT ----------------------------------------------------------------- */
+
+static void on_put(struct app *app, const struct upstream_reply *rep, void *arg)
+{
+    struct job *j = arg;
+    describe(j, rep, "PUT identity");
+    if (rep->status / 100 == 2) {
+        app->metrics->ack_attempts[ACK_OK]++;
+        log_info(&app->log, "ack", "%s: acknowledged hash %s (attempt %lld)", j->wa_id, j->hash, j->attempts);
+        record(j, "ok", 0);
+        return;
+    }
+    if (transient(rep->status)) {
+        retry(j);
+        return;
+    }
+    char path[160];
+    snprintf(path, sizeof path, "/v1/contacts/%s/identity", j->wa_id);
+    if (upstream_request(app, EVHTTP_REQ_GET, path, NULL, 0, on_identity, j) != 0)
+        retry(j);
+}
+
+static void start(struct app *app, struct job *j)
+{
+    app->ack->in_flight++;
+    if (app->cfg->api == API_CLOUD) {
+        /* The Cloud API has no acknowledgement call: the hash is pinned on sends. */
+        snprintf(j->answer, sizeof j->answer, "recorded locally: the Cloud API has no acknowledgement call");
+        app->metrics->ack_attempts[ACK_OK]++;
+        record(j, "ok", 0);
+        return;
+    }
+    char path[160], body[400];
+    snprintf(path, sizeof path, "/v1/contacts/%s/identity", j->wa_id);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "hash", j->hash);
+    if (!cJSON_PrintPreallocated(o, body, sizeof body, 0))
+        body[0] = '\0';
+    cJSON_Delete(o);
+    if (upstream_request(app, EVHTTP_REQ_PUT, path, body, strlen(body), on_put, j) != 0) {
+        snprintf(j->answer, sizeof j->answer, "out of memory");
+        retry(j);
+    }
+}
+
+/* ---- claiming ------------------------------------------------------------ */
+
+static void claim(struct app *app);
+
+static void on_claimed(struct app *app, redisReply *reply, void *arg)
+{
+    struct ack *a = app->ack;
+    (void)arg;
+    a->claiming = false;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY)
+        return;
+    size_t n = reply->elements / 5;
+    for (size_t i = 0; i < n; i++) {
+        redisReply **e = reply->element + i * 5;
+        struct job *j = calloc(1, sizeof *j);
+        if (!j)
+            break;
+        j->app = app;
+        snprintf(j->wa_id, sizeof j->wa_id, "%s", e[0]->str);
+        snprintf(j->hash, sizeof j->hash, "%s", e[1]->str);
+        j->attempts = e[2]->integer;
+        j->ts_ms = atoll(e[3]->str);
+        snprintf(j->who, sizeof j->who, "%s", e[4]->str);
+        start(app, j);
+    }
+    if (a->again || (long long)n > 0) {
+        a->again = false;
+        claim(app);
+    }
+}
+
+static void claim(struct app *app)
+{
+    struct ack *a = app->ack;
+    if (a->stopped || !store_ready(app))
+        return;
+    if (a->claiming) {
+        a->again = true;
+        return;
+    }
+    long long room = app->cfg->max_in_flight - a->in_flight;
+    if (room <= 0)
+        return;
+    char lease[32], max[32];
+    snprintf(lease, sizeof lease, "%ld", app->cfg->lease_s * 1000);
+    snprintf(max, sizeof max, "%lld", room);
+    const char *argv[] = { lease, max };
+    if (store_eval(app, SCRIPT_CLAIM, 2, argv, NULL, on_claimed, NULL) == 0)
+        a->claiming = true;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    claim(arg);
+}
+
+void ack_kick(struct app *app)
+{
+    if (app->ack && !app->ack->stopped)
+        event_active(app->ack->kick, EV_TIMEOUT, 1);
+}
+
+void ack_request(struct app *app, const char *wa_id, const char *who)
+{
+    (void)wa_id;
+    (void)who;
+    ack_kick(app);
+}
+
+int ack_new(struct app *app, char *err, size_t errlen)
+{
+    struct ack *a = calloc(1, sizeof *a);
+    if (!a) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    app->ack = a;
+    a->rng = (unsigned)(app_wall_ms() ^ ((long long)getpid() << 16)) | 1u;
+    a->poll = event_new(app->base, -1, EV_PERSIST, on_timer, app);
+    a->kick = event_new(app->base, -1, 0, on_timer, app);
+    if (!a->poll || !a->kick) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    struct timeval tv = { 0, POLL_MS * 1000 };
+    event_add(a->poll, &tv);
+    return 0;
+}
+
+void ack_stop(struct app *app)
+{
+    if (!app->ack)
+        return;
+    app->ack->stopped = true;
+    event_del(app->ack->poll);
+}
+
+long long ack_in_flight(const struct app *app)
+{
+    return app->ack ? app->ack->in_flight : 0;
+}
+
+void ack_free(struct app *app)
+{
+    struct ack *a = app->ack;
+    if (!a)
+        return;
+    if (a->poll)
+        event_free(a->poll);
+    if (a->kick)
+        event_free(a->kick);
+    free(a);
+    app->ack = NULL;
+}

@@ -1,0 +1,601 @@
+/* config — see include/config.h
+ *
+ * Three passes: the file is read with inih into a table of raw values (each with the
+ * line it came from), environment overrides replace raw values, then every value is
+ * converted and checked, and secrets are read from their files.  Errors name where the
+ * bad value came from: "file:line: key: what is wrong" or "WAGUARD_X_Y: key: …". */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+enum ktype { K_STR, K_INT, K_BOOL, K_ENUM, K_SECRET, K_TOKENS, K_LEVEL, K_FORMAT };
+
+struct key {
+    const char *section;
+    const char *name;
+    enum ktype type;
+    size_t off;                 /* offset of the field in struct config */
+    const char *def;            /* default, as text */
+    long min, max;              /* K_INT bounds */
+    const char *const *enums;   /* K_ENUM names, index = value */
+};
+
+#define F(field) offsetof(struct config, field)
+static const char *const e_api[] = { "onprem", "cloud", NULL };
+static const char *const e_auth[] = { "none", "bearer", "login", "header", NULL };
+static const char *const e_ack[] = { "auto", "manual", NULL };
+static const char *const e_first[] = { "trust", "hold", NULL };
+static const char *const e_fail[] = { "closed", "open", NULL };
+static const char *const e_window[] = { "off", "enforce", NULL };   /* index = bool */
+
+static const struct key keys[] = {
+    { "server", "listen", K_STR, F(listen), "127.0.0.1:8080", 0, 0, NULL },
+    { "server", "max_body_bytes", K_INT, F(max_body_bytes), "1048576", 1024, 64L << 20, NULL },
+    { "server", "max_header_bytes", K_INT, F(max_header_bytes), "16384", 1024, 1L << 20, NULL },
+    { "server", "timeout_s", K_INT, F(timeout_s), "30", 1, 3600, NULL },
+    { "server", "max_connections", K_INT, F(max_connections), "1024", 1, 1000000, NULL },
+    { "server", "shutdown_timeout_s", K_INT, F(shutdown_timeout_s), "10", 0, 3600, NULL },
+    { "redis", "url", K_STR, F(redis_url), "redis://127.0.0.1:6379/0", 0, 0, NULL },
+    { "redis", "password_file", K_SECRET, F(redis_password), "", 0, 0, NULL },
+    { "redis", "key_prefix", K_STR, F(key_prefix), "waguard", 0, 0, NULL },
+    { "redis", "events_maxlen", K_INT, F(events_maxlen), "100000", 100, 100000000, NULL },
+    { "upstream", "api", K_ENUM, F(api), "onprem", 0, 0, e_api },
+    { "upstream", "url", K_STR, F(upstream_url), "https://127.0.0.1:9090", 0, 0, NULL },
+    { "upstream", "auth", K_ENUM, F(auth), "none", 0, 0, e_auth },
+    { "upstream", "username", K_STR, F(username), "admin", 0, 0, NULL },
+    { "upstream", "password_file", K_SECRET, F(password), "", 0, 0, NULL },
+    { "upstream", "token_file", K_SECRET, F(upstream_token), "", 0, 0, NULL },
+    { "upstream", "header_name", K_STR, F(header_name), "D360-API-KEY", 0, 0, NULL },
+    { "upstream", "ca_file", K_STR, F(ca_file), "", 0, 0, NULL },
+    { "upstream", "timeout_ms", K_INT, F(timeout_ms), "5000", 10, 600000, NULL },
+    { "upstream", "max_in_flight", K_INT, F(max_in_flight), "16", 1, 1024, NULL },
+    { "webhook", "path", K_STR, F(webhook_path), "/webhook", 0, 0, NULL },
+    { "webhook", "token_file", K_SECRET, F(webhook_token), "", 0, 0, NULL },
+    { "webhook", "hmac_secret_file", K_SECRET, F(hmac_secret), "", 0, 0, NULL },
+    { "webhook", "verify_token_file", K_SECRET, F(verify_token), "", 0, 0, NULL },
+    { "api", "tokens_file", K_TOKENS, F(api_tokens), "", 0, 0, NULL },
+    { "api", "admin_tokens_file", K_TOKENS, F(admin_tokens), "", 0, 0, NULL },
+    { "identity", "ack", K_ENUM, F(ack), "auto", 0, 0, e_ack },
+    { "identity", "retry_max_s", K_INT, F(retry_max_s), "900", 1, 86400, NULL },
+    { "identity", "retry_base_ms", K_INT, F(retry_base_ms), "1000", 10, 3600000, NULL },
+    { "identity", "lease_s", K_INT, F(lease_s), "30", 1, 3600, NULL },
+    { "identity", "first_seen", K_ENUM, F(first_seen), "trust", 0, 0, e_first },
+    { "gate", "fail", K_ENUM, F(fail), "closed", 0, 0, e_fail },
+    { "gate", "require_valid_contact", K_BOOL, F(require_valid_contact), "false", 0, 0, NULL },
+    { "gate", "session_window", K_ENUM, F(session_window), "enforce", 0, 0, e_window },
+    { "gate", "home_country_code", K_STR, F(home_country_code), "1", 0, 0, NULL },
+    { "log", "level", K_LEVEL, F(log_level), "info", 0, 0, NULL },
+    { "log", "format", K_FORMAT, F(log_format), "text", 0, 0, NULL },
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+#undef F
+
+/* A raw value and where it came from. */
+struct raw {
+    char *value;
+    int line;                  /* 0: default or environment */
+    char origin[128];          /* env variable name, or "default" */
+};
+
+struct parse_state {
+    const char *path;
+    FILE *fp;
+    int line;                  /* lines handed to inih so far */
+    struct raw raw[NKEYS];
+    char *err;
+    size_t errlen;
+    bool failed;
+};
+
+static void set_err(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void set_err(struct parse_state *ps, int line, const char *key, const char *fmt, ...)
+{
+    if (ps->failed)
+        return;
+    ps->failed = true;
+    char what[PATH_MAX + 1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(ps->err, ps->errlen, "%s:%d: %s: %s", ps->path, line, key, what);
+}
+
+/* inih asks for one line at a time: counting the calls gives the line of each value. */
+static char *reader(char *buf, int size, void *stream)
+{
+    struct parse_state *ps = stream;
+    char *r = fgets(buf, size, ps->fp);
+    if (r)
+        ps->line++;
+    return r;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_state *ps = user;
+    bool known_section = false;
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].section, section) != 0)
+            continue;
+        known_section = true;
+        if (strcmp(keys[i].name, name) != 0)
+            continue;
+        free(ps->raw[i].value);
+        ps->raw[i].value = strdup(value);
+        ps->raw[i].line = ps->line;
+        ps->raw[i].origin[0] = '\0';
+        return 1;
+    }
+    char full[256];
+    snprintf(full, sizeof full, "%s.%s", section, name);
+    if (!known_section)
+        set_err(ps, ps->line, full, "unknown section [%s]", section);
+    else
+        set_err(ps, ps->line, full, "unknown key in [%s]", section);
+    return 0;
+}
+
+/* Reports a bad value with its origin: the file and line, or the environment variable. */
+static void bad_value(struct parse_state *ps, size_t i, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void bad_value(struct parse_state *ps, size_t i, const char *fmt, ...)
+{
+    if (ps->failed)
+        return;
+    char what[PATH_MAX + 1024], key[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(key, sizeof key, "%s.%s", keys[i].section, keys[i].name);
+    ps->failed = true;
+    if (ps->raw[i].origin[0])
+        snprintf(ps->err, ps->errlen, "%s: %s: %s", ps->raw[i].origin, key, what);
+    else
+        snprintf(ps->err, ps->errlen, "%s:%d: %s: %s", ps->path, ps->raw[i].line, key, what);
+}
+
+static char *trim_dup(const char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    return strndup(s, n);
+}
+
+/* Reads a secret file whole; a relative name is looked up in $CREDENTIALS_DIRECTORY
+ * first, then beside the configuration file.  Returns a trimmed copy, or NULL with
+ * errno's text in why. */
+static char *read_secret(const char *cfgpath, const char *name, char *why, size_t whylen,
+                         char *used, size_t usedlen)
+{
+    char path[PATH_MAX];
+    const char *cred = getenv("CREDENTIALS_DIRECTORY");
+    FILE *fp = NULL;
+    if (name[0] == '/') {
+        snprintf(path, sizeof path, "%s", name);
+        fp = fopen(path, "r");
+    } else {
+        if (cred && *cred) {
+            snprintf(path, sizeof path, "%s/%s", cred, name);
+            fp = fopen(path, "r");
+        }
+        if (!fp) {
+            const char *slash = strrchr(cfgpath, '/');
+            if (slash)
+                snprintf(path, sizeof path, "%.*s/%s", (int)(slash - cfgpath), cfgpath, name);
+            else
+                snprintf(path, sizeof path, "%s", name);
+            fp = fopen(path, "r");
+        }
+    }
+    snprintf(used, usedlen, "%s", path);
+    if (!fp) {
+        snprintf(why, whylen, "cannot read %s: %s%s", path, strerror(errno),
+                 (cred && name[0] != '/') ? " (looked in $CREDENTIALS_DIRECTORY first)" : "");
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    char chunk[4096];
+    size_t r;
+    while ((r = fread(chunk, 1, sizeof chunk, fp)) > 0) {
+        if (len + r + 1 > cap) {
+            cap = (len + r + 1) * 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(fp);
+                snprintf(why, whylen, "out of memory reading %s", path);
+                return NULL;
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, chunk, r);
+        len += r;
+    }
+    fclose(fp);
+    if (!buf)
+        return strdup("");
+    buf[len] = '\0';
+    char *t = trim_dup(buf);
+    free(buf);
+    return t;
+}
+
+/* Parses a token file: one token a line, optionally NAME:TOKEN; '#' starts a comment. */
+static int parse_tokens(const char *text, struct token_list *out, char *why, size_t whylen)
+{
+    out->v = NULL;
+    out->n = 0;
+    const char *p = text;
+    int lineno = 0;
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        lineno++;
+        char *line = strndup(p, n);
+        char *t = trim_dup(line);
+        free(line);
+        p += n + (e ? 1 : 0);
+        if (t[0] == '\0' || t[0] == '#') {
+            free(t);
+            continue;
+        }
+        char *colon = strchr(t, ':');
+        char *name, *value;
+        if (colon) {
+            *colon = '\0';
+            name = trim_dup(t);
+            value = trim_dup(colon + 1);
+        } else {
+            char nm[32];
+            snprintf(nm, sizeof nm, "token%d", lineno);
+            name = strdup(nm);
+            value = strdup(t);
+        }
+        free(t);
+        if (value[0] == '\0' || strlen(value) < 8) {
+            snprintf(why, whylen, "line %d: token too short (8 characters at least)", lineno);
+            free(name);
+            free(value);
+            return -1;
+        }
+        struct token *nv = realloc(out->v, (out->n + 1) * sizeof *nv);
+        if (!nv) {
+            free(name);
+            free(value);
+            snprintf(why, whylen, "out of memory");
+            return -1;
+        }
+        out->v = nv;
+        out->v[out->n].name = name;
+        out->v[out->n].value = value;
+        out->n++;
+    }
+    return 0;
+}
+
+static void tokens_free(struct token_list *tl)
+{
+    for (size_t i = 0; i < tl->n; i++) {
+        free(tl->v[i].name);
+        free(tl->v[i].value);
+    }
+    free(tl->v);
+    tl->v = NULL;
+    tl->n = 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = { "true", "yes", "on", "1" };
+    static const char *const no[] = { "false", "no", "off", "0" };
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Converts raw value i into its field. */
+static void convert(struct parse_state *ps, size_t i, struct config *cfg)
+{
+    const struct key *k = &keys[i];
+    const char *v = ps->raw[i].value;
+    char *field = (char *)cfg + k->off;
+    char why[PATH_MAX + 512], used[PATH_MAX];
+
+    switch (k->type) {
+    case K_STR:
+        *(char **)field = strdup(v);
+        break;
+    case K_INT: {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (errno || end == v || *end != '\0') {
+            bad_value(ps, i, "'%s' is not a whole number", v);
+            return;
+        }
+        if (n < k->min || n > k->max) {
+            bad_value(ps, i, "%ld is out of range (%ld to %ld)", n, k->min, k->max);
+            return;
+        }
+        *(long *)field = n;
+        break;
+    }
+    case K_BOOL:
+        if (parse_bool(v, (bool *)field) != 0)
+            bad_value(ps, i, "'%s' is not a boolean (true or false)", v);
+        break;
+    case K_ENUM: {
+        for (int e = 0; k->enums[e]; e++) {
+            if (strcmp(v, k->enums[e]) == 0) {
+                if (k->enums == e_window)
+                    *(bool *)field = e == 1;
+                else
+                    *(int *)field = e;
+                return;
+            }
+        }
+        char allowed[128] = "";
+        for (int e = 0; k->enums[e]; e++) {
+            strncat(allowed, e ? " | " : "", sizeof allowed - strlen(allowed) - 1);
+            strncat(allowed, k->enums[e], sizeof allowed - strlen(allowed) - 1);
+        }
+        bad_value(ps, i, "'%s' is not one of %s", v, allowed);
+        break;
+    }
+    case K_LEVEL:
+        if (log_level_parse(v, (enum log_level *)field) != 0)
+            bad_value(ps, i, "'%s' is not a level (debug | info | notice | warning | error)", v);
+        break;
+    case K_FORMAT:
+        if (strcmp(v, "text") == 0)
+            *(enum log_format *)field = LOG_FMT_TEXT;
+        else if (strcmp(v, "json") == 0)
+            *(enum log_format *)field = LOG_FMT_JSON;
+        else
+            bad_value(ps, i, "'%s' is not text or json", v);
+        break;
+    case K_SECRET:
+    case K_TOKENS: {
+        if (v[0] == '\0')
+            return;
+        char *text = read_secret(ps->path, v, why, sizeof why, used, sizeof used);
+        if (!text) {
+            bad_value(ps, i, "%s", why);
+            return;
+        }
+        if (k->type == K_SECRET) {
+            if (text[0] == '\0') {
+                bad_value(ps, i, "%s is empty", used);
+                free(text);
+                return;
+            }
+            *(char **)field = text;
+        } else {
+            if (parse_tokens(text, (struct token_list *)field, why, sizeof why) != 0)
+                bad_value(ps, i, "%s: %s", used, why);
+            else if (((struct token_list *)field)->n == 0)
+                bad_value(ps, i, "%s holds no token", used);
+            free(text);
+        }
+        break;
+    }
+    }
+}
+
+int config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return -1;
+        h = s + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -1;
+        hl = (size_t)(colon - s);
+    }
+    if (hl == 0 || hl >= hostlen)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end != '\0' || p < 0 || p > 65535)
+        return -1;
+    *port = (int)p;
+    return 0;
+}
+
+bool config_listen_is_local(const char *listen)
+{
+    if (strncmp(listen, "unix:", 5) == 0)
+        return true;
+    char host[256];
+    int port;
+    if (config_split_hostport(listen, host, sizeof host, &port) != 0)
+        return false;
+    if (strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0)
+        return true;
+    struct in_addr a;
+    if (inet_pton(AF_INET, host, &a) == 1)
+        return (ntohl(a.s_addr) >> 24) == 127;
+    return false;
+}
+
+static bool url_ok(const char *u, const char *const *schemes)
+{
+    for (size_t i = 0; schemes[i]; i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncmp(u, schemes[i], n) == 0 && u[n] != '\0')
+            return true;
+    }
+    return false;
+}
+
+static size_t key_index(const char *section, const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
+            return i;
+    abort(); /* a programming error: every name used here is in the table */
+}
+
+/* Checks that concern several keys, or the shape of one beyond its type. */
+static void validate(struct parse_state *ps, struct config *cfg)
+{
+    size_t i_listen = key_index("server", "listen"), i_url = key_index("redis", "url"),
+           i_up = key_index("upstream", "url"), i_path = key_index("webhook", "path"),
+           i_cc = key_index("gate", "home_country_code"), i_auth = key_index("upstream", "auth"),
+           i_prefix = key_index("redis", "key_prefix");
+    char host[256];
+    int port;
+    if (strncmp(cfg->listen, "unix:", 5) == 0) {
+        if (cfg->listen[5] == '\0')
+            bad_value(ps, i_listen, "unix: needs a path");
+    } else if (config_split_hostport(cfg->listen, host, sizeof host, &port) != 0) {
+        bad_value(ps, i_listen, "'%s' is not host:port or unix:/path", cfg->listen);
+    }
+    static const char *const redis_schemes[] = { "redis://", "unix:", NULL };
+    if (!url_ok(cfg->redis_url, redis_schemes))
+        bad_value(ps, i_url, "'%s' is not redis://host:port/db or unix:/path", cfg->redis_url);
+    static const char *const http_schemes[] = { "http://", "https://", NULL };
+    if (!url_ok(cfg->upstream_url, http_schemes))
+        bad_value(ps, i_up, "'%s' is not an http:// or https:// URL", cfg->upstream_url);
+    if (cfg->webhook_path[0] != '/' || strchr(cfg->webhook_path, '?'))
+        bad_value(ps, i_path, "'%s' must start with / and hold no query", cfg->webhook_path);
+    if (cfg->key_prefix[0] == '\0' || strpbrk(cfg->key_prefix, " {}"))
+        bad_value(ps, i_prefix, "'%s' must be non-empty without spaces or braces", cfg->key_prefix);
+    const char *cc = cfg->home_country_code;
+    if (cc[0] == '+')
+        cc++;
+    size_t ccl = strlen(cc);
+    if (ccl == 0 || ccl > 3 || strspn(cc, "0123456789") != ccl || cc[0] == '0')
+        bad_value(ps, i_cc, "'%s' is not a country calling code (1 to 3 digits)", cfg->home_country_code);
+    else if (cc != cfg->home_country_code)
+        memmove(cfg->home_country_code, cc, ccl + 1);
+    if (cfg->auth == AUTH_LOGIN && !cfg->password)
+        bad_value(ps, i_auth, "auth = login needs [upstream] password_file");
+    if ((cfg->auth == AUTH_BEARER || cfg->auth == AUTH_HEADER) && !cfg->upstream_token)
+        bad_value(ps, i_auth, "auth = %s needs [upstream] token_file", cfg->auth == AUTH_BEARER ? "bearer" : "header");
+    if (!config_listen_is_local(cfg->listen)) {
+        if (!cfg->webhook_token && !cfg->hmac_secret)
+            bad_value(ps, i_listen, "'%s' is not a loopback address, so the webhook needs "
+                      "[webhook] token_file or hmac_secret_file", cfg->listen);
+        else if (cfg->api_tokens.n == 0 && cfg->admin_tokens.n == 0)
+            bad_value(ps, i_listen, "'%s' is not a loopback address, so the API needs "
+                      "[api] tokens_file and admin_tokens_file", cfg->listen);
+    }
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    struct parse_state ps = { .path = path, .err = err, .errlen = errlen };
+    err[0] = '\0';
+
+    ps.fp = fopen(path, "r");
+    if (!ps.fp) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    int rc = ini_parse_stream(reader, &ps, handler, &ps);
+    fclose(ps.fp);
+    if (rc > 0 && !ps.failed)
+        set_err(&ps, rc, "-", "not a valid INI line (expected [section] or key = value)");
+    else if (rc < 0 && !ps.failed)
+        set_err(&ps, 0, "-", "cannot parse the file");
+
+    /* Defaults, then environment overrides. */
+    for (size_t i = 0; i < NKEYS && !ps.failed; i++) {
+        char env[128];
+        snprintf(env, sizeof env, "WAGUARD_%s_%s", keys[i].section, keys[i].name);
+        for (char *c = env; *c; c++)
+            *c = (char)toupper((unsigned char)*c);
+        const char *ev = getenv(env);
+        if (ev) {
+            free(ps.raw[i].value);
+            ps.raw[i].value = strdup(ev);
+            ps.raw[i].line = 0;
+            snprintf(ps.raw[i].origin, sizeof ps.raw[i].origin, "%s", env);
+        } else if (!ps.raw[i].value) {
+            ps.raw[i].value = strdup(keys[i].def);
+            snprintf(ps.raw[i].origin, sizeof ps.raw[i].origin, "default");
+        }
+    }
+    for (size_t i = 0; i < NKEYS && !ps.failed; i++)
+        convert(&ps, i, cfg);
+    cfg->path = strdup(path);
+    if (!ps.failed)
+        validate(&ps, cfg);
+    for (size_t i = 0; i < NKEYS; i++)
+        free(ps.raw[i].value);
+    if (ps.failed) {
+        config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        char *field = (char *)cfg + keys[i].off;
+        if (keys[i].type == K_STR || keys[i].type == K_SECRET) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (keys[i].type == K_TOKENS) {
+            tokens_free((struct token_list *)field);
+        }
+    }
+    free(cfg->path);
+    cfg->path = NULL;
+}
+
+const char *config_restart_needed(const struct config *a, const struct config *b)
+{
+    if (strcmp(a->listen, b->listen) != 0)
+        return "server.listen";
+    if (strcmp(a->redis_url, b->redis_url) != 0)
+        return "redis.url";
+    if (strcmp(a->key_prefix, b->key_prefix) != 0)
+        return "redis.key_prefix";
+    if (strcmp(a->webhook_path, b->webhook_path) != 0)
+        return "webhook.path";
+    if ((a->redis_password == NULL) != (b->redis_password == NULL) ||
+        (a->redis_password && strcmp(a->redis_password, b->redis_password) != 0))
+        return "redis.password_file";
+    return NULL;
+}

@@ -1,0 +1,153 @@
+-- apply: every change one webhook (or one forwarded answer) brings, in one atomic step.
+-- ARGV[3] the operations (JSON, see include/webhook_parse.h), ARGV[4] settings
+-- {"ack":"auto|manual","first_seen":"trust|hold","maxlen":N}.
+-- Returns { accepted, duplicates, late, dead, queued }.
+local ops = cjson.decode(ARGV[3])
+local cfg = cjson.decode(ARGV[4])
+local EVENTS = P .. ':events'
+local res = { accepted = 0, dup = 0, late = 0, dead = 0, queued = 0 }
+local seen = {}
+
+local function event(kind, w, extra)
+  local f = { 'kind', kind, 'wa_id', w or '', 'at', NOW }
+  for i = 1, #extra do f[#f + 1] = extra[i] end
+  xadd(EVENTS, cfg.maxlen, f)
+end
+
+-- True the first time a message id is seen (kept a week); the duplicate is counted once.
+local function fresh(mid)
+  if mid == nil or mid == cjson.null then return true end
+  local s = seen[mid]
+  if s == nil then
+    s = redis.call('SET', P .. ':seen:msg:' .. mid, '1', 'NX', 'EX', WEEK) ~= false
+    seen[mid] = s
+    if not s then res.dup = res.dup + 1 end
+  end
+  return s
+end
+
+local function record_identity(w, h, t, ackd, src)
+  local k = ukey(w)
+  if ackd then
+    redis.call('HSET', k, 'id_hash', h, 'id_ts', t, 'id_attempts', 0)
+    mark_acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
+  else
+    redis.call('HSET', k, 'id_hash', h, 'id_ts', t, 'id_ack', 0, 'id_state', 'pending',
+               'id_attempts', 0, 'id_err', '', 'id_changed_at', NOW)
+    redis.call('ZADD', PENDING, 0, w)
+    redis.call('ZREM', FAILED, w)
+    redis.call('ZADD', SINCE, 'NX', NOW, w)
+    if cfg.ack == 'auto' then
+      redis.call('ZADD', QUEUE, NOW, w)
+      res.queued = res.queued + 1
+    end
+  end
+  local hk = k .. ':history'
+  redis.call('LPUSH', hk, cjson.encode({ hash = h, created_timestamp = t, source = src,
+                                         received_at = NOW, acknowledged = ackd }))
+  redis.call('LTRIM', hk, 0, 49)
+  event('identity_changed', w, { 'hash', h, 'created_ms', t, 'source', src })
+end
+
+local handlers = {}
+
+handlers.id = function(op)
+  if not fresh(op.mid) then return end
+  local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack')
+  local ackd = op.ack == true
+  if not cur[1] then
+    -- First hash seen for this user.  A system message is always a change; a hash
+    -- carried by a message is trusted when the WABA client says it is acknowledged.
+    record_identity(op.w, op.h, op.t, ackd and cfg.first_seen == 'trust', op.src)
+  elseif cur[1] == op.h then
+    if ackd and cur[3] ~= '1' then
+      mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')
+    end
+  else
+    local ct = tonumber(cur[2]) or 0
+    if op.t < ct or (op.t == ct and op.h < cur[1]) then
+      res.late = res.late + 1
+      event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
+      return
+    end
+    record_identity(op.w, op.h, op.t, ackd, op.src)
+  end
+  res.accepted = res.accepted + 1
+end
+
+handlers['in'] = function(op)
+  if not fresh(op.mid) then return end
+  local now_s = math.floor(NOW / 1000)
+  local t = op.t
+  if t == 0 or t > now_s + 300 then t = now_s end
+  local k = ukey(op.w)
+  local cur = redis.call('HMGET', k, 'last_in', 'moved_at')
+  if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, 'last_in', t) end
+  if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, 'moved_to', 'moved_at') end
+  event('inbound', op.w, { 'type', op.type, 'id', op.mid })
+  res.accepted = res.accepted + 1
+end
+
+handlers.num = function(op)
+  if not fresh(op.mid) then return end
+  local t = op.t
+  if t == 0 then t = math.floor(NOW / 1000) end
+  redis.call('HSET', ukey(op.w), 'moved_to', op.nw, 'moved_at', t)
+  event('number_changed', op.w, { 'new_wa_id', op.nw })
+  res.accepted = res.accepted + 1
+end
+
+handlers.sys = function(op)
+  if not fresh(op.mid) then return end
+  event('system', op.w, { 'type', op.st })
+  res.accepted = res.accepted + 1
+end
+
+handlers.cc = function(op)
+  local function put(n)
+    local k = ckey(n)
+    redis.call('HSET', k, 'status', op.st, 'input', op.raw, 'wa_id', op.w or '', 'at', NOW)
+    redis.call('EXPIRE', k, WEEK)
+  end
+  put(op['in'])
+  if op.w and op.w ~= op['in'] then put(op.w) end
+  event('contact_check', op.w or op['in'], { 'status', op.st, 'input', op.raw })
+  res.accepted = res.accepted + 1
+end
+
+handlers.prof = function(op)
+  if op.name ~= '' then redis.call('HSET', ukey(op.w), 'name', op.name) end
+  res.accepted = res.accepted + 1
+end
+
+handlers.st = function(op)
+  if redis.call('SET', P .. ':seen:st:' .. op.id .. ':' .. op.st, '1', 'NX', 'EX', WEEK) == false then
+    res.dup = res.dup + 1
+    return
+  end
+  local codes = {}
+  for i = 1, #op.codes do codes[i] = tostring(op.codes[i]) end
+  event('status', op.w, { 'id', op.id, 'status', op.st, 'codes', table.concat(codes, ',') })
+  res.accepted = res.accepted + 1
+end
+
+handlers.err = function(op)
+  event('error', '', { 'code', op.code, 'title', op.title, 'details', op.details })
+  res.accepted = res.accepted + 1
+end
+
+handlers.blk = function(op)
+  redis.call('HSET', ukey(op.w), 'blocked', op.b)
+  event(op.b == 1 and 'blocked' or 'unblocked', op.w, {})
+  res.accepted = res.accepted + 1
+end
+
+handlers.dead = function(op)
+  xadd(P .. ':deadletter', 10000, { 'reason', op.reason, 'item', op.item, 'at', NOW })
+  res.dead = res.dead + 1
+end
+
+for _, op in ipairs(ops) do
+  handlers[op.k](op)
+end
+return { res.accepted, res.dup, res.late, res.dead, res.queued }

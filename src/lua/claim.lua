@@ -1,0 +1,22 @@
+-- claim: up to ARGV[4] acknowledgements that are due, each leased for ARGV[3] ms so that
+-- one worker at a time holds it; a dead worker's lease runs out and another takes over.
+-- Returns wa_id, hash, attempts, created ms, who asked ("auto" or an operator) for each.
+local lease, max = tonumber(ARGV[3]), tonumber(ARGV[4])
+local due = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', NOW, 'LIMIT', 0, max)
+local out = {}
+for _, w in ipairs(due) do
+  local k = ukey(w)
+  local v = redis.call('HMGET', k, 'id_hash', 'id_ack', 'id_state', 'id_ts', 'id_requested_by')
+  if not v[1] or v[2] == '1' or v[3] == 'failed' then
+    redis.call('ZREM', QUEUE, w)
+  else
+    redis.call('ZADD', QUEUE, NOW + lease, w)
+    local a = redis.call('HINCRBY', k, 'id_attempts', 1)
+    out[#out + 1] = w
+    out[#out + 1] = v[1]
+    out[#out + 1] = a
+    out[#out + 1] = v[4] or '0'
+    out[#out + 1] = v[5] or 'auto'
+  end
+end
+return out

@@ -1,0 +1,37 @@
+-- Shared by every script (prepended by the build).  ARGV[1] is the key prefix and
+-- ARGV[2] the caller's clock in milliseconds; keys carry a {wa_id} hash tag.
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+local WEEK = 604800
+local function ukey(w) return P .. ':user:{' .. w .. '}' end
+local function ckey(n) return P .. ':contact:{' .. n .. '}' end
+local QUEUE, SINCE = P .. ':ack:queue', P .. ':ack:since'
+local PENDING, FAILED = P .. ':identities:pending', P .. ':identities:failed'
+
+-- Appends to a capped stream; extra is a flat list of field, value.
+local function xadd(stream, maxlen, extra)
+  local args = { 'XADD', stream, 'MAXLEN', '~', maxlen, '*' }
+  for i = 1, #extra do args[#args + 1] = tostring(extra[i]) end
+  redis.call(unpack(args))
+end
+
+local function audit(w, h, who, result, answer)
+  xadd(P .. ':audit', 100000, { 'wa_id', w, 'hash', h, 'who', who, 'result', result,
+                                'answer', answer, 'at', NOW })
+  local k = ukey(w) .. ':acks'
+  redis.call('LPUSH', k, cjson.encode({ hash = h, who = who, result = result,
+                                        answer = answer, at = NOW }))
+  redis.call('LTRIM', k, 0, 49)
+end
+
+-- The newest hash h is now acknowledged: the gate opens and the work is done.
+local function mark_acknowledged(w, h, who, answer)
+  redis.call('HSET', ukey(w), 'id_ack', 1, 'id_state', 'acknowledged', 'id_err', '',
+             'id_acked_at', NOW, 'id_acked_by', who)
+  redis.call('HDEL', ukey(w), 'id_requested_by')
+  redis.call('ZREM', QUEUE, w)
+  redis.call('ZREM', SINCE, w)
+  redis.call('ZREM', PENDING, w)
+  redis.call('ZREM', FAILED, w)
+  audit(w, h, who, 'acknowledged', answer)
+end

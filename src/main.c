@@ -1,0 +1,282 @@
+/* main — the daemon's life: options, configuration, the modules in order, signals
+ * (on the event loop), sd_notify, reload and the two-stage shutdown. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "ack.h"
+#include "app.h"
+#include "metrics.h"
+#include "server.h"
+#include "store.h"
+#include "upstream.h"
+
+enum { EXIT_USAGE = 2, EXIT_CONFIG = 78 };
+
+long long app_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long app_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: waguard [--config FILE] [--check-config]\n"
+            "       waguard --version | --help\n"
+            "\n"
+            "Guards sends to WhatsApp users whose identity changed, beside a WhatsApp\n"
+            "Business API client: takes its webhooks, keeps the state in Redis, answers\n"
+            "send decisions and acknowledges identity changes.\n"
+            "\n"
+            "  -c, --config FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+            "  -t, --check-config  validate the configuration and exit\n"
+            "  -V, --version       print the version and exit\n"
+            "  -h, --help          print this help and exit\n"
+            "\n"
+            "Every key can be overridden by WAGUARD_<SECTION>_<KEY>.  See waguard(8).\n");
+}
+
+/* ---- reload ------------------------------------------------------------ */
+
+/* Settings that need a restart keep their running value; the change is logged. */
+static void keep_restart_settings(struct app *app, struct config *old, struct config *n)
+{
+    struct { const char *name; char **o, **v; } keep[] = {
+        { "server.listen", &old->listen, &n->listen },
+        { "redis.url", &old->redis_url, &n->redis_url },
+        { "redis.key_prefix", &old->key_prefix, &n->key_prefix },
+        { "webhook.path", &old->webhook_path, &n->webhook_path },
+        { "redis.password_file", &old->redis_password, &n->redis_password },
+    };
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+        char *ov = *keep[i].o, *nv = *keep[i].v;
+        if ((ov == NULL) == (nv == NULL) && (ov == NULL || strcmp(ov, nv) == 0))
+            continue;
+        log_warn(&app->log, "main", "%s changed in %s: it needs a restart; keeping the running value",
+                 keep[i].name, n->path);
+        free(nv);
+        *keep[i].v = ov ? strdup(ov) : NULL;
+    }
+}
+
+static void reload(struct app *app)
+{
+    sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
+               (unsigned long long)app_mono_ms() * 1000ULL, app->cfg->path);
+    struct config *n = calloc(1, sizeof *n);
+    char err[1024];
+    if (!n || config_load(app->cfg->path, n, err, sizeof err) != 0) {
+        app->metrics->reload_failures++;
+        log_error(&app->log, "main", "reload refused, the running configuration stays: %s",
+                  n ? err : "out of memory");
+        free(n);
+        sd_notify(0, "READY=1\nSTATUS=running; the last reload was refused (see the log)");
+        return;
+    }
+    keep_restart_settings(app, app->cfg, n);
+    if (app->prev_cfg) {
+        config_free(app->prev_cfg);
+        free(app->prev_cfg);
+    }
+    app->prev_cfg = app->cfg;
+    app->cfg = n;
+    app->log.level = n->log_level;
+    app->log.format = n->log_format;
+    server_reconfigure(app);
+    if (upstream_reconfigure(app, err, sizeof err) != 0)
+        log_error(&app->log, "main", "upstream settings not applied: %s", err);
+    app->metrics->reloads++;
+    log_notice(&app->log, "main", "configuration reloaded from %s", n->path);
+    sd_notify(0, "READY=1\nSTATUS=running");
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *app = arg;
+    (void)fd;
+    (void)what;
+    int reqs = server_in_flight(app);
+    long long acks = ack_in_flight(app);
+    if (reqs == 0 && acks == 0) {
+        log_notice(&app->log, "main", "drained; exiting");
+        event_base_loopexit(app->base, NULL);
+    } else if (app_mono_ms() >= app->stop_deadline_ms) {
+        log_warn(&app->log, "main", "shutdown deadline reached with %d request(s) and %lld "
+                 "acknowledgement(s) in flight; exiting (the acknowledgements are retried after their lease)",
+                 reqs, acks);
+        event_base_loopexit(app->base, NULL);
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct app *app = arg;
+    (void)what;
+    if (sig == SIGHUP) {
+        log_notice(&app->log, "main", "SIGHUP: reloading %s", app->cfg->path);
+        reload(app);
+        return;
+    }
+    if (app->stopping) {
+        log_warn(&app->log, "main", "second stop signal: exiting now");
+        event_base_loopbreak(app->base);
+        return;
+    }
+    app->stopping = true;
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    log_notice(&app->log, "main", "%s: no longer accepting; finishing what is in flight (up to %ld s)",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT", app->cfg->shutdown_timeout_s);
+    server_stop_accepting(app);
+    ack_stop(app);
+    app->stop_deadline_ms = app_mono_ms() + app->cfg->shutdown_timeout_s * 1000;
+    app->drain_timer = event_new(app->base, -1, EV_PERSIST, on_drain, app);
+    struct timeval tv = { 0, 50 * 1000 };
+    event_add(app->drain_timer, &tv);
+    on_drain(-1, 0, app);
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    sd_notify(0, "WATCHDOG=1");
+}
+
+/* ---- start and stop ----------------------------------------------------- */
+
+static int start(struct app *app)
+{
+    char err[1024];
+    if (store_new(app, err, sizeof err) != 0 || upstream_new(app, err, sizeof err) != 0 ||
+        ack_new(app, err, sizeof err) != 0 || server_new(app, err, sizeof err) != 0) {
+        log_error(&app->log, "main", "cannot start: %s", err);
+        return -1;
+    }
+    app->sig_hup = evsignal_new(app->base, SIGHUP, on_signal, app);
+    app->sig_term = evsignal_new(app->base, SIGTERM, on_signal, app);
+    app->sig_int = evsignal_new(app->base, SIGINT, on_signal, app);
+    event_add(app->sig_hup, NULL);
+    event_add(app->sig_term, NULL);
+    event_add(app->sig_int, NULL);
+    uint64_t wd_usec = 0;
+    if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+        app->watchdog = event_new(app->base, -1, EV_PERSIST, on_watchdog, app);
+        struct timeval tv = { (time_t)(wd_usec / 2 / 1000000), (suseconds_t)(wd_usec / 2 % 1000000) };
+        event_add(app->watchdog, &tv);
+        log_info(&app->log, "main", "systemd watchdog every %llu ms", (unsigned long long)wd_usec / 2000);
+    }
+    return 0;
+}
+
+static void stop(struct app *app)
+{
+    struct event **evs[] = { &app->sig_hup, &app->sig_term, &app->sig_int, &app->watchdog, &app->drain_timer };
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (*evs[i]) {
+            event_free(*evs[i]);
+            *evs[i] = NULL;
+        }
+    server_free(app);
+    ack_free(app);
+    upstream_free(app);
+    store_free(app);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "check-config", no_argument, NULL, 't' },
+        { "version", no_argument, NULL, 'V' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *path = CONFIG_DEFAULT_PATH;
+    int check = 0, c;
+    while ((c = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': path = optarg; break;
+        case 't': check = 1; break;
+        case 'V': printf("waguard %s\n", WAGUARD_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "waguard: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+
+    struct app app = { 0 };
+    struct metrics *metrics = calloc(1, sizeof *metrics);
+    struct config *cfg = calloc(1, sizeof *cfg);
+    char err[1024];
+    if (!metrics || !cfg) {
+        fprintf(stderr, "waguard: out of memory\n");
+        return 1;
+    }
+    if (config_load(path, cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "waguard: %s\n", err);
+        free(cfg);
+        free(metrics);
+        return EXIT_CONFIG;
+    }
+    if (check) {
+        printf("waguard: %s is valid\n", path);
+        config_free(cfg);
+        free(cfg);
+        free(metrics);
+        return 0;
+    }
+    app.cfg = cfg;
+    app.metrics = metrics;
+    log_init(&app.log, cfg->log_level, cfg->log_format);
+    signal(SIGPIPE, SIG_IGN);
+    app.base = event_base_new();
+    if (!app.base) {
+        log_error(&app.log, "main", "cannot create the event loop");
+        return 1;
+    }
+    log_notice(&app.log, "main", "waguard %s starting: listen %s, redis %s, upstream %s (%s), ack %s",
+               WAGUARD_VERSION, cfg->listen, cfg->redis_url, cfg->upstream_url,
+               cfg->api == API_CLOUD ? "cloud" : "onprem", cfg->ack == ACK_AUTO ? "auto" : "manual");
+    int rc = 0;
+    if (start(&app) != 0) {
+        rc = 1;
+    } else {
+        sd_notify(0, "READY=1\nSTATUS=running");
+        event_base_dispatch(app.base);
+        sd_notify(0, "STOPPING=1");
+    }
+    stop(&app);
+    event_base_free(app.base);
+    config_free(app.cfg);
+    free(app.cfg);
+    if (app.prev_cfg) {
+        config_free(app.prev_cfg);
+        free(app.prev_cfg);
+    }
+    free(metrics);
+    log_notice(&app.log, "main", "stopped");
+    return rc;
+}

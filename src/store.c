@@ -1,0 +1,387 @@
+/* store — see include/store.h
+ *
+ * Connection life: connect → (AUTH, SELECT, SCRIPT LOAD …, PING) → ready.  A lost
+ * connection is freed by hiredis after our disconnect callback; a timer then connects
+ * again with a growing delay.  A health timer PINGs every second and drops a
+ * connection whose PING has gone unanswered for 3 s, so a hung Redis answers 503
+ * instead of holding requests forever. */
+#include "store.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+#include <openssl/sha.h>
+
+#include "metrics.h"
+
+extern const char store_lua_apply[], store_lua_gate[], store_lua_claim[], store_lua_ack_result[],
+    store_lua_enqueue[], store_lua_list[], store_lua_get[], store_lua_stats[];
+
+static const char *const script_src[SCRIPT_COUNT] = {
+    [SCRIPT_APPLY] = store_lua_apply, [SCRIPT_GATE] = store_lua_gate,
+    [SCRIPT_CLAIM] = store_lua_claim, [SCRIPT_ACK_RESULT] = store_lua_ack_result,
+    [SCRIPT_ENQUEUE] = store_lua_enqueue, [SCRIPT_LIST] = store_lua_list,
+    [SCRIPT_GET] = store_lua_get, [SCRIPT_STATS] = store_lua_stats,
+};
+
+struct store {
+    redisAsyncContext *ac;       /* NULL while disconnected */
+    bool ready;                  /* connected and the handshake answered */
+    char host[256];
+    int port;                    /* 0: unix socket at host */
+    int db;
+    char sha[SCRIPT_COUNT][41];
+    struct event *reconnect;
+    struct event *health;
+    long long backoff_ms;
+    long long ping_sent_ms;      /* 0: no PING outstanding */
+    char status[256];
+    bool ever_connected;
+};
+
+struct call {
+    struct app *app;
+    store_cb *cb;
+    void *arg;
+};
+
+static int parse_url(struct store *st, const char *url, char *err, size_t errlen)
+{
+    if (strncmp(url, "unix:", 5) == 0) {
+        const char *path = url + 5;
+        if (strncmp(path, "//", 2) == 0)
+            path += 2;
+        const char *q = strstr(path, "?db=");
+        size_t n = q ? (size_t)(q - path) : strlen(path);
+        if (n == 0 || n >= sizeof st->host) {
+            snprintf(err, errlen, "redis url %s: bad socket path", url);
+            return -1;
+        }
+        memcpy(st->host, path, n);
+        st->host[n] = '\0';
+        st->port = 0;
+        st->db = q ? atoi(q + 4) : 0;
+        return 0;
+    }
+    const char *p = url + strlen("redis://");
+    const char *at = strchr(p, '@');
+    if (at)
+        p = at + 1;      /* a password belongs in password_file; user info is ignored */
+    const char *slash = strchr(p, '/');
+    char hostport[256];
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    if (n == 0 || n >= sizeof hostport) {
+        snprintf(err, errlen, "redis url %s: no host", url);
+        return -1;
+    }
+    memcpy(hostport, p, n);
+    hostport[n] = '\0';
+    if (!strchr(hostport, ':') || hostport[0] == '[') {
+        if (config_split_hostport(hostport, st->host, sizeof st->host, &st->port) != 0) {
+            memcpy(st->host, hostport, n + 1);
+            st->port = 6379;
+        }
+    } else if (config_split_hostport(hostport, st->host, sizeof st->host, &st->port) != 0) {
+        snprintf(err, errlen, "redis url %s: bad host:port", url);
+        return -1;
+    }
+    st->db = slash ? atoi(slash + 1) : 0;
+    return 0;
+}
+
+static void set_status(struct store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_status(struct store *st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->status, sizeof st->status, fmt, ap);
+    va_end(ap);
+}
+
+static void schedule_reconnect(struct app *app)
+{
+    struct store *st = app->store;
+    struct timeval tv = { st->backoff_ms / 1000, (st->backoff_ms % 1000) * 1000 };
+    event_add(st->reconnect, &tv);
+    st->backoff_ms = st->backoff_ms * 2 > 5000 ? 5000 : st->backoff_ms * 2;
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct call *c = priv;
+    struct app *app = c->app;
+    redisReply *reply = r;
+    (void)ac;
+    if (!reply) {
+        app->store->ready = false;
+        app->metrics->redis_errors++;
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        app->metrics->redis_errors++;
+        log_warn(&app->log, "store", "Redis answered an error: %s", reply->str);
+        if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && app->store->ac) {
+            /* Someone flushed the scripts: load them again for the next calls. */
+            for (int s = 0; s < SCRIPT_COUNT; s++)
+                redisAsyncCommand(app->store->ac, NULL, NULL, "SCRIPT LOAD %s", script_src[s]);
+        }
+    }
+    if (c->cb)
+        c->cb(app, reply, c->arg);
+    free(c);
+}
+
+static void on_handshake(struct app *app, redisReply *reply, void *arg)
+{
+    struct store *st = app->store;
+    (void)arg;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        set_status(st, "Redis refused the handshake: %s", reply ? reply->str : "connection lost");
+        log_error(&app->log, "store", "%s", st->status);
+        return;
+    }
+    st->ready = true;
+    st->backoff_ms = 100;
+    set_status(st, "ok");
+    if (st->ever_connected)
+        app->metrics->redis_reconnects++;
+    st->ever_connected = true;
+    log_notice(&app->log, "store", "connected to Redis at %s%s%d", st->host,
+               st->port ? ":" : " db ", st->port ? st->port : st->db);
+}
+
+static void on_script_loaded(struct app *app, redisReply *reply, void *arg)
+{
+    int s = (int)(long)arg;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_error(&app->log, "store", "Redis refused script %d: %s", s, reply->str);
+}
+
+static int send_argv(struct app *app, store_cb *cb, void *arg, int argc, const char **argv, const size_t *lens)
+{
+    struct store *st = app->store;
+    struct call *c = malloc(sizeof *c);
+    if (!c)
+        return -1;
+    *c = (struct call){ app, cb, arg };
+    if (redisAsyncCommandArgv(st->ac, on_reply, c, argc, argv, lens) != REDIS_OK) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct app *app = ac->data;
+    struct store *st = app->store;
+    if (status != REDIS_OK) {
+        set_status(st, "cannot connect to Redis: %s", ac->errstr);
+        log_warn(&app->log, "store", "%s; trying again in %lld ms", st->status, st->backoff_ms);
+        st->ac = NULL;          /* hiredis frees it after this callback */
+        schedule_reconnect(app);
+        return;
+    }
+    /* Handshake, pipelined: the PING answers last. */
+    if (app->cfg->redis_password) {
+        const char *a[] = { "AUTH", app->cfg->redis_password };
+        if (send_argv(app, NULL, NULL, 2, a, NULL) != 0)
+            return;
+    }
+    if (st->db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", st->db);
+        const char *a[] = { "SELECT", db };
+        if (send_argv(app, NULL, NULL, 2, a, NULL) != 0)
+            return;
+    }
+    for (int s = 0; s < SCRIPT_COUNT; s++) {
+        const char *a[] = { "SCRIPT", "LOAD", script_src[s] };
+        if (send_argv(app, on_script_loaded, (void *)(long)s, 3, a, NULL) != 0)
+            return;
+    }
+    const char *ping[] = { "PING" };
+    (void)send_argv(app, on_handshake, NULL, 1, ping, NULL);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct app *app = ac->data;
+    struct store *st = app->store;
+    st->ac = NULL;
+    st->ready = false;
+    st->ping_sent_ms = 0;
+    set_status(st, "lost the connection to Redis: %s", status == REDIS_OK ? "closed" : ac->errstr);
+    log_warn(&app->log, "store", "%s; reconnecting", st->status);
+    schedule_reconnect(app);
+}
+
+static void connect_now(struct app *app)
+{
+    struct store *st = app->store;
+    redisAsyncContext *ac = st->port ? redisAsyncConnect(st->host, st->port)
+                                     : redisAsyncConnectUnix(st->host);
+    if (!ac || ac->err) {
+        set_status(st, "cannot connect to Redis: %s", ac ? ac->errstr : "out of memory");
+        log_warn(&app->log, "store", "%s", st->status);
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_reconnect(app);
+        return;
+    }
+    ac->data = app;
+    redisLibeventAttach(ac, app->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    st->ac = ac;
+    set_status(st, "connecting to Redis");
+}
+
+static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    connect_now(arg);
+}
+
+static void on_pong(struct app *app, redisReply *reply, void *arg)
+{
+    (void)arg;
+    if (reply && reply->type != REDIS_REPLY_ERROR)
+        app->store->ping_sent_ms = 0;
+}
+
+static void on_health_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *app = arg;
+    struct store *st = app->store;
+    (void)fd;
+    (void)what;
+    if (!st->ac || !st->ready)
+        return;
+    long long now = app_mono_ms();
+    if (st->ping_sent_ms && now - st->ping_sent_ms > 3000) {
+        log_error(&app->log, "store", "Redis has not answered a PING for %lld ms; dropping the connection",
+                  now - st->ping_sent_ms);
+        st->ready = false;
+        set_status(st, "Redis stopped answering");
+        redisAsyncContext *ac = st->ac;
+        redisAsyncFree(ac);     /* callbacks get NULL; on_disconnect reconnects */
+        return;
+    }
+    if (!st->ping_sent_ms) {
+        const char *ping[] = { "PING" };
+        if (send_argv(app, on_pong, NULL, 1, ping, NULL) == 0)
+            st->ping_sent_ms = now;
+    }
+}
+
+int store_new(struct app *app, char *err, size_t errlen)
+{
+    struct store *st = calloc(1, sizeof *st);
+    if (!st) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (parse_url(st, app->cfg->redis_url, err, errlen) != 0) {
+        free(st);
+        return -1;
+    }
+    for (int s = 0; s < SCRIPT_COUNT; s++) {
+        unsigned char md[SHA_DIGEST_LENGTH];
+        SHA1((const unsigned char *)script_src[s], strlen(script_src[s]), md);
+        for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+            snprintf(st->sha[s] + 2 * i, 3, "%02x", md[i]);
+    }
+    st->backoff_ms = 100;
+    app->store = st;
+    st->reconnect = evtimer_new(app->base, on_reconnect_timer, app);
+    st->health = event_new(app->base, -1, EV_PERSIST, on_health_timer, app);
+    struct timeval sec = { 1, 0 };
+    event_add(st->health, &sec);
+    connect_now(app);
+    return 0;
+}
+
+void store_free(struct app *app)
+{
+    struct store *st = app->store;
+    if (!st)
+        return;
+    if (st->health) {
+        event_free(st->health);
+        st->health = NULL;
+    }
+    event_free(st->reconnect);
+    st->reconnect = NULL;
+    if (st->ac) {
+        redisAsyncContext *ac = st->ac;
+        redisAsyncSetDisconnectCallback(ac, NULL);
+        st->ac = NULL;
+        redisAsyncFree(ac);
+    }
+    free(st);
+    app->store = NULL;
+}
+
+bool store_ready(const struct app *app)
+{
+    return app->store && app->store->ac && app->store->ready;
+}
+
+const char *store_status(const struct app *app)
+{
+    return app->store ? app->store->status : "not started";
+}
+
+int store_eval(struct app *app, enum store_script s, int argc, const char **argv,
+               const size_t *argvlen, store_cb *cb, void *arg)
+{
+    struct store *st = app->store;
+    if (!store_ready(app))
+        return -1;
+    enum { FIXED = 5, MAXARGS = 1024 };
+    if (argc + FIXED > MAXARGS)
+        return -1;
+    const char *av[MAXARGS];
+    size_t al[MAXARGS];
+    char now[32];
+    snprintf(now, sizeof now, "%lld", app_wall_ms());
+    av[0] = "EVALSHA";
+    av[1] = st->sha[s];
+    av[2] = "0";
+    av[3] = app->cfg->key_prefix;
+    av[4] = now;
+    for (int i = 0; i < FIXED; i++)
+        al[i] = strlen(av[i]);
+    for (int i = 0; i < argc; i++) {
+        av[FIXED + i] = argv[i];
+        al[FIXED + i] = argvlen ? argvlen[i] : strlen(argv[i]);
+    }
+    return send_argv(app, cb, arg, argc + FIXED, av, al);
+}
+
+int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...)
+{
+    struct store *st = app->store;
+    if (!store_ready(app))
+        return -1;
+    struct call *c = malloc(sizeof *c);
+    if (!c)
+        return -1;
+    *c = (struct call){ app, cb, arg };
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = redisvAsyncCommand(st->ac, on_reply, c, fmt, ap);
+    va_end(ap);
+    if (rc != REDIS_OK) {
+        free(c);
+        return -1;
+    }
+    return 0;
+}

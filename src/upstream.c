@@ -1,0 +1,613 @@
+/* upstream — see include/upstream.h
+ *
+ * Requests wait in a FIFO; pump() (always run from its own event, never inside a
+ * libevent callback) hands them to free connection slots.  A slot whose connection
+ * closed or failed is marked dead and replaced at its next use: an evhttp connection
+ * cannot safely be freed inside its own callbacks, and a TLS one cannot reconnect. */
+#include "upstream.h"
+
+#include <arpa/inet.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "metrics.h"
+
+#define MAX_RESPONSE_BYTES (16L << 20)
+
+struct slot {
+    struct upstream *up;
+    struct evhttp_connection *evcon;
+    bool busy;
+    bool dead;
+};
+
+struct ureq {
+    TAILQ_ENTRY(ureq) link;
+    struct app *app;
+    enum evhttp_cmd_type method;
+    char *path;
+    char *body;
+    size_t len;
+    upstream_cb *cb;
+    void *arg;
+    bool is_login;
+    bool retried_401;
+    const char *error;          /* set by the error callback */
+    long long start_ms;
+    struct slot *slot;
+    char token_used[512];
+    char errbuf[256];           /* a TLS error's text, when that was the failure */
+};
+
+TAILQ_HEAD(ureq_queue, ureq);
+
+struct upstream {
+    struct app *app;
+    bool https;
+    char host[256];
+    int port;
+    char base_path[256];
+    SSL_CTX *ssl;
+    struct slot *slots;
+    int nslots;
+    struct ureq_queue queue;
+    int in_flight;
+    struct event *pump_ev;
+    /* auth = login */
+    char *token;
+    long long token_expires;     /* wall seconds */
+    long long token_refresh_at;  /* wall seconds: log in again from here on */
+    bool logging_in;
+};
+
+/* ---- settings ------------------------------------------------------------ */
+
+static int parse_url(struct upstream *up, const char *url, char *err, size_t errlen)
+{
+    const char *p;
+    if (strncmp(url, "https://", 8) == 0) {
+        up->https = true;
+        p = url + 8;
+    } else {
+        up->https = false;
+        p = url + 7;
+    }
+    const char *slash = strchr(p, '/');
+    char hostport[300];
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    if (n == 0 || n >= sizeof hostport) {
+        snprintf(err, errlen, "upstream url %s: no host", url);
+        return -1;
+    }
+    memcpy(hostport, p, n);
+    hostport[n] = '\0';
+    bool has_port = hostport[0] == '[' ? strstr(hostport, "]:") != NULL : strchr(hostport, ':') != NULL;
+    if (has_port) {
+        if (config_split_hostport(hostport, up->host, sizeof up->host, &up->port) != 0 || up->port == 0) {
+            snprintf(err, errlen, "upstream url %s: bad host:port", url);
+            return -1;
+        }
+    } else {
+        size_t hl = strlen(hostport);
+        if (hostport[0] == '[' && hl > 2) {
+            memcpy(up->host, hostport + 1, hl - 2);
+            up->host[hl - 2] = '\0';
+        } else {
+            memcpy(up->host, hostport, hl + 1);
+        }
+        up->port = up->https ? 443 : 80;
+    }
+    snprintf(up->base_path, sizeof up->base_path, "%s", slash ? slash : "");
+    size_t bl = strlen(up->base_path);
+    if (bl && up->base_path[bl - 1] == '/')
+        up->base_path[bl - 1] = '\0';
+    return 0;
+}
+
+static SSL_CTX *make_ssl_ctx(const struct config *cfg, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        snprintf(err, errlen, "cannot create a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = cfg->ca_file && cfg->ca_file[0]
+                 ? SSL_CTX_load_verify_locations(ctx, cfg->ca_file, NULL)
+                 : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        char e[256];
+        ERR_error_string_n(ERR_get_error(), e, sizeof e);
+        snprintf(err, errlen, "upstream.ca_file %s: cannot load: %s",
+                 cfg->ca_file && cfg->ca_file[0] ? cfg->ca_file : "(system store)", e);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct slot *s = arg;
+    (void)evcon;
+    s->dead = true;
+}
+
+static void slot_drop(struct slot *s)
+{
+    if (s->evcon) {
+        evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+        evhttp_connection_free(s->evcon);
+        s->evcon = NULL;
+    }
+    s->dead = false;
+}
+
+static int slot_open(struct upstream *up, struct slot *s)
+{
+    struct app *app = up->app;
+    if (up->https) {
+        SSL *ssl = SSL_new(up->ssl);
+        if (!ssl)
+            return -1;
+        struct in_addr a4;
+        struct in6_addr a6;
+        if (inet_pton(AF_INET, up->host, &a4) == 1 || inet_pton(AF_INET6, up->host, &a6) == 1) {
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), up->host);
+        } else {
+            SSL_set_tlsext_host_name(ssl, up->host);
+            SSL_set1_host(ssl, up->host);
+        }
+        struct bufferevent *bev = bufferevent_openssl_socket_new(
+            app->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        if (!bev) {
+            SSL_free(ssl);
+            return -1;
+        }
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+        s->evcon = evhttp_connection_base_bufferevent_new(app->base, NULL, bev, up->host, (unsigned short)up->port);
+    } else {
+        s->evcon = evhttp_connection_base_new(app->base, NULL, up->host, (unsigned short)up->port);
+    }
+    if (!s->evcon)
+        return -1;
+    struct timeval tv = { app->cfg->timeout_ms / 1000, (app->cfg->timeout_ms % 1000) * 1000 };
+    evhttp_connection_set_timeout_tv(s->evcon, &tv);
+    evhttp_connection_set_retries(s->evcon, 0);
+    evhttp_connection_set_max_body_size(s->evcon, MAX_RESPONSE_BYTES);
+    evhttp_connection_set_closecb(s->evcon, on_conn_close, s);
+    return 0;
+}
+
+/* ---- login ------------------------------------------------------------- */
+
+static long long parse_expiry(const char *s)
+{
+    /* "YYYY-MM-DD HH:MM:SS+00:00" */
+    struct tm tm = { 0 };
+    const char *rest = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!rest)
+        return -1;
+    long long t = (long long)timegm(&tm);
+    int sign = 0, hh = 0, mm = 0;
+    if ((rest[0] == '+' || rest[0] == '-') && sscanf(rest + 1, "%2d:%2d", &hh, &mm) == 2)
+        sign = rest[0] == '+' ? 1 : -1;
+    return t - sign * (hh * 3600 + mm * 60);
+}
+
+static void pump_soon(struct upstream *up)
+{
+    event_active(up->pump_ev, EV_TIMEOUT, 1);
+}
+
+static bool token_fresh(const struct upstream *up)
+{
+    return up->token && app_wall_ms() / 1000 < up->token_refresh_at;
+}
+
+static void fail_waiting(struct upstream *up, const char *why);
+static int enqueue(struct upstream *up, struct ureq *u, bool front);
+
+static void on_login(struct app *app, const struct upstream_reply *rep, void *arg)
+{
+    struct upstream *up = app->upstream;
+    (void)arg;
+    up->logging_in = false;
+    char why[512];
+    if (rep->status / 100 == 2) {
+        cJSON *o = cJSON_ParseWithLength(rep->body, rep->len);
+        const cJSON *u0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "users"), 0);
+        const cJSON *tok = cJSON_GetObjectItemCaseSensitive(u0, "token");
+        const cJSON *exp = cJSON_GetObjectItemCaseSensitive(u0, "expires_after");
+        if (cJSON_IsString(tok) && tok->valuestring[0]) {
+            long long now = app_wall_ms() / 1000;
+            long long expires = cJSON_IsString(exp) ? parse_expiry(exp->valuestring) : -1;
+            if (expires <= now)
+                expires = now + 3600;       /* no usable expiry: renew within the hour */
+            long long life = expires - now, margin = life / 10 > 3600 ? 3600 : life / 10;
+            free(up->token);
+            up->token = strdup(tok->valuestring);
+            up->token_expires = expires;
+            up->token_refresh_at = expires - margin;
+            log_info(&app->log, "upstream", "logged in to the WABA client as %s; token valid until %lld",
+                     app->cfg->username, expires);
+            cJSON_Delete(o);
+            pump_soon(up);
+            return;
+        }
+        cJSON_Delete(o);
+        snprintf(why, sizeof why, "login answered %d without users[0].token", rep->status);
+    } else if (rep->status) {
+        snprintf(why, sizeof why, "login refused with HTTP %d: %.200s", rep->status, rep->body);
+    } else {
+        snprintf(why, sizeof why, "login got no answer: %s", rep->error ? rep->error : "?");
+    }
+    log_error(&app->log, "upstream", "cannot log in to the WABA client as %s: %s", app->cfg->username, why);
+    fail_waiting(up, why);
+}
+
+static void start_login(struct upstream *up)
+{
+    struct app *app = up->app;
+    struct ureq *u = calloc(1, sizeof *u);
+    if (!u)
+        return;
+    u->app = app;
+    u->method = EVHTTP_REQ_POST;
+    u->path = strdup("/v1/users/login");
+    u->cb = on_login;
+    u->is_login = true;
+    up->logging_in = true;
+    if (enqueue(up, u, true) != 0)
+        up->logging_in = false;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static void ureq_free(struct ureq *u)
+{
+    free(u->path);
+    free(u->body);
+    free(u);
+}
+
+static void finish(struct upstream *up, struct ureq *u, const struct upstream_reply *rep)
+{
+    struct app *app = up->app;
+    app->metrics->upstream_requests[rep->status >= 0 && rep->status < 600 ? rep->status : 0]++;
+    if (u->start_ms)
+        metrics_observe(&app->metrics->upstream_latency, (double)(app_mono_ms() - u->start_ms) / 1000.0);
+    u->cb(app, rep, u->arg);
+    ureq_free(u);
+}
+
+static void on_error(enum evhttp_request_error e, void *arg)
+{
+    struct ureq *u = arg;
+    switch (e) {
+    case EVREQ_HTTP_TIMEOUT: u->error = "timed out"; break;
+    case EVREQ_HTTP_EOF: u->error = "the connection was closed before an answer"; break;
+    case EVREQ_HTTP_INVALID_HEADER: u->error = "invalid answer headers"; break;
+    case EVREQ_HTTP_BUFFER_ERROR: u->error = "connection refused or broken"; break;
+    case EVREQ_HTTP_REQUEST_CANCEL: u->error = "cancelled"; break;
+    case EVREQ_HTTP_DATA_TOO_LONG: u->error = "the answer was too large"; break;
+    default: u->error = "failed"; break;
+    }
+}
+
+static void on_done(struct evhttp_request *req, void *arg)
+{
+    struct ureq *u = arg;
+    struct upstream *up = u->app->upstream;
+    struct slot *s = u->slot;
+    s->busy = false;
+    up->in_flight--;
+    struct upstream_reply rep = { .body = "", .len = 0 };
+    rep.status = req ? evhttp_request_get_response_code(req) : 0;
+    if (rep.status == 0) {
+        s->dead = true;       /* a fresh connection next time */
+        unsigned long tls = up->https ? ERR_peek_last_error() : 0;
+        if (tls && ERR_GET_LIB(tls) == ERR_LIB_SSL) {
+            ERR_error_string_n(tls, u->errbuf, sizeof u->errbuf);
+            rep.error = u->errbuf;
+            ERR_clear_error();
+        } else {
+            rep.error = u->error ? u->error : "could not connect, or the connection failed";
+        }
+    } else {
+        struct evbuffer *in = evhttp_request_get_input_buffer(req);
+        rep.len = evbuffer_get_length(in);
+        rep.body = rep.len ? (const char *)evbuffer_pullup(in, -1) : "";
+    }
+    pump_soon(up);
+
+    /* A 401 with a token from login: the token is gone; log in again, once. */
+    if (rep.status == 401 && u->app->cfg->auth == AUTH_LOGIN && !u->is_login && !u->retried_401) {
+        if (up->token && strcmp(up->token, u->token_used) == 0) {
+            log_notice(&u->app->log, "upstream", "the WABA client refused the token (401); logging in again");
+            free(up->token);
+            up->token = NULL;
+        }
+        u->retried_401 = true;
+        u->slot = NULL;
+        u->error = NULL;
+        if (enqueue(up, u, true) == 0)
+            return;
+    }
+    finish(up, u, &rep);
+}
+
+static void add_auth(struct upstream *up, struct ureq *u, struct evkeyvalq *h)
+{
+    const struct config *cfg = up->app->cfg;
+    char buf[1024];
+    if (u->is_login) {
+        char plain[512];
+        unsigned char b64[800];
+        int n = snprintf(plain, sizeof plain, "%s:%s", cfg->username, cfg->password ? cfg->password : "");
+        if (n < 0 || (size_t)n >= sizeof plain)
+            n = 0;
+        EVP_EncodeBlock(b64, (const unsigned char *)plain, n);
+        snprintf(buf, sizeof buf, "Basic %s", b64);
+        evhttp_add_header(h, "Authorization", buf);
+        return;
+    }
+    switch (cfg->auth) {
+    case AUTH_NONE:
+        break;
+    case AUTH_BEARER:
+        snprintf(buf, sizeof buf, "Bearer %s", cfg->upstream_token);
+        evhttp_add_header(h, "Authorization", buf);
+        break;
+    case AUTH_LOGIN:
+        snprintf(u->token_used, sizeof u->token_used, "%s", up->token ? up->token : "");
+        snprintf(buf, sizeof buf, "Bearer %s", u->token_used);
+        evhttp_add_header(h, "Authorization", buf);
+        break;
+    case AUTH_HEADER:
+        evhttp_add_header(h, cfg->header_name, cfg->upstream_token);
+        break;
+    }
+}
+
+static int dispatch(struct upstream *up, struct ureq *u, struct slot *s)
+{
+    if (s->dead)
+        slot_drop(s);
+    if (!s->evcon && slot_open(up, s) != 0)
+        return -1;
+    struct evhttp_request *req = evhttp_request_new(on_done, u);
+    if (!req)
+        return -1;
+    evhttp_request_set_error_cb(req, on_error);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    char hostport[300];
+    snprintf(hostport, sizeof hostport, "%s:%d", up->host, up->port);
+    evhttp_add_header(h, "Host", hostport);
+    evhttp_add_header(h, "Accept", "application/json");
+    evhttp_add_header(h, "User-Agent", "waguard/" WAGUARD_VERSION);
+    add_auth(up, u, h);
+    if (u->body || u->method == EVHTTP_REQ_POST || u->method == EVHTTP_REQ_PUT) {
+        evhttp_add_header(h, "Content-Type", "application/json");
+        if (u->len)
+            evbuffer_add(evhttp_request_get_output_buffer(req), u->body, u->len);
+    }
+    char full[2048];
+    snprintf(full, sizeof full, "%s%s", up->base_path, u->path);
+    u->slot = s;
+    s->busy = true;
+    up->in_flight++;
+    if (!u->start_ms)
+        u->start_ms = app_mono_ms();
+    if (evhttp_make_request(s->evcon, req, u->method, full) != 0) {
+        /* libevent freed req; the connection is suspect */
+        s->busy = false;
+        s->dead = true;
+        up->in_flight--;
+        return -1;
+    }
+    return 0;
+}
+
+static void pump(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    struct app *app = up->app;
+    (void)fd;
+    (void)what;
+    while (!TAILQ_EMPTY(&up->queue)) {
+        struct ureq *u = TAILQ_FIRST(&up->queue);
+        if (!u->is_login && app->cfg->auth == AUTH_LOGIN && !token_fresh(up)) {
+            if (!up->logging_in)
+                start_login(up);
+            if (TAILQ_FIRST(&up->queue) == u)
+                return;     /* the login is in flight; the rest waits for it */
+            continue;
+        }
+        struct slot *s = NULL;
+        for (int i = 0; i < up->nslots && !s; i++)
+            if (!up->slots[i].busy)
+                s = &up->slots[i];
+        if (!s)
+            return;
+        TAILQ_REMOVE(&up->queue, u, link);
+        if (dispatch(up, u, s) != 0) {
+            struct upstream_reply rep = { .status = 0, .body = "", .error = "cannot open a connection" };
+            if (u->is_login)
+                up->logging_in = false;
+            finish(up, u, &rep);
+        }
+    }
+}
+
+static int enqueue(struct upstream *up, struct ureq *u, bool front)
+{
+    if (front)
+        TAILQ_INSERT_HEAD(&up->queue, u, link);
+    else
+        TAILQ_INSERT_TAIL(&up->queue, u, link);
+    pump_soon(up);
+    return 0;
+}
+
+/* Every request waiting behind a failed login gets the login's failure. */
+static void fail_waiting(struct upstream *up, const char *why)
+{
+    struct ureq_queue q;
+    TAILQ_INIT(&q);
+    TAILQ_CONCAT(&q, &up->queue, link);
+    struct ureq *u;
+    while ((u = TAILQ_FIRST(&q)) != NULL) {
+        TAILQ_REMOVE(&q, u, link);
+        struct upstream_reply rep = { .status = 0, .body = "", .error = why };
+        finish(up, u, &rep);
+    }
+}
+
+int upstream_request(struct app *app, enum evhttp_cmd_type method, const char *path,
+                     const char *body, size_t len, upstream_cb *cb, void *arg)
+{
+    struct upstream *up = app->upstream;
+    struct ureq *u = calloc(1, sizeof *u);
+    if (!u)
+        return -1;
+    u->app = app;
+    u->method = method;
+    u->path = strdup(path);
+    if (body) {
+        u->body = malloc(len + 1);
+        if (u->body) {
+            memcpy(u->body, body, len);
+            u->body[len] = '\0';
+        }
+        u->len = len;
+    }
+    if (!u->path || (body && !u->body)) {
+        ureq_free(u);
+        return -1;
+    }
+    u->cb = cb;
+    u->arg = arg;
+    return enqueue(up, u, false);
+}
+
+int upstream_pending(const struct app *app)
+{
+    const struct upstream *up = app->upstream;
+    if (!up)
+        return 0;
+    int n = up->in_flight;
+    const struct ureq *u;
+    TAILQ_FOREACH(u, &up->queue, link)
+        n++;
+    return n;
+}
+
+/* ---- life -------------------------------------------------------------- */
+
+static int configure(struct upstream *up, const struct config *cfg, char *err, size_t errlen)
+{
+    struct upstream tmp = { 0 };
+    if (parse_url(&tmp, cfg->upstream_url, err, errlen) != 0)
+        return -1;
+    SSL_CTX *ssl = NULL;
+    if (tmp.https && !(ssl = make_ssl_ctx(cfg, err, errlen)))
+        return -1;
+    struct slot *slots = calloc((size_t)cfg->max_in_flight, sizeof *slots);
+    if (!slots) {
+        SSL_CTX_free(ssl);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* Connections in use finish on the old settings; idle ones are closed now. */
+    for (int i = 0; i < up->nslots; i++) {
+        if (!up->slots[i].busy)
+            slot_drop(&up->slots[i]);
+        else
+            log_notice(&up->app->log, "upstream", "a request in flight finishes on the old connection");
+    }
+    bool any_busy = false;
+    for (int i = 0; i < up->nslots; i++)
+        any_busy = any_busy || up->slots[i].busy;
+    if (!any_busy) {
+        free(up->slots);
+        if (up->ssl)
+            SSL_CTX_free(up->ssl);
+    } /* else: leaked on purpose until exit; reloads with requests in flight are rare */
+    up->slots = slots;
+    up->nslots = (int)cfg->max_in_flight;
+    for (int i = 0; i < up->nslots; i++)
+        up->slots[i].up = up;
+    up->ssl = ssl;
+    up->https = tmp.https;
+    memcpy(up->host, tmp.host, sizeof up->host);
+    up->port = tmp.port;
+    memcpy(up->base_path, tmp.base_path, sizeof up->base_path);
+    free(up->token);
+    up->token = NULL;
+    return 0;
+}
+
+int upstream_new(struct app *app, char *err, size_t errlen)
+{
+    struct upstream *up = calloc(1, sizeof *up);
+    if (!up) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    up->app = app;
+    TAILQ_INIT(&up->queue);
+    app->upstream = up;
+    up->pump_ev = event_new(app->base, -1, 0, pump, up);
+    if (!up->pump_ev || configure(up, app->cfg, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+int upstream_reconfigure(struct app *app, char *err, size_t errlen)
+{
+    return configure(app->upstream, app->cfg, err, errlen);
+}
+
+void upstream_free(struct app *app)
+{
+    struct upstream *up = app->upstream;
+    if (!up)
+        return;
+    struct ureq *u;
+    while ((u = TAILQ_FIRST(&up->queue)) != NULL) {
+        TAILQ_REMOVE(&up->queue, u, link);
+        ureq_free(u);
+    }
+    for (int i = 0; i < up->nslots; i++)
+        if (up->slots[i].evcon) {
+            evhttp_connection_set_closecb(up->slots[i].evcon, NULL, NULL);
+            evhttp_connection_free(up->slots[i].evcon);
+        }
+    free(up->slots);
+    if (up->ssl)
+        SSL_CTX_free(up->ssl);
+    if (up->pump_ev)
+        event_free(up->pump_ev);
+    free(up->token);
+    free(up);
+    app->upstream = NULL;
+}

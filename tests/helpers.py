@@ -1,0 +1,329 @@
+"""Shared helpers for the waguard integration tests: On-Premises webhook payload builders,
+HMAC signing, decision/error shape checks, Prometheus parsing and a tiny WABA upstream stub.
+
+Import with `from helpers import ...` (conftest.py puts tests/ on sys.path)."""
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DECISION_REASONS = {
+    "identity_unacknowledged",
+    "blocked",
+    "contact_invalid",
+    "outside_session_window",
+    "number_changed",
+    "store_unavailable",
+}
+
+_wa_counter = itertools.count(1000)
+_msg_counter = itertools.count(1)
+
+
+def new_wa_id():
+    """A fresh, well-formed US wa_id (11 digits, country code 1), unique within the session."""
+    return "1631555%04d" % (next(_wa_counter) % 10000)
+
+
+def new_msg_id(prefix="gBGGFlA5FpafAgkOuJbRq"):
+    return "%s%08d-t" % (prefix, next(_msg_counter))
+
+
+def now_s():
+    return int(time.time())
+
+
+# --------------------------------------------------------------------------------------
+# On-Premises webhook payloads (PROTOCOL.md)
+# --------------------------------------------------------------------------------------
+
+def body(messages=None, contacts=None, statuses=None, errors=None):
+    """One webhook body with any of the top-level arrays."""
+    b = {}
+    if contacts is not None:
+        b["contacts"] = list(contacts)
+    if messages is not None:
+        b["messages"] = list(messages)
+    if statuses is not None:
+        b["statuses"] = list(statuses)
+    if errors is not None:
+        b["errors"] = list(errors)
+    return b
+
+
+def identity_change_msg(wa_id, hash_, ts, msg_id=None, user_field="customer", from_=None,
+                        with_body=True):
+    """A `user_identity_changed` system message item.  user_field: customer | user | None
+    (None: the user is only named by `from`).  ts: UNIX seconds."""
+    system = {"type": "user_identity_changed", "identity": hash_}
+    if with_body:
+        system["body"] = "User %s changed" % wa_id
+    if user_field:
+        system[user_field] = wa_id
+    return {
+        "from": from_ if from_ is not None else wa_id,
+        "id": msg_id or new_msg_id(),
+        "timestamp": str(int(ts)),
+        "type": "system",
+        "system": system,
+    }
+
+
+def identity_change(wa_id, hash_, ts, **kw):
+    return body(messages=[identity_change_msg(wa_id, hash_, ts, **kw)])
+
+
+def inbound_text_msg(wa_id, text="hello", ts=None, msg_id=None, identity=None):
+    """An ordinary inbound text message.  identity: None, or a dict
+    {"hash":…, "created_timestamp": MILLISECONDS, "acknowledged": bool}."""
+    m = {
+        "from": wa_id,
+        "id": msg_id or new_msg_id(),
+        "timestamp": str(int(ts if ts is not None else now_s())),
+        "type": "text",
+        "text": {"body": text},
+    }
+    if identity is not None:
+        m["identity"] = identity
+    return m
+
+
+def inbound_text(wa_id, **kw):
+    return body(contacts=[{"profile": {"name": "Test"}, "wa_id": wa_id}],
+                messages=[inbound_text_msg(wa_id, **kw)])
+
+
+def identity_obj(hash_, created_ms, acknowledged=False):
+    return {"acknowledged": acknowledged, "created_timestamp": int(created_ms), "hash": hash_}
+
+
+def number_changed_msg(old, new, ts=None, msg_id=None, field="new_wa_id"):
+    return {
+        "from": old,
+        "id": msg_id or new_msg_id(),
+        "timestamp": str(int(ts if ts is not None else now_s())),
+        "type": "system",
+        "system": {
+            "body": "User A changed from %s to %s" % (old, new),
+            field: new,
+            "type": "user_changed_number",
+        },
+    }
+
+
+def number_changed(old, new, **kw):
+    return body(messages=[number_changed_msg(old, new, **kw)])
+
+
+def contact_result(input_, status, wa_id=None):
+    c = {"input": input_, "status": status}
+    if wa_id is not None:
+        c["wa_id"] = wa_id
+    return c
+
+
+def contacts_callback(*results):
+    return body(contacts=list(results))
+
+
+def status_item(msg_id, recipient, status, ts=None, errors=None):
+    s = {
+        "id": msg_id,
+        "recipient_id": recipient,
+        "status": status,
+        "timestamp": str(int(ts if ts is not None else now_s())),
+    }
+    if errors is not None:
+        s["errors"] = errors
+    return s
+
+
+def statuses(*items):
+    return body(statuses=list(items))
+
+
+def errors_body(code=1014, title="Internal error", details="test error"):
+    return body(errors=[{"code": code, "title": title, "details": details}])
+
+
+# --------------------------------------------------------------------------------------
+# Auth, shapes, metrics
+# --------------------------------------------------------------------------------------
+
+def to_bytes(b):
+    if b is None:
+        return b""
+    if isinstance(b, bytes):
+        return b
+    if isinstance(b, str):
+        return b.encode("utf-8")
+    return json.dumps(b).encode("utf-8")
+
+
+def hmac_sig(secret, raw):
+    """The X-Hub-Signature-256 header value for raw body bytes."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return "sha256=" + hmac.new(secret, to_bytes(raw), hashlib.sha256).hexdigest()
+
+
+def assert_decision(d, wa_id=None):
+    """Checks the send-decision shape of CONTRACT.md; returns d."""
+    assert isinstance(d, dict), d
+    for k in ("wa_id", "allowed", "reasons", "identity"):
+        assert k in d, "decision lacks %r: %r" % (k, d)
+    assert isinstance(d["wa_id"], str), d
+    if wa_id is not None:
+        assert d["wa_id"] == wa_id, d
+    assert isinstance(d["allowed"], bool), d
+    assert isinstance(d["reasons"], list), d
+    for r in d["reasons"]:
+        assert r in DECISION_REASONS, "unknown reason %r in %r" % (r, d)
+    assert d["allowed"] == (len(d["reasons"]) == 0), "allowed must match an empty reasons list: %r" % d
+    ident = d["identity"]
+    if ident is not None:
+        assert isinstance(ident, dict), d
+        assert isinstance(ident.get("hash"), str), d
+        assert isinstance(ident.get("created_timestamp"), int) and not isinstance(
+            ident.get("created_timestamp"), bool), d
+        assert isinstance(ident.get("acknowledged"), bool), d
+    return d
+
+
+def check_gate_response(resp, wa_id=None):
+    """A GET /v1/gate answer: 200 when allowed, 423 when denied, the same shape either way."""
+    assert resp.status_code in (200, 423), (resp.status_code, resp.text)
+    d = assert_decision(resp.json(), wa_id)
+    assert (resp.status_code == 200) == d["allowed"], (resp.status_code, d)
+    return d
+
+
+def assert_error_body(resp, code=None):
+    """`{"errors":[{"code":<int>,"title":"…","details":"…"}]}`."""
+    if code is not None:
+        assert resp.status_code == code, (resp.status_code, resp.text)
+    try:
+        j = resp.json()
+    except ValueError:
+        raise AssertionError("error body is not JSON: %r" % resp.text)
+    assert isinstance(j, dict) and isinstance(j.get("errors"), list) and j["errors"], j
+    e = j["errors"][0]
+    assert isinstance(e.get("code"), int), j
+    assert isinstance(e.get("title"), str), j
+    return j
+
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Prometheus text → list of (name, {labels}, value)."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            raise AssertionError("unparsable metrics line: %r" % line)
+        labels = dict(_LABEL.findall(m.group(3) or ""))
+        v = m.group(4)
+        value = float("inf") if v == "+Inf" else float("-inf") if v == "-Inf" else float(v)
+        out.append((m.group(1), labels, value))
+    return out
+
+
+def metric_value(samples, name, **labels):
+    """Sum of the samples of name whose labels include the given ones (0.0 when none)."""
+    total = 0.0
+    for n, l, v in samples:
+        if n != name:
+            continue
+        if all(l.get(k) == str(val) for k, val in labels.items()):
+            total += v
+    return total
+
+
+def metric_present(samples, name):
+    return any(n == name for n, _, _ in samples)
+
+
+def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
+    """Polls pred() until it returns a truthy value; returns it, or raises after timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            r = pred()
+            if r:
+                return r
+        except Exception as e:  # noqa: BLE001 - keep polling
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s (last error: %r)"
+                                 % (timeout, what, last_exc))
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------
+# A minimal WABA upstream stub (only what the core tests need: acknowledgements succeed)
+# --------------------------------------------------------------------------------------
+
+class StubUpstream:
+    """A tiny HTTP server standing in for the WABA client.  PUT /v1/contacts/W/identity answers
+    `identity_status` (default 200 with `{}`); everything else 200 `{}`.  Requests are recorded
+    as (method, path, headers, body)."""
+
+    def __init__(self, identity_status=200):
+        self.identity_status = identity_status
+        self.requests = []
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n) if n else b""
+                with stub.lock:
+                    stub.requests.append((self.command, self.path, dict(self.headers), raw))
+                    status = 200
+                    if self.command == "PUT" and re.match(r"^/v1/contacts/[^/]+/identity$", self.path):
+                        status = stub.identity_status
+                payload = b"{}" if status < 400 else json.dumps(
+                    {"errors": [{"code": 1014, "title": "Internal error", "details": "stub"}]}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def identity_puts(self):
+        with self.lock:
+            return [(p, b) for (m, p, h, b) in self.requests
+                    if m == "PUT" and p.endswith("/identity")]

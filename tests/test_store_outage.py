@@ -1,0 +1,140 @@
+"""Redis outages: 503 on the webhook, store_unavailable / fail-open decisions, /readyz, and
+recovery without restarting waguard when Redis comes back on the same address."""
+import pytest
+import requests
+
+from helpers import (assert_decision, assert_error_body, check_gate_response, identity_change,
+                     inbound_text, metric_value, new_wa_id, wait_until)
+
+T0 = 1602535238
+
+
+def readyz(wg):
+    return requests.get(wg.url + "/readyz", timeout=5)
+
+
+def wait_not_ready(wg, timeout=10):
+    return wait_until(lambda: readyz(wg).status_code == 503, timeout, what="/readyz 503")
+
+
+def wait_ready(wg, timeout=20):
+    return wait_until(lambda: readyz(wg).status_code == 200, timeout, what="/readyz back to 200")
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
+def test_webhook_503_and_recovery(waguard_factory, private_redis, kill):
+    wg = waguard_factory(redis=private_redis)
+    pid = wg.proc.pid
+    w = new_wa_id()
+    assert wg.webhook(inbound_text(w)).status_code == 200
+
+    private_redis.stop(kill=kill)
+    # at once, before waguard may have noticed: the write cannot be confirmed
+    r = wg.webhook(identity_change(w, "DOWN=", T0))
+    assert_error_body(r, 503)
+    wait_not_ready(wg)
+    r = readyz(wg)
+    j = r.json()
+    assert j.get("ready") is False and isinstance(j.get("reason"), str) and j["reason"], j
+    r = wg.webhook(identity_change(w, "DOWN=", T0))
+    assert_error_body(r, 503)
+    assert requests.get(wg.url + "/healthz", timeout=5).status_code == 200
+    s = wg.metrics()
+    assert metric_value(s, "waguard_redis_up") == 0
+    errors_down = metric_value(s, "waguard_redis_errors_total")
+
+    private_redis.start()
+    wait_ready(wg)
+    assert wg.alive() and wg.proc.pid == pid
+    r = wg.webhook(identity_change(w, "BACK=", T0))
+    assert r.status_code == 200, r.text
+    d = check_gate_response(wg.gate(w, type="template"), w)
+    assert d["identity"]["hash"] == "BACK=" and d["reasons"] == ["identity_unacknowledged"], d
+    s = wg.metrics()
+    assert metric_value(s, "waguard_redis_up") == 1
+    assert metric_value(s, "waguard_redis_reconnects_total") >= 1
+    assert metric_value(s, "waguard_redis_errors_total") >= errors_down
+
+
+def test_gate_store_unavailable_fail_closed(waguard_factory, private_redis):
+    wg = waguard_factory(redis=private_redis)
+    w = new_wa_id()
+    assert wg.webhook(inbound_text(w)).status_code == 200
+    assert wg.gate(w, type="text").status_code == 200
+    private_redis.stop()
+    wait_not_ready(wg)
+    for t in ("text", "template"):
+        r = wg.gate(w, type=t)
+        assert r.status_code == 423, r.text
+        d = check_gate_response(r, w)
+        assert d["allowed"] is False and "store_unavailable" in d["reasons"], d
+    r = wg.gate_batch([w, new_wa_id()], type="template")
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert len(res) == 2
+    for d in res:
+        assert_decision(d)
+        assert d["allowed"] is False and "store_unavailable" in d["reasons"], d
+    private_redis.start()
+    wait_ready(wg)
+    # the state was lost with the restarted Redis (no persistence in tests): a fresh decision
+    d = check_gate_response(wg.gate(w, type="template"), w)
+    assert d["allowed"] is True and "store_unavailable" not in d["reasons"], d
+
+
+def test_gate_store_unavailable_immediately(waguard_factory, private_redis):
+    """No waiting for waguard to notice: the first request after Redis died is answered."""
+    wg = waguard_factory(redis=private_redis)
+    w = new_wa_id()
+    private_redis.stop(kill=True)
+    r = wg.gate(w, type="template")
+    assert r.status_code == 423, r.text
+    assert "store_unavailable" in check_gate_response(r, w)["reasons"]
+
+
+def test_gate_fail_open(waguard_factory, private_redis):
+    wg = waguard_factory({"gate": {"fail": "open"}}, redis=private_redis)
+    w = new_wa_id()
+    private_redis.stop()
+    wait_not_ready(wg)
+    before = wg.metric("waguard_fail_open_total")
+    r = wg.gate(w, type="text")
+    assert r.status_code == 200, r.text
+    d = check_gate_response(r, w)
+    assert d["allowed"] is True and "store_unavailable" not in d["reasons"], d
+    assert wg.metric("waguard_fail_open_total") >= before + 1
+    r = wg.gate_batch([w, new_wa_id()])
+    assert r.status_code == 200
+    assert all(d["allowed"] is True for d in r.json()["results"]), r.text
+    assert wg.metric("waguard_fail_open_total") >= before + 2
+    # fail = open is about decisions only: the webhook still cannot be recorded
+    assert_error_body(wg.webhook(identity_change(w, "OPEN=", T0)), 503)
+    assert readyz(wg).status_code == 503
+    private_redis.start()
+    wait_ready(wg)
+
+
+def test_start_without_redis_then_ready(waguard_factory, private_redis):
+    """waguard starts (listeners bound, /healthz) while Redis is down and becomes ready when
+    Redis appears, without a restart."""
+    private_redis.stop()
+    wg = waguard_factory(redis=private_redis, wait=False)
+    wait_until(lambda: requests.get(wg.url + "/healthz", timeout=2).status_code == 200, 15,
+               what="/healthz while Redis is down")
+    assert readyz(wg).status_code == 503
+    assert_error_body(wg.webhook(inbound_text(new_wa_id())), 503)
+    private_redis.start()
+    wait_ready(wg)
+    assert wg.webhook(inbound_text(new_wa_id())).status_code == 200
+
+
+def test_redis_restart_twice(waguard_factory, private_redis):
+    wg = waguard_factory(redis=private_redis)
+    for _ in range(2):
+        private_redis.stop()
+        wait_not_ready(wg)
+        private_redis.start()
+        wait_ready(wg)
+        w = new_wa_id()
+        assert wg.webhook(identity_change(w, "TWICE=", T0)).status_code == 200
+        assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "TWICE="
