@@ -17,7 +17,7 @@
 
 struct upstream_reply {
     int status;              /* HTTP status; 0 when there was no answer */
-    const char *body;        /* borrowed, valid during the callback; "" when none */
+    const char *body;        /* borrowed, NUL-terminated, valid during the callback */
     size_t len;
     const char *error;       /* why there was no answer (status 0), else NULL */
 };

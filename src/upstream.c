@@ -333,9 +333,11 @@ static void on_done(struct evhttp_request *req, void *arg)
             rep.error = u->error ? u->error : "could not connect, or the connection failed";
         }
     } else {
+        /* A NUL after the body makes it a C string for the callbacks. */
         struct evbuffer *in = evhttp_request_get_input_buffer(req);
         rep.len = evbuffer_get_length(in);
-        rep.body = rep.len ? (const char *)evbuffer_pullup(in, -1) : "";
+        evbuffer_add(in, "", 1);
+        rep.body = (const char *)evbuffer_pullup(in, -1);
     }
     pump_soon(up);
 
