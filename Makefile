@@ -104,7 +104,7 @@ install: build/waguard
 	install -m 0644 man/waguard.8 $(DESTDIR)$(MANDIR)/man8/waguard.8
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf ]; then \
 	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf"; \
-	else install -m 0640 deploy/waguard.conf $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf; fi
+	else install -m 0644 deploy/waguard.conf $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf; fi
 	install -m 0644 deploy/waguard.conf deploy/redis-waguard.conf deploy/nginx-waguard.conf \
 	    deploy/waguard.rules.yml README.md $(DESTDIR)$(DOCDIR)/
 

@@ -61,7 +61,7 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    if [ "$rc" -ne 0 ] && [ -n "${KEEP_TMP:-}" ]; then
+    if [ -n "${KEEP_TMP:-}" ]; then
         echo "bench: logs kept in $TMP" >&2
     else
         rm -rf "$TMP"
@@ -223,8 +223,19 @@ row() { # row SCENARIO SERVER RESULT
 
 # ---------------------------------------------------------------- acks
 # Stop this waguard first so that it does not compete with ack_bench's own.
+T_STOP=$(date +%s%N)
 kill -TERM "$WG_PID" 2>/dev/null || true
-for _ in $(seq 100); do kill -0 "$WG_PID" 2>/dev/null || break; sleep 0.1; done
+for _ in $(seq 150); do kill -0 "$WG_PID" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$WG_PID" 2>/dev/null && echo "waguard ignored SIGTERM for 15 s: killed" | tee -a "$RESULTS"
+WG_RC=0
+wait "$WG_PID" 2>/dev/null || WG_RC=$?
+T_STOP=$(( ($(date +%s%N) - T_STOP) / 1000000 ))
+if [ "$WG_RC" -eq 0 ]; then
+    echo "waguard stopped on SIGTERM: exit 0 after $T_STOP ms" | tee -a "$RESULTS"
+else
+    echo "waguard stopped on SIGTERM: EXIT STATUS $WG_RC after $T_STOP ms$([ "$WG_RC" -gt 128 ] && echo " (signal $((WG_RC - 128)))")" | tee -a "$RESULTS"
+    tail -n 5 "$TMP/waguard.log" | sed 's/^/  waguard log: /' | tee -a "$RESULTS"
+fi
 if [ -z "${BENCH_SKIP_ACK:-}" ]; then
     if [ -f tests/waba_sim.py ]; then
         log "acknowledgement benchmark (bench/ack_bench.py)"

@@ -39,7 +39,10 @@ local system_fmt = '{"messages":[{"from":"%d","id":"%s","timestamp":"%d","type":
 
 function request()
    n = n + 1
-   local wa = base + ((n * 7919 + tid * 104729) % users)
+   -- senders spread over the pool; identity changes walk it user by user
+   local k = n
+   if n % 10 == 0 then k = n / 10 end
+   local wa = base + ((k * 7919 + tid * 104729) % users)
    local id = string.format("ABGGFlA5Fp%s%02dX%010d", nonce, tid, n)
    local ts = os.time()
    local body

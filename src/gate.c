@@ -66,8 +66,6 @@ void gate_count(struct app *app, const struct gate_decision *d)
     for (int i = 0; i < REASON_COUNT; i++)
         if (d->reason[i])
             m->reasons[i]++;
-    if (d->allowed && d->reason[REASON_STORE_UNAVAILABLE] == false && 0)
-        m->fail_open++;
 }
 
 static const char *str_or_null(const redisReply *e)

@@ -1,0 +1,186 @@
+/* Unit tests: config_load — defaults, overrides, secrets and "file:line: key:" errors. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static char dir[64];
+static char path[128];
+static char err[2048];
+static struct config cfg;
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/waguard-unit-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/w.conf", dir);
+    unsetenv("CREDENTIALS_DIRECTORY");
+    unsetenv("WAGUARD_SERVER_MAX_BODY_BYTES");
+    unsetenv("WAGUARD_GATE_FAIL");
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static void write_file(const char *name, const char *text)
+{
+    char p[160];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int load(const char *text)
+{
+    write_file("w.conf", text);
+    return config_load(path, &cfg, err, sizeof err);
+}
+
+START_TEST(defaults)
+{
+    ck_assert_int_eq(load(""), 0);
+    ck_assert_str_eq(cfg.listen, "127.0.0.1:8080");
+    ck_assert_int_eq(cfg.max_body_bytes, 1048576);
+    ck_assert_str_eq(cfg.redis_url, "redis://127.0.0.1:6379/0");
+    ck_assert_str_eq(cfg.key_prefix, "waguard");
+    ck_assert_str_eq(cfg.webhook_path, "/webhook");
+    ck_assert_int_eq(cfg.ack, ACK_AUTO);
+    ck_assert_int_eq(cfg.retry_max_s, 900);
+    ck_assert_int_eq(cfg.fail, FAIL_CLOSED);
+    ck_assert(cfg.session_window);
+    ck_assert(!cfg.require_valid_contact);
+    ck_assert_str_eq(cfg.home_country_code, "1");
+    ck_assert_int_eq(cfg.log_level, LOG_LVL_INFO);
+    config_free(&cfg);
+}
+END_TEST
+
+START_TEST(values_and_comments)
+{
+    ck_assert_int_eq(load("[server]\nlisten = unix:/run/w.sock ; inline comment\n"
+                          "[identity]\nack = manual\n[gate]\nfail = open\nrequire_valid_contact = yes\n"
+                          "session_window = off\nhome_country_code = +91\n[log]\nlevel = debug\nformat = json\n"), 0);
+    ck_assert_str_eq(cfg.listen, "unix:/run/w.sock");
+    ck_assert_int_eq(cfg.ack, ACK_MANUAL);
+    ck_assert_int_eq(cfg.fail, FAIL_OPEN);
+    ck_assert(cfg.require_valid_contact);
+    ck_assert(!cfg.session_window);
+    ck_assert_str_eq(cfg.home_country_code, "91");
+    ck_assert_int_eq(cfg.log_format, LOG_FMT_JSON);
+    config_free(&cfg);
+}
+END_TEST
+
+START_TEST(errors_name_file_line_key)
+{
+    char want[256];
+    ck_assert_int_eq(load("[server]\nlisten = 127.0.0.1:1\nmax_body_bytes = lots\n"), -1);
+    snprintf(want, sizeof want, "%s:3: server.max_body_bytes:", path);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "got: %s", err);
+
+    ck_assert_int_eq(load("\n[gate]\nfial = open\n"), -1);
+    snprintf(want, sizeof want, "%s:3: gate.fial: unknown key", path);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "got: %s", err);
+
+    ck_assert_int_eq(load("[nope]\na = b\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "unknown section [nope]"));
+
+    ck_assert_int_eq(load("[identity]\nack = sometimes\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "auto | manual"));
+
+    ck_assert_int_eq(load("[upstream]\nurl = ftp://x\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "upstream.url"));
+
+    ck_assert_int_eq(load("[server]\nmax_body_bytes = 1\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "out of range"));
+
+    ck_assert_int_eq(load("this is not ini\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, ":1:"));
+}
+END_TEST
+
+START_TEST(env_overrides)
+{
+    setenv("WAGUARD_SERVER_MAX_BODY_BYTES", "2048", 1);
+    ck_assert_int_eq(load("[server]\nmax_body_bytes = 4096\n"), 0);
+    ck_assert_int_eq(cfg.max_body_bytes, 2048);
+    config_free(&cfg);
+    setenv("WAGUARD_GATE_FAIL", "maybe", 1);
+    ck_assert_int_eq(load(""), -1);
+    ck_assert_msg(strncmp(err, "WAGUARD_GATE_FAIL: gate.fail:", 29) == 0, "got: %s", err);
+}
+END_TEST
+
+START_TEST(secrets_and_tokens)
+{
+    char cred[160];
+    snprintf(cred, sizeof cred, "%s/cred", dir);
+    ck_assert_int_eq(mkdir(cred, 0700), 0);
+    write_file("cred/waba_password", "s3cret\n");
+    write_file("waba_password", "beside-the-config\n");
+    write_file("api_tokens", "# services\nbilling:abcdefgh12345678\nplainplaintoken1\n\n");
+    setenv("CREDENTIALS_DIRECTORY", cred, 1);
+    ck_assert_int_eq(load("[upstream]\nauth = login\npassword_file = waba_password\n"
+                          "[api]\ntokens_file = api_tokens\n"), 0);
+    ck_assert_str_eq(cfg.password, "s3cret");            /* $CREDENTIALS_DIRECTORY first */
+    ck_assert_int_eq((int)cfg.api_tokens.n, 2);
+    ck_assert_str_eq(cfg.api_tokens.v[0].name, "billing");
+    ck_assert_str_eq(cfg.api_tokens.v[0].value, "abcdefgh12345678");
+    ck_assert_str_eq(cfg.api_tokens.v[1].value, "plainplaintoken1");
+    config_free(&cfg);
+    unsetenv("CREDENTIALS_DIRECTORY");
+    ck_assert_int_eq(load("[upstream]\nauth = login\npassword_file = waba_password\n"), 0);
+    ck_assert_str_eq(cfg.password, "beside-the-config"); /* then beside the file */
+    config_free(&cfg);
+    ck_assert_int_eq(load("[upstream]\nauth = login\npassword_file = missing\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "upstream.password_file: cannot read"));
+    ck_assert_int_eq(load("[upstream]\nauth = login\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "needs [upstream] password_file"));
+}
+END_TEST
+
+START_TEST(public_listener_needs_credentials)
+{
+    ck_assert_int_eq(load("[server]\nlisten = 0.0.0.0:8080\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "not a loopback address"));
+    ck_assert_ptr_nonnull(strstr(err, "token_file or hmac_secret_file"));
+    write_file("hook", "0123456789abcdef\n");
+    write_file("toks", "svc:0123456789abcdef\n");
+    ck_assert_int_eq(load("[server]\nlisten = 0.0.0.0:8080\n[webhook]\nhmac_secret_file = hook\n"
+                          "[api]\ntokens_file = toks\nadmin_tokens_file = toks\n"), 0);
+    config_free(&cfg);
+    ck_assert(config_listen_is_local("127.0.0.2:80"));
+    ck_assert(config_listen_is_local("[::1]:80"));
+    ck_assert(config_listen_is_local("unix:/x"));
+    ck_assert(!config_listen_is_local("10.0.0.1:80"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("load");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, values_and_comments);
+    tcase_add_test(tc, errors_name_file_line_key);
+    tcase_add_test(tc, env_overrides);
+    tcase_add_test(tc, secrets_and_tokens);
+    tcase_add_test(tc, public_listener_needs_credentials);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

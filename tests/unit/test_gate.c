@@ -1,0 +1,182 @@
+/* Unit tests: the send decision, the retry backoff, the webhook signature and the
+ * metrics text. */
+#include <check.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "ack.h"
+#include "gate.h"
+#include "metrics.h"
+#include "webhook.h"
+
+static struct config cfg;
+static const long long NOW = 1700000000;
+
+static void setup(void)
+{
+    memset(&cfg, 0, sizeof cfg);
+    cfg.session_window = true;
+    cfg.fail = FAIL_CLOSED;
+}
+
+static struct gate_decision decide(const struct gate_facts *f, const char *type)
+{
+    struct gate_decision d;
+    gate_decide(&cfg, f, type, NOW, &d);
+    return d;
+}
+
+START_TEST(allowed_when_nothing_stands_in_the_way)
+{
+    struct gate_facts f = { .last_in = NOW - 60 };
+    struct gate_decision d = decide(&f, "text");
+    ck_assert(d.allowed);
+    for (int i = 0; i < REASON_COUNT; i++)
+        ck_assert(!d.reason[i]);
+}
+END_TEST
+
+START_TEST(identity_unacknowledged)
+{
+    struct gate_facts f = { .hash = "H", .ts_ms = 1, .acked = false, .last_in = NOW };
+    struct gate_decision d = decide(&f, "template");
+    ck_assert(!d.allowed);
+    ck_assert(d.reason[REASON_IDENTITY_UNACKNOWLEDGED]);
+    f.acked = true;
+    ck_assert(decide(&f, "template").allowed);
+}
+END_TEST
+
+START_TEST(session_window)
+{
+    struct gate_facts f = { 0 };
+    ck_assert(decide(&f, "text").reason[REASON_OUTSIDE_SESSION_WINDOW]);
+    ck_assert(decide(&f, "template").allowed);
+    f.last_in = NOW - 86400;
+    ck_assert(decide(&f, "image").allowed);
+    f.last_in = NOW - 86401;
+    ck_assert(!decide(&f, "image").allowed);
+    cfg.session_window = false;
+    ck_assert(decide(&f, "image").allowed);
+}
+END_TEST
+
+START_TEST(blocked_moved_and_contact)
+{
+    struct gate_facts f = { .last_in = NOW, .blocked = true, .moved_to = "16315559999" };
+    struct gate_decision d = decide(&f, "text");
+    ck_assert(d.reason[REASON_BLOCKED]);
+    ck_assert(d.reason[REASON_NUMBER_CHANGED]);
+    ck_assert(!d.reason[REASON_CONTACT_INVALID]);       /* off unless required */
+    cfg.require_valid_contact = true;
+    struct gate_facts g = { .contact = "invalid" };
+    ck_assert(decide(&g, "template").reason[REASON_CONTACT_INVALID]);
+    g.contact = "valid";
+    ck_assert(decide(&g, "template").allowed);
+    struct gate_facts h = { .last_in = NOW - 3600 };    /* wrote to us: a real user */
+    ck_assert(decide(&h, "template").allowed);
+}
+END_TEST
+
+START_TEST(store_unavailable)
+{
+    struct gate_facts f = { .store_down = true };
+    struct gate_decision d = decide(&f, "text");
+    ck_assert(!d.allowed);
+    ck_assert(d.reason[REASON_STORE_UNAVAILABLE]);
+    cfg.fail = FAIL_OPEN;
+    d = decide(&f, "text");
+    ck_assert(d.allowed);
+    ck_assert(!d.reason[REASON_STORE_UNAVAILABLE]);
+}
+END_TEST
+
+START_TEST(decision_json_shape)
+{
+    struct gate_facts f = { .hash = "Rc/eg9RQ0JA=", .ts_ms = 1602535238000LL };
+    struct gate_decision d = decide(&f, "text");
+    cJSON *o = gate_decision_json("16315551234", &f, &d);
+    char *s = cJSON_PrintUnformatted(o);
+    ck_assert_str_eq(s, "{\"wa_id\":\"16315551234\",\"allowed\":false,\"reasons\":[\"identity_unacknowledged\","
+                        "\"outside_session_window\"],\"identity\":{\"hash\":\"Rc/eg9RQ0JA=\","
+                        "\"created_timestamp\":1602535238,\"acknowledged\":false}}");
+    cJSON_free(s);
+    cJSON_Delete(o);
+}
+END_TEST
+
+START_TEST(backoff_grows_capped_with_jitter)
+{
+    ck_assert_int_eq(ack_backoff_ms(1000, 900000, 1, 0), 500);
+    ck_assert_int_eq(ack_backoff_ms(1000, 900000, 1, 500), 1000);
+    ck_assert_int_eq(ack_backoff_ms(1000, 900000, 4, 0), 4000);
+    ck_assert_int_eq(ack_backoff_ms(1000, 900000, 40, 0), 450000);
+    for (unsigned r = 0; r < 2000; r += 37) {
+        long long d = ack_backoff_ms(1000, 900000, 3, r * 2654435761u);
+        ck_assert(d >= 2000 && d <= 4000);
+    }
+}
+END_TEST
+
+START_TEST(signature)
+{
+    const char *body = "{\"a\":\"\\u00e9\"}";
+    unsigned char mac[32];
+    unsigned int n;
+    HMAC(EVP_sha256(), "secret", 6, (const unsigned char *)body, strlen(body), mac, &n);
+    char hdr[80] = "sha256=";
+    for (int i = 0; i < 32; i++)
+        snprintf(hdr + 7 + 2 * i, 3, "%02x", mac[i]);
+    ck_assert(webhook_signature_ok(hdr, body, strlen(body), "secret"));
+    ck_assert(!webhook_signature_ok(hdr, body, strlen(body), "other"));
+    ck_assert(!webhook_signature_ok(hdr, body, strlen(body) - 1, "secret"));
+    ck_assert(!webhook_signature_ok("sha256=zz", body, strlen(body), "secret"));
+    ck_assert(!webhook_signature_ok(NULL, body, strlen(body), "secret"));
+}
+END_TEST
+
+START_TEST(metrics_text)
+{
+    struct metrics *m = calloc(1, sizeof *m);
+    m->requests[ROUTE_WEBHOOK][200] = 3;
+    m->duplicates = 2;
+    metrics_observe(&m->latency[ROUTE_WEBHOOK], 0.003);
+    struct metrics_gauges g = { .redis_up = 1, .pending = 4, .queued = 1, .oldest_age_s = 2.5 };
+    char *t = metrics_render(m, &g, "9.9");
+    ck_assert_ptr_nonnull(strstr(t, "waguard_build_info{version=\"9.9\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(t, "waguard_http_requests_total{route=\"webhook\",code=\"200\"} 3\n"));
+    ck_assert_ptr_nonnull(strstr(t, "waguard_http_request_duration_seconds_bucket{route=\"webhook\",le=\"0.005\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(t, "waguard_http_request_duration_seconds_bucket{route=\"webhook\",le=\"0.0025\"} 0\n"));
+    ck_assert_ptr_nonnull(strstr(t, "waguard_webhook_duplicates_total 2\n"));
+    ck_assert_ptr_nonnull(strstr(t, "waguard_identities_pending 4\n"));
+    ck_assert_ptr_nonnull(strstr(t, "waguard_ack_queue_oldest_age_seconds 2.500\n"));
+    free(t);
+    free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gate");
+    TCase *tc = tcase_create("decide");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_test(tc, allowed_when_nothing_stands_in_the_way);
+    tcase_add_test(tc, identity_unacknowledged);
+    tcase_add_test(tc, session_window);
+    tcase_add_test(tc, blocked_moved_and_contact);
+    tcase_add_test(tc, store_unavailable);
+    tcase_add_test(tc, decision_json_shape);
+    tcase_add_test(tc, backoff_grows_capped_with_jitter);
+    tcase_add_test(tc, signature);
+    tcase_add_test(tc, metrics_text);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

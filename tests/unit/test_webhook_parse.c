@@ -1,0 +1,197 @@
+/* Unit tests: webhook_parse — envelopes, item handlers and dead letters. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "webhook_parse.h"
+
+static struct webhook_batch b;
+
+static int parse(const char *body)
+{
+    const char *why;
+    return webhook_parse(body, strlen(body), "1", &b, &why);
+}
+
+static const cJSON *op_at(int i) { return cJSON_GetArrayItem(b.ops, i); }
+
+static const char *s_of(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double n_of(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, k)->valuedouble;
+}
+
+static void teardown(void) { webhook_batch_free(&b); }
+
+START_TEST(not_an_object)
+{
+    const char *why = NULL;
+    ck_assert_int_eq(webhook_parse("[1,2]", 5, "1", &b, &why), -1);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_int_eq(webhook_parse("{\"a\":", 5, "1", &b, &why), -1);
+    ck_assert_int_eq(webhook_parse("", 0, "1", &b, &why), -1);
+    ck_assert_int_eq(webhook_parse("\"x\"", 3, "1", &b, &why), -1);
+}
+END_TEST
+
+START_TEST(identity_change_customer)
+{
+    ck_assert_int_eq(parse("{\"messages\":[{\"from\":\"16315551234\",\"id\":\"m1\",\"timestamp\":\"1602535238\","
+                           "\"type\":\"system\",\"system\":{\"body\":\"x\",\"customer\":\"16315551234\","
+                           "\"identity\":\"Rc/eg9RQ0JA=\",\"type\":\"user_identity_changed\"}}]}"), 0);
+    ck_assert_int_eq(cJSON_GetArraySize(b.ops), 1);
+    const cJSON *o = op_at(0);
+    ck_assert_str_eq(s_of(o, "k"), "id");
+    ck_assert_str_eq(s_of(o, "w"), "16315551234");
+    ck_assert_str_eq(s_of(o, "h"), "Rc/eg9RQ0JA=");
+    ck_assert_double_eq(n_of(o, "t"), 1602535238000.0);
+    ck_assert_str_eq(s_of(o, "src"), "system");
+    ck_assert_str_eq(s_of(o, "mid"), "m1");
+    ck_assert_int_eq(b.identities, 1);
+}
+END_TEST
+
+START_TEST(identity_change_user_then_from)
+{
+    ck_assert_int_eq(parse("{\"messages\":[{\"from\":\"111\",\"id\":\"m1\",\"timestamp\":1602535238,"
+                           "\"type\":\"system\",\"system\":{\"user\":\"16315550001\",\"identity\":\"H1\","
+                           "\"type\":\"user_identity_changed\"}},"
+                           "{\"from\":\"16315550002\",\"id\":\"m2\",\"timestamp\":\"1602535239\",\"type\":\"system\","
+                           "\"system\":{\"identity\":\"H2\",\"type\":\"user_identity_changed\"}}]}"), 0);
+    ck_assert_str_eq(s_of(op_at(0), "w"), "16315550001");
+    ck_assert_str_eq(s_of(op_at(1), "w"), "16315550002");
+}
+END_TEST
+
+START_TEST(identity_change_incomplete_is_dead)
+{
+    ck_assert_int_eq(parse("{\"messages\":[{\"from\":\"16315551234\",\"id\":\"m1\",\"timestamp\":\"1\","
+                           "\"type\":\"system\",\"system\":{\"type\":\"user_identity_changed\"}},"
+                           "{\"from\":\"16315551234\",\"id\":\"m2\",\"type\":\"system\","
+                           "\"system\":{\"identity\":\"H\",\"type\":\"user_identity_changed\"}}]}"), 0);
+    ck_assert_int_eq(b.dead, 2);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "dead");
+    ck_assert_ptr_nonnull(strstr(s_of(op_at(0), "reason"), "system.identity"));
+    ck_assert_ptr_nonnull(strstr(s_of(op_at(1), "reason"), "timestamp"));
+    ck_assert_ptr_nonnull(strstr(s_of(op_at(1), "item"), "\"m2\""));
+}
+END_TEST
+
+START_TEST(inbound_with_identity)
+{
+    ck_assert_int_eq(parse("{\"contacts\":[{\"profile\":{\"name\":\"Ann\"},\"wa_id\":\"16315551234\"}],"
+                           "\"messages\":[{\"from\":\"16315551234\",\"id\":\"m9\",\"timestamp\":\"1700000000\","
+                           "\"type\":\"text\",\"text\":{\"body\":\"hi\"},\"identity\":{\"acknowledged\":true,"
+                           "\"created_timestamp\":1602535238123,\"hash\":\"H9\"}}]}"), 0);
+    ck_assert_int_eq(cJSON_GetArraySize(b.ops), 3);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "prof");
+    ck_assert_str_eq(s_of(op_at(0), "name"), "Ann");
+    ck_assert_str_eq(s_of(op_at(1), "k"), "in");
+    ck_assert_double_eq(n_of(op_at(1), "t"), 1700000000.0);
+    ck_assert_str_eq(s_of(op_at(1), "type"), "text");
+    const cJSON *id = op_at(2);
+    ck_assert_str_eq(s_of(id, "k"), "id");
+    ck_assert_str_eq(s_of(id, "src"), "message");
+    ck_assert_double_eq(n_of(id, "t"), 1602535238123.0);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(id, "ack")));
+}
+END_TEST
+
+START_TEST(number_change_and_other_system)
+{
+    ck_assert_int_eq(parse("{\"messages\":[{\"from\":\"16315551234\",\"id\":\"m1\",\"timestamp\":\"5\",\"type\":\"system\","
+                           "\"system\":{\"body\":\"changed\",\"new_wa_id\":\"16315559999\",\"type\":\"user_changed_number\"}},"
+                           "{\"from\":\"16315551234\",\"id\":\"m2\",\"type\":\"system\",\"system\":{\"type\":\"something_new\"}}]}"), 0);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "num");
+    ck_assert_str_eq(s_of(op_at(0), "w"), "16315551234");
+    ck_assert_str_eq(s_of(op_at(0), "nw"), "16315559999");
+    ck_assert_str_eq(s_of(op_at(1), "k"), "sys");
+    ck_assert_str_eq(s_of(op_at(1), "st"), "something_new");
+}
+END_TEST
+
+START_TEST(contact_checks)
+{
+    ck_assert_int_eq(parse("{\"contacts\":[{\"input\":\"+1 631 555 1001\",\"status\":\"valid\",\"wa_id\":\"16315551001\"},"
+                           "{\"input\":\"6315551002\",\"status\":\"invalid\"},"
+                           "{\"input\":\"+163155588\",\"status\":\"failed\"},"
+                           "{\"input\":\"6315551003\",\"status\":\"weird\"}]}"), 0);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "cc");
+    ck_assert_str_eq(s_of(op_at(0), "in"), "16315551001");
+    ck_assert_str_eq(s_of(op_at(0), "w"), "16315551001");
+    ck_assert_str_eq(s_of(op_at(1), "in"), "16315551002");
+    ck_assert_ptr_null(s_of(op_at(1), "w"));
+    ck_assert_str_eq(s_of(op_at(1), "st"), "invalid");
+    ck_assert_str_eq(s_of(op_at(2), "st"), "failed");
+    ck_assert_str_eq(s_of(op_at(3), "k"), "dead");
+    ck_assert_int_eq(b.items, 3);
+    ck_assert_int_eq(b.dead, 1);
+}
+END_TEST
+
+START_TEST(statuses_errors_and_bad_arrays)
+{
+    ck_assert_int_eq(parse("{\"statuses\":[{\"id\":\"s1\",\"recipient_id\":\"16315551234\",\"status\":\"failed\","
+                           "\"timestamp\":\"9\",\"errors\":[{\"code\":480,\"title\":\"x\"}]},{\"status\":\"sent\"}],"
+                           "\"errors\":[{\"code\":1000,\"title\":\"Generic\",\"details\":\"d\"},7],"
+                           "\"messages\":{\"not\":\"an array\"}}"), 0);
+    /* messages come before statuses and errors */
+    ck_assert_str_eq(s_of(op_at(0), "k"), "dead");
+    ck_assert_ptr_nonnull(strstr(s_of(op_at(0), "reason"), "messages is not an array"));
+    ck_assert_str_eq(s_of(op_at(1), "k"), "st");
+    ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(op_at(1), "codes")), 1);
+    ck_assert_str_eq(s_of(op_at(2), "k"), "dead");
+    ck_assert_str_eq(s_of(op_at(3), "k"), "err");
+    ck_assert_double_eq(n_of(op_at(3), "code"), 1000.0);
+    ck_assert_str_eq(s_of(op_at(4), "k"), "dead");
+}
+END_TEST
+
+START_TEST(cloud_envelope)
+{
+    ck_assert_int_eq(parse("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"W\",\"changes\":["
+                           "{\"field\":\"messages\",\"value\":{\"messaging_product\":\"whatsapp\","
+                           "\"messages\":[{\"from\":\"16315551234\",\"id\":\"wamid.1\",\"timestamp\":\"1\",\"type\":\"text\"}],"
+                           "\"statuses\":[{\"id\":\"wamid.2\",\"status\":\"read\",\"recipient_id\":\"16315551234\"}]}},"
+                           "{\"field\":\"messages\"}]}]}"), 0);
+    ck_assert_int_eq(cJSON_GetArraySize(b.ops), 3);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "in");
+    ck_assert_str_eq(s_of(op_at(1), "k"), "st");
+    ck_assert_str_eq(s_of(op_at(2), "k"), "dead");
+}
+END_TEST
+
+START_TEST(empty_object)
+{
+    ck_assert_int_eq(parse("{}"), 0);
+    ck_assert_int_eq(cJSON_GetArraySize(b.ops), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("webhook_parse");
+    TCase *tc = tcase_create("parse");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, not_an_object);
+    tcase_add_test(tc, identity_change_customer);
+    tcase_add_test(tc, identity_change_user_then_from);
+    tcase_add_test(tc, identity_change_incomplete_is_dead);
+    tcase_add_test(tc, inbound_with_identity);
+    tcase_add_test(tc, number_change_and_other_system);
+    tcase_add_test(tc, contact_checks);
+    tcase_add_test(tc, statuses_errors_and_bad_arrays);
+    tcase_add_test(tc, cloud_envelope);
+    tcase_add_test(tc, empty_object);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
