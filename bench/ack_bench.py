@@ -6,9 +6,11 @@ that it does not share this interpreter's lock) and waguard with [upstream] poin
 simulator (auth login), then measures:
 
   1. throughput: the simulator is told the new identity of USERS distinct users, USERS
-     user_identity_changed webhooks (On-Premises shape) are posted as fast as a few client
-     threads can, and the gates are polled (POST /v1/gate, type=template) until every one is
-     open: acknowledgements per second, end to end;
+     user_identity_changed webhooks (On-Premises shape) are posted by a few client threads,
+     and the gates are polled (POST /v1/gate, type=template) until every one is open:
+     (a) backlog: the simulator is paused (SIGSTOP) while the webhooks arrive and resumed
+         after, so the figure is waguard's (and the simulator's) ack rate, not the rate at
+         which this script can post; (b) live: acks flow while the webhooks are posted;
   2. latency: SAMPLE further webhooks sent one at a time; after each webhook's 200 the gate
      (GET /v1/gate/+WA_ID?type=template) is polled every POLL_MS until it opens: the time from
      the 200 to the open gate, p50 / p99.
@@ -34,6 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THROUGHPUT_BASE = 15550300000
 LATENCY_BASE = 15550400000
+LIVE_BASE = 15550500000
 
 
 def freeport():
@@ -110,16 +113,24 @@ class Procs:
         return p
 
     def stop_all(self):
+        """SIGTERM to each process (newest first; each one waited for before the next, so
+        waguard stops while Redis and the simulator still answer); returns {name: status}."""
+        out = {}
         for p in reversed(self.procs):
-            if p.poll() is None:
+            was_running = p.poll() is None
+            if was_running:
+                p.send_signal(signal.SIGCONT)  # in case it was left paused
+            if was_running:
                 p.send_signal(signal.SIGTERM)
-        for p in self.procs:
             try:
-                p.wait(5)
+                p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-            p.bench_log.close()
+                out[p.bench_name + " (killed after 15 s)"] = p.returncode
+            out.setdefault(p.bench_name, p.returncode if was_running else
+                           "exited early with %s" % p.returncode)
+        return out
 
     @staticmethod
     def tail(p, n=20):
@@ -254,7 +265,17 @@ level = warning
         self.rss_idle = rss_kb(self.wg_proc.pid)
 
     def stop(self):
-        self.procs.stop_all()
+        status = self.procs.stop_all()
+        wg = status.get("waguard")
+        if wg is not None and wg != 0:
+            sig = " (signal %d)" % -wg if isinstance(wg, int) and wg < 0 else ""
+            print("  waguard stopped on SIGTERM: EXIT STATUS %s%s; last log lines:\n%s"
+                  % (wg, sig, "\n".join("    " + l for l in
+                                        Procs.tail(self.wg_proc, 5).splitlines())))
+        elif wg == 0:
+            print("  waguard stopped on SIGTERM: exit 0")
+        for p in self.procs.procs:
+            p.bench_log.close()
         if self.args.keep:
             print("ack_bench: logs kept in %s" % self.tmp)
         else:
@@ -288,64 +309,113 @@ level = warning
         return out
 
     # ------------------------------------------------------------------ 1. throughput
-    def throughput(self):
-        n = self.args.users
-        wa_ids = [str(THROUGHPUT_BASE + i) for i in range(n)]
-        self.set_identities(wa_ids)
+    def post_all(self, wa_ids, nthreads=4):
+        """POST one identity-change webhook per user from nthreads clients; returns
+        (seconds taken, [(wa_id, status, body)] of the answers that were not 200)."""
         errors = []
-        done_posting = []
-        nthreads = 4
 
         def poster(part):
             c = Client(self.wport)
             for w in part:
                 st, raw = c.request("POST", "/webhook",
-                                    identity_webhook(w, hash_for(w), "ABGGackT%s" % w))
+                                    identity_webhook(w, hash_for(w), "ABGGack%s" % w))
                 if st != 200:
                     errors.append((w, st, raw[:200]))
             c.close()
-            done_posting.append(time.monotonic())
 
         threads = [threading.Thread(target=poster, args=(wa_ids[i::nthreads],))
                    for i in range(nthreads)]
-        poll = Client(self.wport)
         t0 = time.monotonic()
         for t in threads:
             t.start()
-        pending = list(wa_ids)
-        opened_at = {}
-        deadline = t0 + self.args.budget_s
-        while pending and time.monotonic() < deadline:
-            time.sleep(0.02)
-            # Only users whose webhook was answered can be open (the hash must match).
-            for i in range(0, len(pending), 500):
-                chunk = pending[i:i + 500]
-                now_open = self.open_among(poll, chunk)
-                now = time.monotonic()
-                for w in now_open:
-                    opened_at[w] = now
-            pending = [w for w in pending if w not in opened_at]
         for t in threads:
             t.join()
-        t_end = max(opened_at.values()) if opened_at else time.monotonic()
-        posted = max(done_posting) - t0 if done_posting else float("nan")
-        times = sorted(v - t0 for v in opened_at.values())
-        # the steady rate between 10 % and 90 % of the gates open
+        return time.monotonic() - t0, errors
+
+    def wait_open(self, wa_ids, t0, interval=0.025):
+        """Poll until every gate is open (or the budget ends); returns {wa_id: seconds after t0}."""
+        poll = Client(self.wport)
+        pending = list(wa_ids)
+        opened = {}
+        deadline = t0 + self.args.budget_s
+        while pending and time.monotonic() < deadline:
+            for i in range(0, len(pending), 500):
+                now_open = self.open_among(poll, pending[i:i + 500])
+                now = time.monotonic()
+                for w in now_open:
+                    opened[w] = now - t0
+            pending = [w for w in pending if w not in opened]
+            if pending:
+                time.sleep(interval)
+        poll.close()
+        return opened
+
+    @staticmethod
+    def rates(opened, n):
+        """(all-open seconds, acks/s overall, acks/s between 10 % and 90 % open)."""
+        if not opened:
+            return float("nan"), 0.0, float("nan")
+        times = sorted(opened.values())
+        t_all = times[-1]
         steady = float("nan")
         if len(times) >= 10:
             i10, i90 = int(len(times) * 0.1), int(len(times) * 0.9) - 1
             if times[i90] > times[i10]:
                 steady = (i90 - i10) / (times[i90] - times[i10])
-        self.tp = {
-            "users": n, "opened": len(opened_at), "webhook_errors": len(errors),
-            "post_s": posted, "all_open_s": t_end - t0,
-            "acks_per_s": len(opened_at) / (t_end - t0) if opened_at else 0.0,
-            "steady_per_s": steady,
-        }
+        return t_all, len(opened) / t_all if t_all > 0 else float("inf"), steady
+
+    def upstream_span(self, wa_ids):
+        """(PUT count, seconds from the first to the last answered PUT) for these users."""
+        st, j = self.sim.json("GET", "/_sim/calls?method=PUT&path_prefix=/v1/contacts/")
+        if st != 200 or not isinstance(j, dict):
+            return 0, float("nan")
+        want = set("/v1/contacts/%s/identity" % w for w in wa_ids)
+        ts = [c["time"] + (c.get("duration_ms") or 0) / 1000.0 for c in j.get("calls", [])
+              if c.get("path") in want and c.get("status") == 200]
+        if len(ts) < 2:
+            return len(ts), float("nan")
+        return len(ts), max(ts) - min(ts)
+
+    def throughput(self):
+        n = self.args.users
+        # (a) backlog: the WABA client is paused (SIGSTOP) while the webhooks arrive, so that
+        # every acknowledgement is queued; then it is resumed and the queue drains.
+        backlog = [str(THROUGHPUT_BASE + i) for i in range(n)]
+        self.set_identities(backlog)
+        self.sim.close()
+        os.kill(self.sim_proc.pid, signal.SIGSTOP)
+        try:
+            post_s, errors = self.post_all(backlog)
+            closed = min(200, n) - len(self.open_among(Client(self.wport), backlog[:200]))
+        finally:
+            t_release = time.monotonic()
+            os.kill(self.sim_proc.pid, signal.SIGCONT)
+        opened = self.wait_open(backlog, t_release)
+        t_all, rate, steady = self.rates(opened, n)
+        puts, span = self.upstream_span(backlog)
+        self.tp = {"users": n, "opened": len(opened), "post_s": post_s, "all_open_s": t_all,
+                   "acks_per_s": rate, "steady_per_s": steady, "closed_sample": closed,
+                   "puts": puts, "put_span_s": span}
         if errors:
-            self.notes.append("throughput: %d webhooks not answered 200, first: %r"
+            self.notes.append("backlog: %d webhooks not answered 200, first: %r"
                               % (len(errors), errors[0]))
-        poll.close()
+        # (b) live: the same number of webhooks posted while acknowledgements flow; time from
+        # the first post to the last gate open.
+        live = [str(LIVE_BASE + i) for i in range(n)]
+        self.set_identities(live)
+        t0 = time.monotonic()
+        holder = {}
+        th = threading.Thread(target=lambda: holder.update(r=self.post_all(live)))
+        th.start()
+        opened = self.wait_open(live, t0)
+        th.join()
+        post_s, errors = holder.get("r", (float("nan"), []))
+        t_all, rate, steady = self.rates(opened, n)
+        self.live = {"users": n, "opened": len(opened), "post_s": post_s, "all_open_s": t_all,
+                     "acks_per_s": rate}
+        if errors:
+            self.notes.append("live: %d webhooks not answered 200, first: %r"
+                              % (len(errors), errors[0]))
 
     # ------------------------------------------------------------------ 2. latency
     def latency(self):
@@ -406,13 +476,22 @@ level = warning
         tp, lt = self.tp, self.lt
         print("acknowledgements (waguard ack=auto -> tests/waba_sim.py, auth login, defaults "
               "for max_in_flight/retry)")
-        print("  throughput: %d/%d gates open after %.2f s (webhooks posted in %.2f s by 4 "
-              "clients): %.0f acks/s end to end, %.0f acks/s steady (10%%-90%%)"
-              % (tp["opened"], tp["users"], tp["all_open_s"], tp["post_s"], tp["acks_per_s"],
-                 tp["steady_per_s"]))
+        lv = self.live
+        print("  throughput, backlog: %d webhooks posted in %.2f s while the WABA client was "
+              "paused (%d/%d sampled gates closed); after resuming it, %d/%d gates open in "
+              "%.3f s: %.0f acks/s (%.0f acks/s between 10%% and 90%% open; upstream answered "
+              "%d PUTs in %.3f s)"
+              % (tp["users"], tp["post_s"], tp["closed_sample"], min(200, tp["users"]),
+                 tp["opened"], tp["users"], tp["all_open_s"], tp["acks_per_s"],
+                 tp["steady_per_s"], tp["puts"], tp["put_span_s"]))
+        print("  throughput, live: %d webhooks posted by 4 clients in %.2f s while acks flow; "
+              "%d/%d gates open %.3f s after the first post: %.0f acks/s end to end (bounded "
+              "by the posting rate when close to it)"
+              % (lv["users"], lv["post_s"], lv["opened"], lv["users"], lv["all_open_s"],
+                 lv["acks_per_s"]))
         print("  webhook 200 -> gate open (%d sent one at a time, polled every %.1f ms): "
-              "p50 %.2f ms, p90 %.2f ms, p99 %.2f ms (min %.2f, max %.2f); closed at first "
-              "poll %d/%d; timeouts %d"
+              "p50 %.2f ms, p90 %.2f ms, p99 %.2f ms (min %.2f, max %.2f); still closed at "
+              "the first poll %d/%d; timeouts %d"
               % (lt["samples"], self.args.poll_ms, lt["p50_ms"], lt["p90_ms"], lt["p99_ms"],
                  lt["min_ms"], lt["max_ms"], lt["closed_first"], lt["samples"] + lt["timeouts"],
                  lt["timeouts"]))

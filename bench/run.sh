@@ -12,11 +12,12 @@
 #
 # Env: BENCH_SECONDS (8) per wrk run, BENCH_THREADS (2), BENCH_CONNECTIONS (32),
 #      BENCH_GATE_USERS (1000), BENCH_SKIP_ACK=1 to skip ack_bench.py,
-#      BENCH_ACK_USERS (1000), BENCH_ACK_SAMPLE (200).
+#      BENCH_ACK_USERS (1000), BENCH_ACK_SAMPLE (200),
+#      BENCH_WAGUARD=PATH (benchmark that binary, skip make), KEEP_TMP=1 (keep logs).
+# Needs: wrk, redis-server, redis-cli, cc, pkg-config, /usr/bin/python3.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$PWD
 PY=/usr/bin/python3
 SECS=${BENCH_SECONDS:-8}
 THREADS=${BENCH_THREADS:-2}
@@ -30,7 +31,7 @@ RESULTS=build/bench-results.txt
 log() { printf '== %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
 
-for tool in wrk redis-server cc pkg-config make curl; do
+for tool in wrk redis-server redis-cli cc pkg-config make; do
     command -v "$tool" >/dev/null || die "$tool is not installed (try: make deps)"
 done
 
@@ -84,7 +85,7 @@ for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sle
 redis-cli -p "$RPORT" ping >/dev/null 2>&1 || { show_log "$TMP/redis.log"; die "redis-server did not start"; }
 
 # The WABA simulator (the upstream of waguard's acknowledgements).
-SIM_USER=admin
+SIM_USER="admin"
 SIM_PASS=bench-secret-$$
 printf '%s\n' "$SIM_PASS" >"$TMP/waba_password"
 SIM_URL=
@@ -161,7 +162,7 @@ run_wrk() {
 field() { sed -n "s/.* $2=\\([^ ]*\\).*/\\1/p" <<<" $1"; }
 
 NONCE=$(printf '%04x' $((RANDOM)))
-WH_ENV=(BENCH_NONCE="$NONCE" BENCH_USERS=$WEBHOOK_USERS BENCH_BASE=$WEBHOOK_BASE)
+WH_ENV=(BENCH_NONCE="$NONCE" BENCH_USERS="$WEBHOOK_USERS" BENCH_BASE="$WEBHOOK_BASE")
 R_WH_WG=$(run_wrk webhook-waguard bench/webhook.lua "$WG_URL/webhook" "${WH_ENV[@]}")
 RSS_WH=$(rss_kb "$WG_PID")
 R_WH_CE=$(run_wrk webhook-ceiling bench/webhook.lua "$CEIL_URL/webhook" "${WH_ENV[@]}")
@@ -187,7 +188,7 @@ log "pre-populating $GATE_USERS gate users in both"
     || log "the ceiling refused some pre-population webhooks"
 GATE_CHECK=$("$PY" bench/preload.py check "$WG_URL" --base $GATE_BASE --count "$GATE_USERS" --type text)
 
-GATE_ENV=(BENCH_USERS="$GATE_USERS" BENCH_BASE=$GATE_BASE BENCH_TYPE=text)
+GATE_ENV=(BENCH_USERS="$GATE_USERS" BENCH_BASE="$GATE_BASE" BENCH_TYPE=text)
 R_GT_WG=$(run_wrk gate-waguard bench/gate.lua "$WG_URL" "${GATE_ENV[@]}")
 RSS_GATE=$(rss_kb "$WG_PID")
 R_GT_CE=$(run_wrk gate-ceiling bench/gate.lua "$CEIL_URL" "${GATE_ENV[@]}")

@@ -25,9 +25,22 @@
 #include "webhook.h"
 
 #define MAX_LISTENERS 8
+#define CONN_BUCKETS 1024
+
+/* One client connection that has sent a request: counted against max_connections,
+ * and the place its close is noticed (the request it is waiting on loses its req). */
+struct conn {
+    struct conn *next;               /* hash chain */
+    struct server *sv;
+    struct evhttp_connection *evcon;
+    struct request *waiting;         /* the request being answered asynchronously */
+};
 
 struct server {
     struct evhttp *http;
+    struct conn *conns[CONN_BUCKETS];
+    long nconns;
+    long long refused_logged_ms;     /* the last "refusing a connection" line */
     struct evhttp_bound_socket *bound[MAX_LISTENERS];
     int nbound;
     int in_flight;
@@ -98,17 +111,62 @@ static bool match(const char *pattern, const char *path, struct request *r)
     return *p == '\0' && (*s == '\0' || (s[0] == '/' && s[1] == '\0'));
 }
 
-static void on_client_gone(struct evhttp_connection *evcon, void *arg)
+static size_t conn_bucket(const struct evhttp_connection *evcon)
 {
-    struct request *r = arg;
-    (void)evcon;
-    r->req = NULL;
+    return ((size_t)evcon >> 4) % CONN_BUCKETS;
+}
+
+static struct conn *conn_find(struct server *sv, const struct evhttp_connection *evcon)
+{
+    for (struct conn *c = sv->conns[conn_bucket(evcon)]; c; c = c->next)
+        if (c->evcon == evcon)
+            return c;
+    return NULL;
+}
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct conn *c = arg;
+    struct server *sv = c->sv;
+    if (c->waiting)
+        c->waiting->req = NULL;      /* the client went away: its answer is dropped */
+    struct conn **pp = &sv->conns[conn_bucket(evcon)];
+    while (*pp && *pp != c)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = c->next;
+    sv->nconns--;
+    free(c);
+}
+
+/* Registers the request's connection on its first request.  Returns -1 when the
+ * connection is over max_connections (the caller answers 503 and closes it). */
+static int conn_track(struct server *sv, struct request *r, long max)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+    if (conn_find(sv, evcon))
+        return 0;
+    if (sv->nconns >= max)
+        return -1;
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->sv = sv;
+    c->evcon = evcon;
+    c->next = sv->conns[conn_bucket(evcon)];
+    sv->conns[conn_bucket(evcon)] = c;
+    sv->nconns++;
+    evhttp_connection_set_closecb(evcon, on_conn_close, c);
+    return 0;
 }
 
 void request_hold(struct request *r)
 {
-    if (r->req)
-        evhttp_connection_set_closecb(evhttp_request_get_connection(r->req), on_client_gone, r);
+    if (!r->req)
+        return;
+    struct conn *c = conn_find(r->app->server, evhttp_request_get_connection(r->req));
+    if (c)
+        c->waiting = r;
 }
 
 static void request_finish(struct request *r, int code)
@@ -147,7 +205,9 @@ static void send_and_finish(struct request *r, int code, const char *ctype, stru
 {
     if (r->req) {
         struct evhttp_request *req = r->req;
-        evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+        struct conn *c = conn_find(r->app->server, evhttp_request_get_connection(req));
+        if (c && c->waiting == r)
+            c->waiting = NULL;
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
         evhttp_add_header(h, "Content-Type", ctype);
         if (r->app->stopping)
@@ -301,6 +361,17 @@ static void dispatch(struct evhttp_request *req, void *arg)
     r->caller = "anonymous";
     app->server->in_flight++;
 
+    if (conn_track(app->server, r, app->cfg->max_connections) != 0) {
+        if (app_mono_ms() - app->server->refused_logged_ms >= 1000) {    /* once a second at most */
+            app->server->refused_logged_ms = app_mono_ms();
+            log_warn(&app->log, "server", "refusing connections: %ld open, max_connections is %ld",
+                     app->server->nconns, app->cfg->max_connections);
+        }
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        request_reply_error(r, 503, "Too many connections", "max_connections (%ld) reached; retry later",
+                            app->cfg->max_connections);
+        return;
+    }
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!path || !*path)
         path = "/";

@@ -207,7 +207,7 @@ def test_non_loopback_webhook_without_auth_refuses(tmp_path):
     p, text = write_config(tmp_path, {"server": {"listen": "0.0.0.0:%d" % port},
                                       "webhook": {"token_file": "", "hmac_secret_file": ""}})
     try:
-        r = run(["--config", str(p)], timeout=15)
+        r = run(["--config", str(p)], timeout=8)
     except subprocess.TimeoutExpired:
         pytest.fail("waguard started on 0.0.0.0 with an unauthenticated webhook")
     assert r.returncode != 0, r
@@ -225,7 +225,7 @@ def test_non_loopback_api_without_tokens_refuses(tmp_path, empty):
     p, _ = write_config(tmp_path, {"server": {"listen": "0.0.0.0:%d" % port},
                                    "api": {k: "" for k in empty}})
     try:
-        r = run(["--config", str(p)], timeout=15)
+        r = run(["--config", str(p)], timeout=8)
     except subprocess.TimeoutExpired:
         pytest.fail("waguard started on 0.0.0.0 with a role that needs no token")
     assert r.returncode == EX_CONFIG, (r.returncode, r.stderr)
