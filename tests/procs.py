@@ -36,7 +36,8 @@ if str(TESTS_DIR) not in sys.path:
 from helpers import metric_value, parse_metrics, to_bytes  # noqa: E402
 
 ROOT = TESTS_DIR.parent
-WAGUARD_BIN = ROOT / "build" / "waguard"
+# WAGUARD_TEST_BIN: run these tests against another build (e.g. a sanitizer build).
+WAGUARD_BIN = Path(os.environ.get("WAGUARD_TEST_BIN") or ROOT / "build" / "waguard")
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 API_TOKEN = "svc-token-Zq81x"

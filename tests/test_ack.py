@@ -66,7 +66,7 @@ def test_auto_ack_put_once_with_login_token(procs):
     wg = procs.daemon(r, sim)
     w, h, t = new_wa_id(), "Rc/eg9RQ0JA=", t_old()
     sim.set_identity(w, h, t * 1000)
-    sim.delay(400, count=1, path=put_path(w), method="PUT")   # keeps the gate shut for a moment
+    sim.delay(400, count=1, path_prefix=put_path(w), method="PUT")   # keeps the gate shut for a moment
 
     res = wg.webhook_ok(identity_change(w, h, t))
     assert res["items"] == 1 and res["duplicates"] == 0 and res["late"] == 0, res
@@ -154,7 +154,7 @@ def test_newest_hash_only_with_late_and_repeated_notifications(procs):
     tb = ta + 60
     mid_a, mid_b = new_msg_id(), new_msg_id()
     sim.set_identity(w, ha, ta * 1000)
-    sim.delay(1000, count=1, path=put_path(w), method="PUT")   # A's PUT is held in flight
+    sim.delay(1000, count=1, path_prefix=put_path(w), method="PUT")   # A's PUT is held in flight
 
     wg.webhook_ok(identity_change(w, ha, ta, msg_id=mid_a))
     sim.wait_for_calls(1, method="PUT", path=put_path(w), answered=False, timeout=5)
@@ -204,7 +204,7 @@ def test_duplicate_webhook_acknowledged_once(procs):
     wg = procs.daemon(r, sim)
     w, h, t = new_wa_id(), "DuPe000001=", t_old()
     sim.set_identity(w, h, t * 1000)
-    sim.delay(300, count=1, path=put_path(w), method="PUT")
+    sim.delay(300, count=1, path_prefix=put_path(w), method="PUT")
     payload = identity_change(w, h, t)
     answers = [wg.webhook_ok(payload) for _ in range(3)]
     assert [a["duplicates"] for a in answers] == [0, 1, 1], answers
@@ -340,7 +340,7 @@ def test_kill9_during_put_then_restart_finishes_after_lease(procs):
     wg = procs.daemon(r, sim)
     w, h, t = new_wa_id(), "KiLlNiNe01=", t_old()
     sim.set_identity(w, h, t * 1000)
-    sim.delay(3000, count=1, path=put_path(w), method="PUT")
+    sim.delay(3000, count=1, path_prefix=put_path(w), method="PUT")
     wg.webhook_ok(identity_change(w, h, t))
     first = sim.wait_for_calls(1, method="PUT", path=put_path(w), answered=False, timeout=5)[0]
     wg.kill(signal.SIGKILL)
