@@ -514,9 +514,9 @@ static void validate(struct parse_state *ps, struct config *cfg)
         if (!cfg->webhook_token && !cfg->hmac_secret)
             bad_value(ps, i_listen, "'%s' is not a loopback address, so the webhook needs "
                       "[webhook] token_file or hmac_secret_file", cfg->listen);
-        else if (cfg->api_tokens.n == 0 && cfg->admin_tokens.n == 0)
+        else if (cfg->api_tokens.n == 0 || cfg->admin_tokens.n == 0)
             bad_value(ps, i_listen, "'%s' is not a loopback address, so the API needs "
-                      "[api] tokens_file and admin_tokens_file", cfg->listen);
+                      "[api] %s", cfg->listen, cfg->api_tokens.n == 0 ? "tokens_file" : "admin_tokens_file");
     }
 }
 

@@ -43,6 +43,7 @@ struct store {
     long long ping_sent_ms;      /* 0: no PING outstanding */
     char status[256];
     bool ever_connected;
+    bool closing;                /* store_free: no reconnecting */
 };
 
 struct call {
@@ -217,6 +218,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     st->ready = false;
     st->ping_sent_ms = 0;
     set_status(st, "lost the connection to Redis: %s", status == REDIS_OK ? "closed" : ac->errstr);
+    if (st->closing)
+        return;
     log_warn(&app->log, "store", "%s; reconnecting", st->status);
     schedule_reconnect(app);
 }
@@ -313,18 +316,16 @@ void store_free(struct app *app)
     struct store *st = app->store;
     if (!st)
         return;
-    if (st->health) {
-        event_free(st->health);
-        st->health = NULL;
-    }
-    event_free(st->reconnect);
-    st->reconnect = NULL;
+    st->closing = true;
     if (st->ac) {
+        /* hiredis 0.14 cannot unset the disconnect callback: it sees closing. */
         redisAsyncContext *ac = st->ac;
-        redisAsyncSetDisconnectCallback(ac, NULL);
         st->ac = NULL;
         redisAsyncFree(ac);
     }
+    if (st->health)
+        event_free(st->health);
+    event_free(st->reconnect);
     free(st);
     app->store = NULL;
 }

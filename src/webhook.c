@@ -61,6 +61,18 @@ static const char *const op_kinds[ITEM_COUNT] = {
     [ITEM_STATUS] = "st", [ITEM_ERROR] = "err", [ITEM_DEAD_LETTER] = "dead",
 };
 
+/* The 200 answer: what was recorded. */
+static cJSON *webhook_answer(long long items, long long dup, long long late, long long dead)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "ok", 1);
+    cJSON_AddNumberToObject(o, "items", (double)items);
+    cJSON_AddNumberToObject(o, "duplicates", (double)dup);
+    cJSON_AddNumberToObject(o, "late", (double)late);
+    cJSON_AddNumberToObject(o, "dead_letters", (double)dead);
+    return o;
+}
+
 static void free_ops(void *p)
 {
     cJSON_Delete(p);
@@ -102,13 +114,7 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
         log_notice(&app->log, "webhook", "%lld identity notification(s) older than the recorded one ignored", late);
     if (queued)
         ack_kick(app);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddBoolToObject(o, "ok", 1);
-    cJSON_AddNumberToObject(o, "items", (double)accepted);
-    cJSON_AddNumberToObject(o, "duplicates", (double)dup);
-    cJSON_AddNumberToObject(o, "late", (double)late);
-    cJSON_AddNumberToObject(o, "dead_letters", (double)dead);
-    request_reply_json(r, 200, o);
+    request_reply_json(r, 200, webhook_answer(accepted, dup, late, dead));
 }
 
 /* Sends operations to the apply script; the request is answered from the callback.
@@ -155,10 +161,7 @@ void webhook_post(struct request *r)
     }
     if (cJSON_GetArraySize(b.ops) == 0) {
         webhook_batch_free(&b);
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddBoolToObject(o, "ok", 1);
-        cJSON_AddNumberToObject(o, "items", 0);
-        request_reply_json(r, 200, o);
+        request_reply_json(r, 200, webhook_answer(0, 0, 0, 0));
         return;
     }
     if (webhook_apply(r, b.ops, on_applied) != 0)

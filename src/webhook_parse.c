@@ -233,6 +233,7 @@ static void parse_message(struct pctx *c, const cJSON *m)
     cJSON_AddBoolToObject(iop, "ack", cJSON_IsTrue(ackd) ||
                           (cJSON_IsString(ackd) && strcmp(ackd->valuestring, "true") == 0));
     cJSON_AddStringToObject(iop, "mid", mid);
+    cJSON_AddBoolToObject(iop, "part", 1);      /* shares the message's duplicate check */
     c->b->identities++;
 }
 

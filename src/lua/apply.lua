@@ -14,15 +14,20 @@ local function event(kind, w, extra)
   xadd(EVENTS, cfg.maxlen, f)
 end
 
--- True the first time a message id is seen (kept a week); the duplicate is counted once.
-local function fresh(mid)
+-- True the first time a message id is seen (kept a week).  A repeat, from an earlier
+-- body or inside this one, is a duplicate and counted once; an operation that is
+-- part of the message before it (its identity) shares that message's answer.
+local function fresh(mid, part)
   if mid == nil or mid == cjson.null then return true end
   local s = seen[mid]
-  if s == nil then
-    s = redis.call('SET', P .. ':seen:msg:' .. mid, '1', 'NX', 'EX', WEEK) ~= false
-    seen[mid] = s
-    if not s then res.dup = res.dup + 1 end
+  if part then return s ~= false end
+  if s ~= nil then
+    res.dup = res.dup + 1
+    return false
   end
+  s = redis.call('SET', P .. ':seen:msg:' .. mid, '1', 'NX', 'EX', WEEK) ~= false
+  seen[mid] = s
+  if not s then res.dup = res.dup + 1 end
   return s
 end
 
@@ -52,7 +57,7 @@ end
 local handlers = {}
 
 handlers.id = function(op)
-  if not fresh(op.mid) then return end
+  if not fresh(op.mid, op.part) then return end
   local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack')
   local ackd = op.ack == true
   if not cur[1] then
@@ -72,7 +77,7 @@ handlers.id = function(op)
     end
     record_identity(op.w, op.h, op.t, ackd, op.src)
   end
-  res.accepted = res.accepted + 1
+  if not op.part then res.accepted = res.accepted + 1 end
 end
 
 handlers['in'] = function(op)
@@ -106,8 +111,11 @@ end
 handlers.cc = function(op)
   local function put(n)
     local k = ckey(n)
+    -- "processing" is no result: it never replaces a final one.
+    if op.st == 'processing' and redis.call('HEXISTS', k, 'status') == 1 then return end
     redis.call('HSET', k, 'status', op.st, 'input', op.raw, 'wa_id', op.w or '', 'at', NOW)
     redis.call('EXPIRE', k, WEEK)
+    redis.call('HSET', ukey(n), 'contact', op.st, 'contact_at', NOW)
   end
   put(op['in'])
   if op.w and op.w ~= op['in'] then put(op.w) end
@@ -115,9 +123,9 @@ handlers.cc = function(op)
   res.accepted = res.accepted + 1
 end
 
+-- The sender's profile describes a message; it is not an item of its own.
 handlers.prof = function(op)
   if op.name ~= '' then redis.call('HSET', ukey(op.w), 'name', op.name) end
-  res.accepted = res.accepted + 1
 end
 
 handlers.st = function(op)
