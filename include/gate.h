@@ -12,7 +12,7 @@
 #include "metrics.h"
 #include "server.h"
 
-/* What Redis knows of one user; strings borrowed from the reply. */
+/* What Redis knows of one user (one HMGET of its hash); strings borrowed from the reply. */
 struct gate_facts {
     bool store_down;         /* Redis did not answer */
     const char *hash;        /* newest identity hash, NULL when none */

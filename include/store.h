@@ -36,6 +36,12 @@ const char *store_status(const struct app *app);
 int store_eval(struct app *app, enum store_script s, int argc, const char **argv,
                const size_t *argvlen, store_cb *cb, void *arg) __attribute__((warn_unused_result));
 
+/* Applies operations (JSON, see webhook_parse.h) with the running policies; with
+ * force_auto the acknowledgement is queued whatever [identity] ack says (a newer
+ * identity learnt while acknowledging).  Same contract as store_eval. */
+int store_apply(struct app *app, const char *ops_json, bool force_auto, store_cb *cb, void *arg)
+    __attribute__((warn_unused_result));
+
 /* A plain command (PING, XADD …); same contract as store_eval. */
 int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...)
     __attribute__((warn_unused_result));

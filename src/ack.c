@@ -187,11 +187,7 @@ static void on_identity(struct app *app, const struct upstream_reply *rep, void 
         cJSON_Delete(o);
         char *json = cJSON_PrintUnformatted(ops);
         cJSON_Delete(ops);
-        char settings[160];
-        snprintf(settings, sizeof settings, "{\"ack\":\"auto\",\"first_seen\":\"trust\",\"maxlen\":%ld}",
-                 app->cfg->events_maxlen);
-        const char *argv[] = { json ? json : "[]", settings };
-        if (store_eval(app, SCRIPT_APPLY, 2, argv, NULL, on_reconciled, j) != 0)
+        if (store_apply(app, json ? json : "[]", true, on_reconciled, j) != 0)
             on_reconciled(app, NULL, j);
         cJSON_free(json);
         return;

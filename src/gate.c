@@ -7,7 +7,8 @@
 #include "phone.h"
 #include "store.h"
 
-#define GATE_FIELDS 7
+#define GATE_FIELDS 8
+#define GATE_HMGET "HMGET %s:user:{%s} id_hash id_ts id_ack last_in blocked moved_to contact contact_at"
 #define GATE_BATCH_MAX 1000
 
 void gate_decide(const struct config *cfg, const struct gate_facts *f, const char *type,
@@ -73,7 +74,7 @@ static const char *str_or_null(const redisReply *e)
     return e->type == REDIS_REPLY_STRING && e->len > 0 ? e->str : NULL;
 }
 
-/* Reads the 7 values of one user from the gate script's answer. */
+/* Reads the values of one user (GATE_FIELDS of them, in GATE_HMGET's order). */
 static void facts_from(const redisReply *reply, size_t user, struct gate_facts *f)
 {
     redisReply *const *e = reply->element + user * GATE_FIELDS;
@@ -85,6 +86,10 @@ static void facts_from(const redisReply *reply, size_t user, struct gate_facts *
     f->blocked = e[4]->type == REDIS_REPLY_STRING && strcmp(e[4]->str, "1") == 0;
     f->moved_to = str_or_null(e[5]);
     f->contact = str_or_null(e[6]);
+    /* A contact check is good for 7 days, as the WABA client caches it. */
+    long long at = e[7]->type == REDIS_REPLY_STRING ? atoll(e[7]->str) : 0;
+    if (f->contact && app_wall_ms() - at > 7LL * 86400 * 1000)
+        f->contact = NULL;
 }
 
 static bool reply_ok(const redisReply *reply, size_t users)
@@ -130,8 +135,7 @@ int gate_check(struct app *app, const char *wa_id, const char *type, gate_cb *cb
     c->arg = arg;
     snprintf(c->wa_id, sizeof c->wa_id, "%s", wa_id);
     snprintf(c->type, sizeof c->type, "%s", type);
-    const char *argv[] = { wa_id };
-    if (store_eval(app, SCRIPT_GATE, 1, argv, NULL, on_facts, c) != 0) {
+    if (store_command(app, on_facts, c, GATE_HMGET, app->cfg->key_prefix, wa_id) != 0) {
         struct gate_facts f = { .store_down = true };
         decide_and_call(app, c, &f);
         free(c);

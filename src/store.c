@@ -386,3 +386,13 @@ int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...
     }
     return 0;
 }
+
+int store_apply(struct app *app, const char *ops_json, bool force_auto, store_cb *cb, void *arg)
+{
+    const struct config *cfg = app->cfg;
+    char maxlen[32];
+    snprintf(maxlen, sizeof maxlen, "%ld", cfg->events_maxlen);
+    const char *argv[] = { ops_json, (force_auto || cfg->ack == ACK_AUTO) ? "auto" : "manual",
+                           cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold", maxlen };
+    return store_eval(app, SCRIPT_APPLY, 4, argv, NULL, cb, arg);
+}

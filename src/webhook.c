@@ -121,21 +121,11 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
  * Takes ownership of ops. */
 int webhook_apply(struct request *r, cJSON *ops, store_cb *cb)
 {
-    struct app *app = r->app;
-    const struct config *cfg = app->cfg;
     char *json = cJSON_PrintUnformatted(ops);
-    char settings[160];
-    snprintf(settings, sizeof settings, "{\"ack\":\"%s\",\"first_seen\":\"%s\",\"maxlen\":%ld}",
-             cfg->ack == ACK_AUTO ? "auto" : "manual",
-             cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold", cfg->events_maxlen);
     r->data = ops;
     r->free_data = free_ops;
-    int rc = -1;
-    if (json) {
-        const char *argv[] = { json, settings };
-        rc = store_eval(app, SCRIPT_APPLY, 2, argv, NULL, cb, r);
-        cJSON_free(json);
-    }
+    int rc = json ? store_apply(r->app, json, false, cb, r) : -1;
+    cJSON_free(json);
     if (rc == 0)
         request_hold(r);
     return rc;

@@ -1,17 +1,17 @@
 -- apply: every change one webhook (or one forwarded answer) brings, in one atomic step.
--- ARGV[3] the operations (JSON, see include/webhook_parse.h), ARGV[4] settings
--- {"ack":"auto|manual","first_seen":"trust|hold","maxlen":N}.
+-- ARGV[3] the operations (JSON, see include/webhook_parse.h); settings: ARGV[4] ack
+-- (auto|manual), ARGV[5] first_seen (trust|hold), ARGV[6] the events stream's cap.
 -- Returns { accepted, duplicates, late, dead, queued }.
 local ops = cjson.decode(ARGV[3])
-local cfg = cjson.decode(ARGV[4])
+local cfg = { ack = ARGV[4], first_seen = ARGV[5], maxlen = ARGV[6] }
 local EVENTS = P .. ':events'
 local res = { accepted = 0, dup = 0, late = 0, dead = 0, queued = 0 }
 local seen = {}
 
 local function event(kind, w, extra)
-  local f = { 'kind', kind, 'wa_id', w or '', 'at', NOW }
-  for i = 1, #extra do f[#f + 1] = extra[i] end
-  xadd(EVENTS, cfg.maxlen, f)
+  local a = { 'XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', kind, 'wa_id', w or '', 'at', ARGV[2] }
+  for i = 1, #extra do a[12 + i] = extra[i] end
+  redis.call(unpack(a))
 end
 
 -- True the first time a message id is seen (kept a week).  A repeat, from an earlier
@@ -89,7 +89,9 @@ handlers['in'] = function(op)
   local cur = redis.call('HMGET', k, 'last_in', 'moved_at')
   if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, 'last_in', t) end
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, 'moved_to', 'moved_at') end
-  event('inbound', op.w, { 'type', op.type, 'id', op.mid })
+  -- the hot path: written out rather than through event()
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', 'inbound', 'wa_id', op.w,
+             'at', ARGV[2], 'type', op.type, 'id', op.mid)
   res.accepted = res.accepted + 1
 end
 
