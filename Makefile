@@ -58,7 +58,7 @@ build/waguard: $(OBJ)
 build/obj build/unit:
 	@mkdir -p $@
 
-build/unit/%: tests/unit/%.c $(LIB_OBJ) | build/unit
+build/unit/%: tests/unit/%.c tests/unit/unit.h $(LIB_OBJ) | build/unit
 	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -o $@ $< $(LIB_OBJ) \
 	    $(PKG_LIBS) $(shell pkg-config --cflags --libs check) -lm
 

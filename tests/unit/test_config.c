@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "unit.h"
 
 static char dir[64];
 static char path[128];
@@ -178,9 +179,5 @@ int main(void)
     tcase_add_test(tc, secrets_and_tokens);
     tcase_add_test(tc, public_listener_needs_credentials);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

@@ -12,6 +12,7 @@
 #include "gate.h"
 #include "metrics.h"
 #include "webhook.h"
+#include "unit.h"
 
 static struct config cfg;
 static const long long NOW = 1700000000;
@@ -174,9 +175,5 @@ int main(void)
     tcase_add_test(tc, signature);
     tcase_add_test(tc, metrics_text);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "phone.h"
+#include "unit.h"
 
 static const char *norm(const char *in, const char *cc)
 {
@@ -67,9 +68,5 @@ int main(void)
     tcase_add_test(tc, prefixes_and_ids);
     tcase_add_test(tc, rejects);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }

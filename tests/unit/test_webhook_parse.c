@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "webhook_parse.h"
+#include "unit.h"
 
 static struct webhook_batch b;
 
@@ -189,9 +190,5 @@ int main(void)
     tcase_add_test(tc, cloud_envelope);
     tcase_add_test(tc, empty_object);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return unit_run(s);
 }
