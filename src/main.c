@@ -181,10 +181,12 @@ static void stop(struct app *app)
             event_free(*evs[i]);
             *evs[i] = NULL;
         }
-    server_free(app);
+    /* Redis first: its pending callbacks (answered with NULL) still find the
+     * server, the worker and the requests they belong to. */
+    store_free(app);
     ack_free(app);
     upstream_free(app);
-    store_free(app);
+    server_free(app);
 }
 
 int main(int argc, char **argv)
