@@ -80,7 +80,8 @@ show_log() { echo "---- $1 (last lines)" >&2; tail -n 20 "$1" >&2 || true; }
 RPORT=$(freeport)
 redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$TMP" --save '' --appendonly no \
     --daemonize no --logfile "$TMP/redis.log" &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
 for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 redis-cli -p "$RPORT" ping >/dev/null 2>&1 || { show_log "$TMP/redis.log"; die "redis-server did not start"; }
 
@@ -110,7 +111,8 @@ fi
 # The ceiling probe.
 CPORT=$(freeport)
 build/bench-ceiling --port "$CPORT" --redis-port "$RPORT" >"$TMP/ceiling.log" 2>&1 &
-PIDS+=($!)
+CEIL_PID=$!
+PIDS+=("$CEIL_PID")
 CEIL_URL="http://127.0.0.1:$CPORT"
 "$PY" bench/preload.py wait "$CEIL_URL/healthz" 10 || { show_log "$TMP/ceiling.log"; die "the ceiling probe did not start"; }
 
@@ -149,23 +151,31 @@ sleep 1
 RSS_IDLE=$(rss_kb "$WG_PID")
 
 # ---------------------------------------------------------------- wrk
-# run_wrk NAME SCRIPT URL [ENV...]: prints the BENCH_RESULT fields of the run.
+# CPU time (clock ticks, user + system) a process has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+# run_wrk NAME SCRIPT URL SERVER_PID [ENV...]: prints the BENCH_RESULT fields of the run,
+# plus cpu_srv / cpu_redis: the CPU the server and redis-server used, % of one core.
 run_wrk() {
-    local name=$1 script=$2 url=$3
-    shift 3
+    local name=$1 script=$2 url=$3 spid=$4 s0 r0 s1 r1 res
+    shift 4
     log "wrk $name ($SECS s, $THREADS threads, $CONNS connections)"
+    s0=$(cpu_ticks "$spid"); r0=$(cpu_ticks "$REDIS_PID")
     env "$@" wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --timeout 5s --latency -s "$script" "$url" \
         >"$TMP/wrk-$name.txt" 2>&1 || { cat "$TMP/wrk-$name.txt" >&2; die "wrk failed ($name)"; }
+    s1=$(cpu_ticks "$spid"); r1=$(cpu_ticks "$REDIS_PID")
     kill -0 "$WG_PID" 2>/dev/null || { show_log "$TMP/waguard.log"; die "waguard died during $name"; }
-    grep '^BENCH_RESULT' "$TMP/wrk-$name.txt" | tail -n 1 || die "no result from wrk ($name)"
+    res=$(grep '^BENCH_RESULT' "$TMP/wrk-$name.txt" | tail -n 1) || die "no result from wrk ($name)"
+    awk -v r="$res" -v s=$((s1 - s0)) -v rd=$((r1 - r0)) -v hz="$CLK_TCK" -v d="$(field "$res" duration_us)" \
+        'BEGIN { printf "%s cpu_srv=%.0f%% cpu_redis=%.0f%%\n", r, s / hz / (d / 1e6) * 100, rd / hz / (d / 1e6) * 100 }'
 }
 field() { sed -n "s/.* $2=\\([^ ]*\\).*/\\1/p" <<<" $1"; }
 
 NONCE=$(printf '%04x' $((RANDOM)))
 WH_ENV=(BENCH_NONCE="$NONCE" BENCH_USERS="$WEBHOOK_USERS" BENCH_BASE="$WEBHOOK_BASE")
-R_WH_WG=$(run_wrk webhook-waguard bench/webhook.lua "$WG_URL/webhook" "${WH_ENV[@]}")
+R_WH_WG=$(run_wrk webhook-waguard bench/webhook.lua "$WG_URL/webhook" "$WG_PID" "${WH_ENV[@]}")
 RSS_WH=$(rss_kb "$WG_PID")
-R_WH_CE=$(run_wrk webhook-ceiling bench/webhook.lua "$CEIL_URL/webhook" "${WH_ENV[@]}")
+R_WH_CE=$(run_wrk webhook-ceiling bench/webhook.lua "$CEIL_URL/webhook" "$CEIL_PID" "${WH_ENV[@]}")
 
 # What waguard made of the webhook load (items, duplicates, dead letters, ack queue).
 read -r M_ITEMS M_DUPS M_DEAD M_ACKQ M_ACKOK <<<"$("$PY" bench/preload.py metric "$WG_URL/metrics" \
@@ -189,25 +199,28 @@ log "pre-populating $GATE_USERS gate users in both"
 GATE_CHECK=$("$PY" bench/preload.py check "$WG_URL" --base $GATE_BASE --count "$GATE_USERS" --type text)
 
 GATE_ENV=(BENCH_USERS="$GATE_USERS" BENCH_BASE="$GATE_BASE" BENCH_TYPE=text)
-R_GT_WG=$(run_wrk gate-waguard bench/gate.lua "$WG_URL" "${GATE_ENV[@]}")
+R_GT_WG=$(run_wrk gate-waguard bench/gate.lua "$WG_URL" "$WG_PID" "${GATE_ENV[@]}")
 RSS_GATE=$(rss_kb "$WG_PID")
-R_GT_CE=$(run_wrk gate-ceiling bench/gate.lua "$CEIL_URL" "${GATE_ENV[@]}")
+R_GT_CE=$(run_wrk gate-ceiling bench/gate.lua "$CEIL_URL" "$CEIL_PID" "${GATE_ENV[@]}")
 sleep 1
 RSS_AFTER=$(rss_kb "$WG_PID")
 
 # ---------------------------------------------------------------- report
 ms() { awk -v us="$1" 'BEGIN { if (us == "") print "-"; else printf "%.2f ms", us / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
+FMT='%-16s %-9s %10s %10s %10s %10s %8s %7s %10s\n'
 row() { # row SCENARIO SERVER RESULT
-    printf '%-16s %-9s %10s %10s %10s %10s %8s %7s\n' "$1" "$2" "$(field "$3" rps)" \
+    # shellcheck disable=SC2059
+    printf "$FMT" "$1" "$2" "$(field "$3" rps)" \
         "$(ms "$(field "$3" p50_us)")" "$(ms "$(field "$3" p90_us)")" "$(ms "$(field "$3" p99_us)")" \
-        "$(field "$3" non2xx)" "$(field "$3" errors)"
+        "$(field "$3" non2xx)" "$(field "$3" errors)" "$(field "$3" cpu_srv)/$(field "$3" cpu_redis)"
 }
 {
     echo "waguard benchmark — $(date -u '+%Y-%m-%d %H:%M:%SZ'), $(nproc) CPUs, wrk -t$THREADS -c$CONNS -d${SECS}s"
     echo "waguard $("$WAGUARD" --version 2>/dev/null | head -n 1 || echo '?'), redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), ceiling = bench/ceiling.c"
     echo
-    printf '%-16s %-9s %10s %10s %10s %10s %8s %7s\n' scenario server "req/s" p50 p90 p99 non-2xx errors
+    # shellcheck disable=SC2059
+    printf "$FMT" scenario server "req/s" p50 p90 p99 non-2xx errors "cpu srv/redis"
     row "webhook ingest" waguard "$R_WH_WG"
     row "webhook ingest" ceiling "$R_WH_CE"
     printf '%-16s %-9s %10s   (waguard / ceiling)\n' "" ratio "$(ratio "$(field "$R_WH_WG" rps)" "$(field "$R_WH_CE" rps)")"
@@ -219,6 +232,7 @@ row() { # row SCENARIO SERVER RESULT
     echo "webhook load as waguard saw it: items=$M_ITEMS duplicates=$M_DUPS dead_letters=$M_DEAD" \
          "events_stream_len=$STREAM_LEN ack_queue_depth=$M_ACKQ ack_attempts=$M_ACKOK (ack queue left after 10 s: $ACKQ_LEFT)"
     echo "gate pool before the gate run (type=text, $GATE_USERS users): $GATE_CHECK"
+    echo "(cpu srv/redis: CPU used during the run by the server and by redis-server, % of one core)"
     echo "(webhook bodies: 90% inbound text, 10% user_identity_changed; unique message ids; $WEBHOOK_USERS senders)"
 } | tee "$RESULTS"
 

@@ -35,7 +35,7 @@ int server_new(struct app *app, char *err, size_t errlen) __attribute__((warn_un
 void server_free(struct app *app);
 /* Closes the listeners (draining on shutdown). */
 void server_stop_accepting(struct app *app);
-/* Requests being handled now. */
+/* Requests being handled now, and answers not yet written out. */
 int server_in_flight(const struct app *app);
 /* Applies the limits of a reloaded configuration. */
 void server_reconfigure(struct app *app);

@@ -20,6 +20,7 @@
 struct ack {
     struct event *poll;          /* periodic claim */
     struct event *kick;          /* claim now */
+    struct event *wake;          /* claim when the soonest retry is due */
     bool claiming;               /* a claim is in flight */
     bool again;                  /* kicked while claiming */
     bool stopped;
@@ -90,6 +91,12 @@ static void retry(struct job *j)
     app->metrics->ack_attempts[ACK_RETRY]++;
     log_warn(&app->log, "ack", "%s: %s; attempt %lld, next in %lld ms", j->wa_id, j->answer, j->attempts, d);
     record(j, "retry", app_wall_ms() + d);
+    /* A retry sooner than the next poll gets a wake-up of its own. */
+    struct ack *a = app->ack;
+    if (d < POLL_MS && !a->stopped && !evtimer_pending(a->wake, NULL)) {
+        struct timeval tv = { 0, (suseconds_t)(d + 1) * 1000 };
+        evtimer_add(a->wake, &tv);
+    }
 }
 
 static void fail(struct job *j)
@@ -325,7 +332,8 @@ int ack_new(struct app *app, char *err, size_t errlen)
     a->rng = (unsigned)(app_wall_ms() ^ ((long long)getpid() << 16)) | 1u;
     a->poll = event_new(app->base, -1, EV_PERSIST, on_timer, app);
     a->kick = event_new(app->base, -1, 0, on_timer, app);
-    if (!a->poll || !a->kick) {
+    a->wake = evtimer_new(app->base, on_timer, app);
+    if (!a->poll || !a->kick || !a->wake) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -340,6 +348,7 @@ void ack_stop(struct app *app)
         return;
     app->ack->stopped = true;
     event_del(app->ack->poll);
+    event_del(app->ack->wake);
 }
 
 long long ack_in_flight(const struct app *app)
@@ -356,6 +365,8 @@ void ack_free(struct app *app)
         event_free(a->poll);
     if (a->kick)
         event_free(a->kick);
+    if (a->wake)
+        event_free(a->wake);
     free(a);
     app->ack = NULL;
 }

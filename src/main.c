@@ -224,7 +224,9 @@ int main(int argc, char **argv)
         return 1;
     }
     if (config_load(path, cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "waguard: %s\n", err);
+        /* Before the log exists; journald still gets the error priority. */
+        const char *js = getenv("JOURNAL_STREAM");
+        fprintf(stderr, "%swaguard: %s\n", js && *js ? "<3>" : "", err);
         free(cfg);
         free(metrics);
         return EXIT_CONFIG;

@@ -38,6 +38,7 @@ struct conn {
 
 struct server {
     struct evhttp *http;
+    int replies_unsent;              /* answers handed to libevent, not yet written out */
     struct conn *conns[CONN_BUCKETS];
     long nconns;
     long long refused_logged_ms;     /* the last "refusing a connection" line */
@@ -201,6 +202,13 @@ static const char *reason_phrase(int code)
     }
 }
 
+static void on_reply_sent(struct evhttp_request *req, void *arg)
+{
+    struct server *sv = arg;
+    (void)req;
+    sv->replies_unsent--;
+}
+
 static void send_and_finish(struct request *r, int code, const char *ctype, struct evbuffer *buf)
 {
     if (r->req) {
@@ -212,6 +220,9 @@ static void send_and_finish(struct request *r, int code, const char *ctype, stru
         evhttp_add_header(h, "Content-Type", ctype);
         if (r->app->stopping)
             evhttp_add_header(h, "Connection", "close");
+        /* Counted until written, so that a drain never exits before the client has it. */
+        r->app->server->replies_unsent++;
+        evhttp_request_set_on_complete_cb(req, on_reply_sent, r->app->server);
         evhttp_send_reply(req, code, reason_phrase(code), buf);
     }
     request_finish(r, code);
@@ -520,7 +531,7 @@ void server_stop_accepting(struct app *app)
 
 int server_in_flight(const struct app *app)
 {
-    return app->server ? app->server->in_flight : 0;
+    return app->server ? app->server->in_flight + app->server->replies_unsent : 0;
 }
 
 void server_free(struct app *app)

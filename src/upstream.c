@@ -313,6 +313,31 @@ static void on_error(enum evhttp_request_error e, void *arg)
     }
 }
 
+/* Why a TLS connection failed, from its bufferevent (libevent takes OpenSSL's error
+ * queue for itself).  Returns false when TLS was not the reason. */
+static bool tls_error(struct slot *s, char *buf, size_t len)
+{
+    struct bufferevent *bev = s->evcon ? evhttp_connection_get_bufferevent(s->evcon) : NULL;
+    if (!bev)
+        return false;
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    unsigned long e, last = 0;
+    while ((e = bufferevent_get_openssl_error(bev)) != 0)
+        last = e;
+    if (vr != X509_V_OK) {
+        snprintf(buf, len, "TLS: the WABA client's certificate was refused: %s", X509_verify_cert_error_string(vr));
+        return true;
+    }
+    if (last) {
+        char e2[200];
+        ERR_error_string_n(last, e2, sizeof e2);
+        snprintf(buf, len, "TLS: %s", e2);
+        return true;
+    }
+    return false;
+}
+
 static void on_done(struct evhttp_request *req, void *arg)
 {
     struct ureq *u = arg;
@@ -324,14 +349,9 @@ static void on_done(struct evhttp_request *req, void *arg)
     rep.status = req ? evhttp_request_get_response_code(req) : 0;
     if (rep.status == 0) {
         s->dead = true;       /* a fresh connection next time */
-        unsigned long tls = up->https ? ERR_peek_last_error() : 0;
-        if (tls && ERR_GET_LIB(tls) == ERR_LIB_SSL) {
-            ERR_error_string_n(tls, u->errbuf, sizeof u->errbuf);
+        rep.error = u->error ? u->error : "could not connect, or the connection failed";
+        if (up->https && tls_error(s, u->errbuf, sizeof u->errbuf))
             rep.error = u->errbuf;
-            ERR_clear_error();
-        } else {
-            rep.error = u->error ? u->error : "could not connect, or the connection failed";
-        }
     } else {
         /* A NUL after the body makes it a C string for the callbacks. */
         struct evbuffer *in = evhttp_request_get_input_buffer(req);

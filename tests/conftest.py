@@ -13,7 +13,8 @@ Fixture API (see also the docstrings below):
                               teardown and must exit 0; its stderr is printed when the test fails.
   waguard          (function) the module's shared default daemon (ack=auto, unreachable
                               upstream), Redis flushed before the test.
-  waguard_bin      (session)  Path of build/waguard (fails the test when it is missing).
+  waguard_bin      (session)  Path of build/waguard, or $WAGUARD_TEST_BINARY (fails the test
+                              when it is missing).
 
 Default tokens: API_TOKEN, ADMIN_TOKEN, WEBHOOK_TOKEN, VERIFY_TOKEN, HMAC_SECRET (constants here).
 """
@@ -40,7 +41,8 @@ from helpers import (hmac_sig, metric_value, parse_metrics, to_bytes,  # noqa: E
                      wait_until)
 
 ROOT = TESTS_DIR.parent
-WAGUARD_BIN = ROOT / "build" / "waguard"
+# WAGUARD_TEST_BINARY=/path/to/waguard runs the suite against another build (e.g. a sanitizer one).
+WAGUARD_BIN = Path(os.environ.get("WAGUARD_TEST_BINARY") or (ROOT / "build" / "waguard")).resolve()
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 API_TOKEN = "apitoken-A1b2C3d4"
@@ -75,11 +77,15 @@ class RedisServer:
     """A redis-server in a temporary directory on a loopback port.  stop()/start() keep the
     port, so a daemon pointed at it can reconnect."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, password=None, unix=False):
+        """password: --requirepass; unix: also listen on <dir>/redis.sock, and make `url`
+        the unix:/path form."""
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="waguard-redis-")
         self.proc = None
-        self.url = "redis://127.0.0.1:%d/0" % self.port
+        self.password = password
+        self.socket_path = os.path.join(self.dir, "redis.sock") if unix else None
+        self.url = ("unix:%s" % self.socket_path) if unix else "redis://127.0.0.1:%d/0" % self.port
 
     def start(self, timeout=10.0):
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -87,7 +93,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no",
-             "--protected-mode", "no", "--loglevel", "warning"],
+             "--protected-mode", "no", "--loglevel", "warning",
+             "--enable-debug-command", "local"] + self._extra_args(),
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
@@ -120,9 +127,19 @@ class RedisServer:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def _extra_args(self):
+        a = []
+        if self.password:
+            a += ["--requirepass", self.password]
+        if self.socket_path:
+            a += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
+        return a
+
     def client(self, **kw):
         kw.setdefault("decode_responses", True)
         kw.setdefault("socket_timeout", 5)
+        if self.password:
+            kw.setdefault("password", self.password)
         return redislib.Redis(host="127.0.0.1", port=self.port, **kw)
 
     def log_text(self):

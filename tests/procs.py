@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -109,7 +108,7 @@ class RedisProc:
         self._log = open(os.path.join(self.dir, "redis.log"), "ab")
         args = [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--dir", self.dir, "--daemonize", "no", "--protected-mode", "no",
-                "--loglevel", "notice"]
+                "--loglevel", "notice", "--enable-debug-command", "local"]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
@@ -214,6 +213,7 @@ class Daemon:
         self.env = child_env(env)
         self.proc = None
         self.killed = False           # killed on purpose: no exit status expected
+        self.reaped = False           # the test waited for the exit and judged the status
         self.returncode = None
         self.config_path = self.workdir / "waguard.conf"
         self.stderr_path = self.workdir / "waguard.stderr"
@@ -240,6 +240,7 @@ class Daemon:
         """shell_prefix: a /bin/sh snippet run before `exec waguard` in the same process
         (e.g. "WATCHDOG_PID=$$; export WATCHDOG_PID;"), so the daemon keeps the shell's pid."""
         self.killed = False
+        self.reaped = False
         self.returncode = None
         self._err = open(self.stderr_path, "ab")
         argv = [str(WAGUARD_BIN), "--config", str(self.config_path)]
@@ -288,6 +289,7 @@ class Daemon:
             raise AssertionError("%s still running %.1fs later:\n%s"
                                  % (self.name, timeout, self.log()[-4000:]))
         self.returncode = rc
+        self.reaped = True
         self._close()
         return rc
 
@@ -443,7 +445,7 @@ class Procs:
     def cleanup(self):
         bad = []
         for d in self.daemons:
-            if d.proc is None or d.killed:
+            if d.proc is None or d.killed or d.reaped:
                 continue
             rc = d.stop()
             if rc != 0:

@@ -3,12 +3,12 @@ simulator (tests/waba_sim.py).  Timings are small (retry_base_ms=50, retry_max_s
 upstream timeout_ms=500; see procs.base_config)."""
 import base64
 import signal
-import threading
 import time
 
 import pytest
 
-from helpers import body, identity_change, identity_change_msg, new_msg_id, new_wa_id, now_s
+from helpers import (body, identity_change, identity_change_msg, metric_value, new_msg_id, new_wa_id,
+                     now_s)
 from procs import (ADMIN_TOKEN, API_TOKEN, KEY_PREFIX, WABA_PASSWORD, WABA_USER, procs,  # noqa: F401
                    wait_for)
 from waba_sim import make_test_ca, make_wrong_cert, make_wrong_host_cert
@@ -102,7 +102,6 @@ def test_auto_ack_put_once_with_login_token(procs):
     assert any(a["hash"] == h and a["result"] == "acknowledged" for a in j["acks"]), j["acks"]
     assert r.client().zscore(QUEUE, w) is None
     m = wg.metrics()
-    from helpers import metric_value
     assert metric_value(m, "waguard_ack_attempts_total", outcome="ok") >= 1
     assert metric_value(m, "waguard_identities_pending") == 0
 
@@ -154,12 +153,13 @@ def test_newest_hash_only_with_late_and_repeated_notifications(procs):
     tb = ta + 60
     mid_a, mid_b = new_msg_id(), new_msg_id()
     sim.set_identity(w, ha, ta * 1000)
-    sim.delay(1000, count=1, path_prefix=put_path(w), method="PUT")   # A's PUT is held in flight
+    sim.delay(450, count=1, path_prefix=put_path(w), method="PUT")   # A's PUT is held in flight (timeout_ms is 500)
 
     wg.webhook_ok(identity_change(w, ha, ta, msg_id=mid_a))
     sim.wait_for_calls(1, method="PUT", path=put_path(w), answered=False, timeout=5)
     # The user changes again while A's PUT is in flight: the WABA client knows B, so does waguard.
     sim.set_identity(w, hb, tb * 1000)
+    sim.delay(300, count=1, path_prefix=put_path(w), method="PUT")     # B's first PUT, briefly
     res = wg.webhook_ok(identity_change(w, hb, tb, msg_id=mid_b))
     t_b_recorded = time.time()
     assert res["items"] == 1 and res["late"] == 0, res
@@ -196,6 +196,19 @@ def test_newest_hash_only_with_late_and_repeated_notifications(procs):
     assert j["identity"]["state"] == "acknowledged", j
     assert r.client().zscore(QUEUE, w) is None, "late/repeated notifications queued work"
     assert len(puts(sim, w)) == n_puts
+
+    # A's PUT, held all along, is answered now (400: not the newest at the WABA client); its
+    # outcome must not move anything.
+    sim.wait_for_calls(1, method="GET", path=put_path(w), timeout=5)
+    wait_for(lambda: wg.metric("waguard_ack_attempts_total", outcome="reconciled") >= 1, 5,
+             "the reconcile after A's refused PUT")
+    wait_for(lambda: not any(c["status"] is None for c in sim.calls), 5, "no call in flight")
+    code, d = gate_json(wg, w)
+    assert code == 200 and d["identity"] == {"hash": hb, "created_timestamp": tb, "acknowledged": True}, d
+    j = wg.identity(w)
+    assert j["identity"]["state"] == "acknowledged", j
+    assert not any(a["hash"] == ha and a["result"] == "acknowledged" for a in j["acks"]), j["acks"]
+    assert [c["body"]["hash"] for c in puts(sim, w)] == [ha, hb], puts(sim, w)
 
 
 def test_duplicate_webhook_acknowledged_once(procs):
@@ -317,7 +330,6 @@ def test_unknown_to_waba_client_is_parked_failed(procs):
     assert w in lst and lst[w]["state"] == "failed" and lst[w]["last_error"], lst
     assert w not in {i["wa_id"] for i in wg.identities("pending")}
     m = wg.metrics()
-    from helpers import metric_value
     assert metric_value(m, "waguard_identities_failed") >= 1
     assert metric_value(m, "waguard_ack_attempts_total", outcome="failed") >= 1
     assert gate_json(wg, w)[0] == 423
@@ -341,6 +353,7 @@ def test_kill9_during_put_then_restart_finishes_after_lease(procs):
     w, h, t = new_wa_id(), "KiLlNiNe01=", t_old()
     sim.set_identity(w, h, t * 1000)
     sim.delay(3000, count=1, path_prefix=put_path(w), method="PUT")
+    sent_at = time.time()             # the claim, and so its lease, starts after this
     wg.webhook_ok(identity_change(w, h, t))
     first = sim.wait_for_calls(1, method="PUT", path=put_path(w), answered=False, timeout=5)[0]
     wg.kill(signal.SIGKILL)
@@ -350,8 +363,8 @@ def test_kill9_during_put_then_restart_finishes_after_lease(procs):
     j = wait_acked(wg2, w, h, timeout=10, sim=sim)
     ok = [c for c in puts(sim, w) if c["status"] == 200 and c["seq"] != first["seq"]]
     assert ok, puts(sim, w)
-    waited = ok[0]["time"] - first["time"]
-    assert waited >= 1.8, "retaken %.2fs after the claim, before the 2 s lease ran out" % waited
+    waited = ok[0]["time"] - sent_at
+    assert waited >= 1.95, "retaken %.2fs after the webhook, before the 2 s lease ran out" % waited
     assert j["identity"]["attempts"] >= 2, j
     assert gate_json(wg2, w)[0] == 200
 
@@ -383,6 +396,7 @@ def test_two_instances_one_killed_all_acknowledged(procs):
     wait_for(lambda: len([c for c in puts(sim) if c["status"] is not None]) >= 10, 10,
              "10 answered PUTs")
     wg1.kill(signal.SIGKILL)
+    killed_at = time.time()
 
     def all_done():
         return not wg2.identities("pending")
@@ -419,6 +433,14 @@ def test_two_instances_one_killed_all_acknowledged(procs):
                         and b["time"] < a["time"] + a["duration_ms"] / 1000.0:
                     overlaps.append((w, a["body"]["hash"], b["body"]["hash"]))
     assert not problems, problems
+    # The kill interrupted work (PUTs still waiting for their answer), and that work was taken
+    # over once its lease ran out.
+    cut = [x for x in puts(sim) if x["time"] < killed_at
+           and x["time"] + (x["duration_ms"] or 0) / 1000.0 > killed_at]
+    assert cut, "nothing was in flight when the instance was killed: the test proved nothing"
+    retaken = [x for x in cut if any(y["path"] == x["path"] and y["time"] > killed_at
+                                     for y in puts(sim))]
+    assert retaken, "the killed instance's work was never PUT again"
     print("concurrent PUTs of different hashes for one user: %d %r" % (len(overlaps), overlaps[:5]))
 
 

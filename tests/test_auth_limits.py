@@ -263,12 +263,15 @@ def test_body_limit_413(small_body_wg):
     wg = small_body_wg
     assert wg.webhook(padded(4000)).status_code == 200
     assert wg.webhook(padded(4096)).status_code == 200
-    r = wg.webhook(padded(4097))
-    assert_error_body(r, 413)
-    r = wg.webhook(padded(60000))
-    assert_error_body(r, 413)
+    r1 = wg.webhook(padded(4097))
+    assert r1.status_code == 413, r1.text
+    r2 = wg.webhook(padded(60000))
+    assert r2.status_code == 413, r2.text
     # the daemon is fine afterwards
     assert wg.webhook(padded(1000)).status_code == 200
+    # and the 413 carries the error envelope like every other error
+    assert_error_body(r1, 413)
+    assert_error_body(r2, 413)
 
 
 def test_body_limit_chunked(small_body_wg):
@@ -307,3 +310,19 @@ def test_huge_header_rejected_and_alive(waguard):
     assert not data.startswith(b"HTTP/1.1 200"), data
     wait_until(lambda: requests.get(waguard.url + "/healthz", timeout=5).status_code == 200, 5,
                what="/healthz after an oversized header")
+
+
+def test_auth_checked_before_validation(waguard):
+    """An unauthenticated caller learns nothing about the input: 401 comes first."""
+    for method, path, kw in (("GET", "/v1/gate/not-a-number?type=text", {}),
+                             ("POST", "/v1/gate", {"data": b"[1"}),
+                             ("GET", "/v1/identities?state=bogus&limit=-1", {}),
+                             ("GET", "/v1/identities/not-a-number", {})):
+        r = waguard.request(method, path, **kw)
+        assert_error_body(r, 401)
+
+
+def test_bad_input_with_credentials_400(waguard):
+    assert_error_body(waguard.gate("not-a-number", type="text"), 400)
+    assert_error_body(waguard.admin_get("/v1/identities?state=bogus"), 400)
+    assert_error_body(waguard.admin_get("/v1/identities?state=pending&limit=-1"), 400)

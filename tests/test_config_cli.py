@@ -184,7 +184,9 @@ def test_env_override_max_body_bytes(waguard_factory):
     small = errors_body(details="x" * 1000)
     big = errors_body(details="x" * 3000)
     assert wg.webhook(small).status_code == 200
-    assert_error_body(wg.webhook(big), 413)
+    r = wg.webhook(big)
+    assert r.status_code == 413, r.text
+    assert_error_body(r, 413)
 
 
 def test_env_override_wins_over_file(waguard_factory):

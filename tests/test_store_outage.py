@@ -138,3 +138,148 @@ def test_redis_restart_twice(waguard_factory, private_redis):
         w = new_wa_id()
         assert wg.webhook(identity_change(w, "TWICE=", T0)).status_code == 200
         assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "TWICE="
+
+
+def test_sigterm_with_store_work_in_flight(waguard_factory, private_redis):
+    """SIGTERM while acknowledgements are being claimed from Redis (many pending identities,
+    short retry delays, an unreachable WABA client): waguard still exits 0, every time."""
+    for round_ in range(8):
+        wg = waguard_factory({"identity": {"retry_base_ms": "10", "retry_max_s": "1"}},
+                             redis=private_redis)
+        msgs = [identity_change(new_wa_id(), "INFL%d=" % i, T0 + i)["messages"][0] for i in range(40)]
+        assert wg.webhook({"messages": msgs}).status_code == 200
+        wait_until(lambda: wg.metric("waguard_ack_attempts_total") >= 20, 10,
+                   what="ack attempts under way")
+        rc = wg.stop()
+        assert rc == 0, "round %d: exit status %s\n%s" % (round_, rc, wg.stderr_text()[-3000:])
+
+
+# ----------------------------------------------------------------------------- how Redis is reached
+
+@pytest.fixture
+def auth_redis():
+    from conftest import RedisServer
+    rs = RedisServer(password="redis-pass-123").start()
+    yield rs
+    rs.cleanup()
+
+
+def test_redis_password_file(waguard_factory, auth_redis):
+    wg = waguard_factory({"redis": {"password_file": "redis_password"}}, redis=auth_redis,
+                         files={"redis_password": "redis-pass-123\n"})
+    w = new_wa_id()
+    assert wg.webhook(identity_change(w, "PASS=", T0)).status_code == 200
+    assert auth_redis.client().hget(wg.user_key(w), "id_hash") == "PASS="
+
+
+def test_redis_wrong_password_not_ready(waguard_factory, auth_redis):
+    wg = waguard_factory({"redis": {"password_file": "redis_password"}}, redis=auth_redis,
+                         files={"redis_password": "not-the-password\n"}, wait=False)
+    wait_until(lambda: requests.get(wg.url + "/healthz", timeout=2).status_code == 200, 15,
+               what="/healthz")
+    wait_not_ready(wg)
+    j = readyz(wg).json()
+    assert j["ready"] is False and j["reason"], j
+    assert_error_body(wg.webhook(inbound_text(new_wa_id())), 503)
+    d = check_gate_response(wg.gate(new_wa_id(), type="template"))
+    assert "store_unavailable" in d["reasons"], d
+
+
+def test_redis_unix_socket(waguard_factory):
+    from conftest import RedisServer
+    rs = RedisServer(unix=True).start()
+    try:
+        wg = waguard_factory(redis=rs)
+        w = new_wa_id()
+        assert wg.webhook(identity_change(w, "UNIX=", T0)).status_code == 200
+        assert rs.client().hget(wg.user_key(w), "id_hash") == "UNIX="
+        rs.stop()
+        wait_not_ready(wg)
+        rs.start()
+        wait_ready(wg)
+        assert wg.webhook(inbound_text(w)).status_code == 200
+    finally:
+        rs.cleanup()
+
+
+# ----------------------------------------------------------------------------- Redis misbehaving while up
+
+def test_script_cache_flushed_recovers(waguard_factory, private_redis):
+    """SCRIPT FLUSH (as after a failover to a fresh replica): writes and decisions work again
+    without restarting waguard."""
+    wg = waguard_factory(redis=private_redis)
+    w = new_wa_id()
+    assert wg.webhook(identity_change(w, "S1=", T0)).status_code == 200
+    private_redis.client().script_flush()
+    wait_until(lambda: wg.webhook(identity_change(w, "S2=", T0 + 1)).status_code == 200, 10,
+               what="a recorded webhook after SCRIPT FLUSH")
+    private_redis.client().script_flush()
+    wait_until(lambda: "store_unavailable" not in wg.gate(w, type="template").json()["reasons"], 10,
+               what="a real decision after SCRIPT FLUSH")
+    d = check_gate_response(wg.gate(w, type="template"), w)
+    assert d["identity"]["hash"] == "S2=" and d["reasons"] == ["identity_unacknowledged"], d
+
+
+def test_script_cache_flushed_no_spurious_failure(waguard_factory, private_redis):
+    """Robustness: Redis is healthy, only its script cache is empty (NOSCRIPT).  The request
+    should be retried with the script's text (EVAL / SCRIPT LOAD) rather than answered 503 or
+    denied with store_unavailable."""
+    wg = waguard_factory(redis=private_redis)
+    w = new_wa_id()
+    assert wg.webhook(identity_change(w, "S1=", T0)).status_code == 200
+    private_redis.client().script_flush()
+    r = wg.webhook(identity_change(w, "S2=", T0 + 1))
+    assert r.status_code == 200, r.text
+    private_redis.client().script_flush()
+    d = check_gate_response(wg.gate(w, type="template"), w)
+    assert d["reasons"] == ["identity_unacknowledged"], d
+
+
+def test_redis_refuses_writes_503(waguard_factory, private_redis):
+    """Redis up but refusing writes (maxmemory reached, noeviction): not confirmed, so 503."""
+    wg = waguard_factory(redis=private_redis)
+    c = private_redis.client()
+    w = new_wa_id()
+    assert wg.webhook(inbound_text(w)).status_code == 200
+    c.config_set("maxmemory-policy", "noeviction")
+    c.config_set("maxmemory", "1")
+    try:
+        r = wg.webhook(identity_change(w, "OOM=", T0))
+        assert_error_body(r, 503)
+        assert requests.get(wg.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        c.config_set("maxmemory", "0")
+    r = wg.webhook(identity_change(w, "OOM=", T0))
+    assert r.status_code == 200, r.text
+    assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "OOM="
+
+
+def test_connection_killed_reconnects(waguard_factory, private_redis):
+    """The daemon's Redis connection is cut while Redis stays up: it reconnects by itself."""
+    wg = waguard_factory(redis=private_redis)
+    c = private_redis.client()
+    before = wg.metric("waguard_redis_reconnects_total")
+    c.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    wait_until(lambda: wg.metric("waguard_redis_reconnects_total") > before
+               and readyz(wg).status_code == 200, 15, what="reconnect after CLIENT KILL")
+    w = new_wa_id()
+    assert wg.webhook(identity_change(w, "KILL=", T0)).status_code == 200
+    assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "KILL="
+
+
+def test_redis_slow_answer_still_recorded(waguard_factory, private_redis):
+    """A Redis that stalls for a moment (DEBUG SLEEP) delays the answer; the body is recorded."""
+    import threading
+    wg = waguard_factory(redis=private_redis)
+    c = private_redis.client(socket_timeout=10)
+    t = threading.Thread(target=lambda: c.execute_command("DEBUG", "SLEEP", "0.5"))
+    try:
+        c.execute_command("DEBUG", "SLEEP", "0")
+    except Exception:  # noqa: BLE001
+        pytest.skip("DEBUG is disabled in this redis-server")
+    t.start()
+    w = new_wa_id()
+    r = wg.webhook(identity_change(w, "SLOW=", T0))
+    t.join()
+    assert r.status_code == 200, r.text
+    assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "SLOW="

@@ -220,6 +220,9 @@ def test_user_changed_number(waguard, redis_client, field):
     d = check_gate_response(waguard.gate(old, type="text"), old)
     assert "number_changed" in d["reasons"], d
     assert user(redis_client, waguard, old).get("moved_to") == new
+    # the new number is the same person: it is not flagged
+    d = check_gate_response(waguard.gate(new, type="template"), new)
+    assert "number_changed" not in d["reasons"], d
 
 
 # ----------------------------------------------------------------------------- duplicates
@@ -419,6 +422,10 @@ def test_ack_then_same_older_newer(waguard_factory, redis_client, stub_upstream)
     assert json.loads(stub_upstream.identity_puts()[0][1]) == {"hash": "ACK1="}
     d = check_gate_response(wg.gate(w, type="template"), w)
     assert d["identity"] == {"hash": "ACK1=", "created_timestamp": T0, "acknowledged": True}, d
+    assert user(redis_client, wg, w)["id_ack"] == "1"
+    assert redis_client.xlen(wg.key("audit")) >= 1
+    det = wg.admin_get("/v1/identities/" + w).json()
+    assert det["identity"]["state"] == "acknowledged" and det["acks"], det
 
     stub_upstream.identity_status = 500
     ok_answer(wg.webhook(identity_change(w, "ACK1=", T0)))           # the same one again
@@ -465,3 +472,90 @@ def test_custom_key_prefix(waguard_factory, redis_client):
     assert redis_client.hget("wgtest:user:{%s}" % w, "id_hash") == "PFX="
     assert not redis_client.exists("waguard:user:{%s}" % w)
     assert redis_client.xlen("wgtest:events") >= 1
+
+
+# ----------------------------------------------------------------------------- concurrency and volume
+
+def _parallel(fn, args, workers=16):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(fn, args))
+
+
+def test_concurrent_identity_changes_newest_wins(waguard, redis_client):
+    """Many notifications for one user arriving at once, in random order: the newest is kept,
+    and every other one was counted late or recorded in order (never a lost update)."""
+    import random
+    import requests as rq
+    from conftest import WEBHOOK_TOKEN
+    w = new_wa_id()
+    stamps = list(range(T0, T0 + 60))
+    random.Random(7).shuffle(stamps)
+
+    def post(ts):
+        r = rq.post(waguard.url + "/webhook", json=identity_change(w, "C%d=" % ts, ts), timeout=10,
+                    headers={"Authorization": "Bearer " + WEBHOOK_TOKEN})
+        return r.status_code
+    codes = _parallel(post, stamps)
+    assert set(codes) == {200}, codes
+    newest = max(stamps)
+    u = user(redis_client, waguard, w)
+    assert u["id_hash"] == "C%d=" % newest and int(u["id_ts"]) == newest * 1000, u
+    d = check_gate_response(waguard.gate(w, type="template"), w)
+    assert d["identity"]["hash"] == "C%d=" % newest, d
+
+
+def test_concurrent_duplicates_recorded_once(waguard, redis_client):
+    import requests as rq
+    from conftest import WEBHOOK_TOKEN
+    w = new_wa_id()
+    raw = json.dumps(identity_change(w, "ONCE=", T0)).encode()
+
+    def post(_):
+        r = rq.post(waguard.url + "/webhook", data=raw, timeout=10,
+                    headers={"Authorization": "Bearer " + WEBHOOK_TOKEN,
+                             "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+        return r.json()["duplicates"]
+    dups = _parallel(post, range(20))
+    assert sum(dups) == 19, dups
+    r = waguard.admin_get("/v1/identities/" + w)
+    assert len(r.json()["history"]) == 1, r.text
+
+
+def test_large_body_many_items(waguard):
+    ids = [new_wa_id() for _ in range(500)]
+    b = body(messages=[inbound_text_msg(w) for w in ids])
+    t = time.monotonic()
+    j = ok_answer(waguard.webhook(b), items=500)
+    took = time.monotonic() - t
+    assert j["duplicates"] == 0 and j["dead_letters"] == 0, j
+    assert took < 2.0, "500 items took %.2fs" % took
+    for w in ids[::97]:
+        assert waguard.gate(w, type="text").status_code == 200, w
+
+
+def test_webhook_latency(waguard):
+    """360dialog's guidance for receivers: median within 250 ms, < 1 % over 1 s."""
+    times = []
+    for _ in range(200):
+        b = body(messages=[inbound_text_msg(new_wa_id()), identity_change_msg(new_wa_id(), "L=", T0)])
+        t = time.monotonic()
+        assert waguard.webhook(b).status_code == 200
+        times.append(time.monotonic() - t)
+    times.sort()
+    assert times[len(times) // 2] < 0.05, times[len(times) // 2]
+    assert times[-3] < 1.0, times[-3:]
+
+
+def test_inbound_identity_older_than_recorded_is_late(waguard, redis_client):
+    """Seconds (system message) and milliseconds (inbound identity) compare as one clock."""
+    w = new_wa_id()
+    ok_answer(waguard.webhook(inbound_text(w, identity=identity_obj("INB2=", (T0 + 10) * 1000))))
+    late_before = waguard.metric("waguard_identity_late_total")
+    j = ok_answer(waguard.webhook(identity_change(w, "SYS1=", T0)))
+    assert j["late"] == 1, j
+    assert waguard.metric("waguard_identity_late_total") == late_before + 1
+    ok_answer(waguard.webhook(inbound_text(w, identity=identity_obj("INB0=", (T0 - 10) * 1000))))
+    u = user(redis_client, waguard, w)
+    assert u["id_hash"] == "INB2=" and int(u["id_ts"]) == (T0 + 10) * 1000, u

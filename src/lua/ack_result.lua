@@ -5,6 +5,7 @@
 -- Returns 1 when applied, 0 when a newer hash replaced it (that one is due at once).
 local w, h, outcome, who, answer = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local k = ukey(w)
+redis.call('HDEL', k, 'id_lease')
 local cur = redis.call('HMGET', k, 'id_hash', 'id_ack')
 if cur[1] ~= h then
   audit(w, h, who, 'superseded', answer)

@@ -42,7 +42,9 @@ local function record_identity(w, h, t, ackd, src)
     redis.call('ZADD', PENDING, 0, w)
     redis.call('ZREM', FAILED, w)
     redis.call('ZADD', SINCE, 'NX', NOW, w)
-    if cfg.ack == 'auto' then
+    -- Due now, unless a worker holds a lease on this user: its outcome will find
+    -- this newer hash and make it due then, so one PUT at a time goes out per user.
+    if cfg.ack == 'auto' and (tonumber(redis.call('HGET', k, 'id_lease')) or 0) <= NOW then
       redis.call('ZADD', QUEUE, NOW, w)
       res.queued = res.queued + 1
     end
@@ -58,6 +60,8 @@ local handlers = {}
 
 handlers.id = function(op)
   if not fresh(op.mid, op.part) then return end
+  -- Learnt by the worker that holds this user: its lease ends here.
+  if op.src == 'reconcile' then redis.call('HDEL', ukey(op.w), 'id_lease') end
   local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack')
   local ackd = op.ack == true
   if not cur[1] then

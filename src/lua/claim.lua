@@ -11,6 +11,7 @@ for _, w in ipairs(due) do
     redis.call('ZREM', QUEUE, w)
   else
     redis.call('ZADD', QUEUE, NOW + lease, w)
+    redis.call('HSET', k, 'id_lease', NOW + lease)
     local a = redis.call('HINCRBY', k, 'id_attempts', 1)
     out[#out + 1] = w
     out[#out + 1] = v[1]
