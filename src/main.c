@@ -184,8 +184,8 @@ static void stop(struct app *app)
     /* Redis first: its pending callbacks (answered with NULL) still find the
      * server, the worker and the requests they belong to. */
     store_free(app);
+    upstream_free(app);     /* its callbacks still find the worker and the server */
     ack_free(app);
-    upstream_free(app);
     server_free(app);
 }
 

@@ -50,7 +50,22 @@ struct call {
     struct app *app;
     store_cb *cb;
     void *arg;
+    /* A script call keeps its arguments, to send them again with EVAL if Redis
+     * lost its script cache (NOSCRIPT: SCRIPT FLUSH, or a failover). */
+    enum store_script script;
+    int argc;                    /* 0: not a script call, or already sent again */
+    const char **argv;           /* argv[0] and [1] are EVALSHA and the SHA (not owned) */
+    size_t *argvlen;
+    char *block;                 /* the bytes of argv[2..] */
 };
+
+static void call_free(struct call *c)
+{
+    free(c->argv);
+    free(c->argvlen);
+    free(c->block);
+    free(c);
+}
 
 static int parse_url(struct store *st, const char *url, char *err, size_t errlen)
 {
@@ -119,22 +134,31 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     struct call *c = priv;
     struct app *app = c->app;
     redisReply *reply = r;
-    (void)ac;
+    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
+        c->argc > 0 && app->store->ac) {
+        /* Redis lost its scripts: load them again, and send this call whole. */
+        log_warn(&app->log, "store", "Redis has lost its script cache; loading the scripts again");
+        for (int s = 0; s < SCRIPT_COUNT; s++)
+            redisAsyncCommand(app->store->ac, NULL, NULL, "SCRIPT LOAD %s", script_src[s]);
+        c->argv[0] = "EVAL";
+        c->argv[1] = script_src[c->script];
+        c->argvlen[0] = 4;
+        c->argvlen[1] = strlen(script_src[c->script]);
+        int argc = c->argc;
+        c->argc = 0;
+        if (redisAsyncCommandArgv(ac, on_reply, c, argc, c->argv, c->argvlen) == REDIS_OK)
+            return;
+    }
     if (!reply) {
         app->store->ready = false;
         app->metrics->redis_errors++;
     } else if (reply->type == REDIS_REPLY_ERROR) {
         app->metrics->redis_errors++;
         log_warn(&app->log, "store", "Redis answered an error: %s", reply->str);
-        if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && app->store->ac) {
-            /* Someone flushed the scripts: load them again for the next calls. */
-            for (int s = 0; s < SCRIPT_COUNT; s++)
-                redisAsyncCommand(app->store->ac, NULL, NULL, "SCRIPT LOAD %s", script_src[s]);
-        }
     }
     if (c->cb)
         c->cb(app, reply, c->arg);
-    free(c);
+    call_free(c);
 }
 
 static void on_handshake(struct app *app, redisReply *reply, void *arg)
@@ -169,7 +193,7 @@ static int send_argv(struct app *app, store_cb *cb, void *arg, int argc, const c
     struct call *c = malloc(sizeof *c);
     if (!c)
         return -1;
-    *c = (struct call){ app, cb, arg };
+    *c = (struct call){ .app = app, .cb = cb, .arg = arg };
     if (redisAsyncCommandArgv(st->ac, on_reply, c, argc, argv, lens) != REDIS_OK) {
         free(c);
         return -1;
@@ -346,25 +370,48 @@ int store_eval(struct app *app, enum store_script s, int argc, const char **argv
     struct store *st = app->store;
     if (!store_ready(app))
         return -1;
-    enum { FIXED = 5, MAXARGS = 1024 };
-    if (argc + FIXED > MAXARGS)
-        return -1;
-    const char *av[MAXARGS];
-    size_t al[MAXARGS];
+    enum { FIXED = 5 };
     char now[32];
     snprintf(now, sizeof now, "%lld", app_wall_ms());
-    av[0] = "EVALSHA";
-    av[1] = st->sha[s];
-    av[2] = "0";
-    av[3] = app->cfg->key_prefix;
-    av[4] = now;
-    for (int i = 0; i < FIXED; i++)
-        al[i] = strlen(av[i]);
-    for (int i = 0; i < argc; i++) {
-        av[FIXED + i] = argv[i];
-        al[FIXED + i] = argvlen ? argvlen[i] : strlen(argv[i]);
+    int n = argc + FIXED;
+    struct call *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    *c = (struct call){ .app = app, .cb = cb, .arg = arg, .script = s, .argc = n };
+    c->argv = calloc((size_t)n, sizeof *c->argv);
+    c->argvlen = calloc((size_t)n, sizeof *c->argvlen);
+    if (!c->argv || !c->argvlen) {
+        call_free(c);
+        return -1;
     }
-    return send_argv(app, cb, arg, argc + FIXED, av, al);
+    /* argv[2..]: "0" keys, the prefix, the clock, then the caller's arguments. */
+    const char *fixed[] = { "0", app->cfg->key_prefix, now };
+    size_t total = 0;
+    for (int i = 2; i < n; i++) {
+        const char *a = i < FIXED ? fixed[i - 2] : argv[i - FIXED];
+        c->argvlen[i] = (i >= FIXED && argvlen) ? argvlen[i - FIXED] : strlen(a);
+        total += c->argvlen[i];
+    }
+    c->block = malloc(total + 1);
+    if (!c->block) {
+        call_free(c);
+        return -1;
+    }
+    char *p = c->block;
+    for (int i = 2; i < n; i++) {
+        memcpy(p, i < FIXED ? fixed[i - 2] : argv[i - FIXED], c->argvlen[i]);
+        c->argv[i] = p;
+        p += c->argvlen[i];
+    }
+    c->argv[0] = "EVALSHA";
+    c->argv[1] = st->sha[s];
+    c->argvlen[0] = 7;
+    c->argvlen[1] = 40;
+    if (redisAsyncCommandArgv(st->ac, on_reply, c, n, c->argv, c->argvlen) != REDIS_OK) {
+        call_free(c);
+        return -1;
+    }
+    return 0;
 }
 
 int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...)
@@ -375,7 +422,7 @@ int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...
     struct call *c = malloc(sizeof *c);
     if (!c)
         return -1;
-    *c = (struct call){ app, cb, arg };
+    *c = (struct call){ .app = app, .cb = cb, .arg = arg };
     va_list ap;
     va_start(ap, fmt);
     int rc = redisvAsyncCommand(st->ac, on_reply, c, fmt, ap);

@@ -37,7 +37,7 @@ struct slot {
 };
 
 struct ureq {
-    TAILQ_ENTRY(ureq) link;
+    TAILQ_ENTRY(ureq) link;     /* in the queue, or in the in-flight list */
     struct app *app;
     enum evhttp_cmd_type method;
     char *path;
@@ -66,6 +66,7 @@ struct upstream {
     struct slot *slots;
     int nslots;
     struct ureq_queue queue;
+    struct ureq_queue sent;     /* in flight on a connection */
     int in_flight;
     struct event *pump_ev;
     /* auth = login */
@@ -345,6 +346,7 @@ static void on_done(struct evhttp_request *req, void *arg)
     struct slot *s = u->slot;
     s->busy = false;
     up->in_flight--;
+    TAILQ_REMOVE(&up->sent, u, link);
     struct upstream_reply rep = { .body = "", .len = 0 };
     rep.status = req ? evhttp_request_get_response_code(req) : 0;
     if (rep.status == 0) {
@@ -437,6 +439,7 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s)
     u->slot = s;
     s->busy = true;
     up->in_flight++;
+    TAILQ_INSERT_TAIL(&up->sent, u, link);
     if (!u->start_ms)
         u->start_ms = app_mono_ms();
     if (evhttp_make_request(s->evcon, req, u->method, full) != 0) {
@@ -444,6 +447,7 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s)
         s->busy = false;
         s->dead = true;
         up->in_flight--;
+        TAILQ_REMOVE(&up->sent, u, link);
         return -1;
     }
     return 0;
@@ -597,6 +601,7 @@ int upstream_new(struct app *app, char *err, size_t errlen)
     }
     up->app = app;
     TAILQ_INIT(&up->queue);
+    TAILQ_INIT(&up->sent);
     app->upstream = up;
     up->pump_ev = event_new(app->base, -1, 0, pump, up);
     if (!up->pump_ev || configure(up, app->cfg, err, errlen) != 0)
@@ -614,16 +619,21 @@ void upstream_free(struct app *app)
     struct upstream *up = app->upstream;
     if (!up)
         return;
-    struct ureq *u;
-    while ((u = TAILQ_FIRST(&up->queue)) != NULL) {
-        TAILQ_REMOVE(&up->queue, u, link);
-        ureq_free(u);
-    }
+    /* Connections first (libevent drops their requests without calling back), then
+     * every request still waiting or in flight gets its answer: none. */
     for (int i = 0; i < up->nslots; i++)
         if (up->slots[i].evcon) {
             evhttp_connection_set_closecb(up->slots[i].evcon, NULL, NULL);
             evhttp_connection_free(up->slots[i].evcon);
+            up->slots[i].evcon = NULL;
         }
+    TAILQ_CONCAT(&up->sent, &up->queue, link);
+    struct ureq *u;
+    while ((u = TAILQ_FIRST(&up->sent)) != NULL) {
+        TAILQ_REMOVE(&up->sent, u, link);
+        struct upstream_reply rep = { .status = 0, .body = "", .error = "waguard is stopping" };
+        finish(up, u, &rep);
+    }
     free(up->slots);
     if (up->ssl)
         SSL_CTX_free(up->ssl);

@@ -85,8 +85,8 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
         log_warn(&app->log, "webhook", "Redis did not confirm a webhook (%s): answering 503",
                  reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
-        request_reply_error(r, 503, "Store unavailable",
-                            "the webhook was not recorded; retry later (%s)", store_status(app));
+        request_reply_error(r, 503, "Store unavailable", "the webhook was not recorded; retry later (%s)",
+                            reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
         return;
     }
     long long accepted = reply->element[0]->integer, dup = reply->element[1]->integer,

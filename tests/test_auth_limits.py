@@ -269,9 +269,11 @@ def test_body_limit_413(small_body_wg):
     assert r2.status_code == 413, r2.text
     # the daemon is fine afterwards
     assert wg.webhook(padded(1000)).status_code == 200
-    # and the 413 carries the error envelope like every other error
-    assert_error_body(r1, 413)
-    assert_error_body(r2, 413)
+    # The 413 is libevent 2.1's own answer (its HTML page): evhttp stops reading
+    # the body and answers before waguard sees the request, and 2.1 has no hook to
+    # change that page (README, "Decisions and known limits").
+    for r in (r1, r2):
+        assert "Request Entity Too Large" in r.text, r.text
 
 
 def test_body_limit_chunked(small_body_wg):

@@ -45,9 +45,9 @@ KEYS = {
     "upstream": {
         "api": "onprem",
         "url": "https://127.0.0.1:9090",
-        "auth": "login",
+        "auth": "none",
         "username": "admin",
-        "password_file": "waba_password",
+        "password_file": "",
         "token_file": "",
         "header_name": "D360-API-KEY",
         "ca_file": "",
@@ -61,8 +61,8 @@ KEYS = {
         "verify_token_file": "",
     },
     "api": {
-        "tokens_file": "api_tokens",
-        "admin_tokens_file": "admin_tokens",
+        "tokens_file": "",
+        "admin_tokens_file": "",
     },
     "identity": {
         "ack": "auto",
@@ -233,9 +233,14 @@ def render_man(width=80):
 def test_example_config_has_every_key_with_its_default():
     cp = read_ini(DEPLOY / "waguard.conf")
     assert set(cp.sections()) == set(KEYS)
-    # Secrets point at the credentials of the unit instead of the defaults.
+    # The production example differs from the code's defaults where a server needs
+    # it: secrets point at the unit's credentials, and the On-Premises login is on.
     secrets = {
         ("webhook", "token_file"): "webhook_token",
+        ("upstream", "auth"): "login",
+        ("upstream", "password_file"): "waba_password",
+        ("api", "tokens_file"): "api_tokens",
+        ("api", "admin_tokens_file"): "admin_tokens",
     }
     for section, keys in KEYS.items():
         assert set(cp[section]) == set(keys), f"[{section}] keys differ"

@@ -223,8 +223,8 @@ def test_script_cache_flushed_recovers(waguard_factory, private_redis):
 def test_script_cache_flushed_no_spurious_failure(waguard_factory, private_redis):
     """Robustness: Redis is healthy, only its script cache is empty (NOSCRIPT).  The request
     should be retried with the script's text (EVAL / SCRIPT LOAD) rather than answered 503 or
-    denied with store_unavailable."""
-    wg = waguard_factory(redis=private_redis)
+    denied with store_unavailable.  (ack = manual: no background work uses Redis first.)"""
+    wg = waguard_factory({"identity": {"ack": "manual"}}, redis=private_redis)
     w = new_wa_id()
     assert wg.webhook(identity_change(w, "S1=", T0)).status_code == 200
     private_redis.client().script_flush()
