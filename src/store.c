@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
@@ -44,7 +45,24 @@ struct store {
     char status[256];
     bool ever_connected;
     bool closing;                /* store_free: no reconnecting */
+    /* store_apply's group commit: bodies queued in this loop turn, sent as one call */
+    struct event *flush;
+    struct evbuffer *batch;      /* "[{"a":…,"o":[…]},…" */
+    struct apply_item *items, **items_tail;
+    int nitems;
 };
+
+#define APPLY_MAX_BODIES 64
+#define APPLY_MAX_BYTES (512 * 1024)
+
+struct apply_item {
+    struct apply_item *next;
+    store_cb *cb;
+    void *arg;
+};
+
+static void flush_batch(struct app *app);
+static void on_flush(evutil_socket_t fd, short what, void *arg);
 
 struct call {
     struct app *app;
@@ -326,7 +344,10 @@ int store_new(struct app *app, char *err, size_t errlen)
             snprintf(st->sha[s] + 2 * i, 3, "%02x", md[i]);
     }
     st->backoff_ms = 100;
+    st->items_tail = &st->items;
     app->store = st;
+    st->batch = evbuffer_new();
+    st->flush = event_new(app->base, -1, 0, on_flush, app);
     st->reconnect = evtimer_new(app->base, on_reconnect_timer, app);
     st->health = event_new(app->base, -1, EV_PERSIST, on_health_timer, app);
     struct timeval sec = { 1, 0 };
@@ -341,6 +362,7 @@ void store_free(struct app *app)
     if (!st)
         return;
     st->closing = true;
+    flush_batch(app);            /* not ready any more: every queued body gets NULL */
     if (st->ac) {
         /* hiredis 0.14 cannot unset the disconnect callback: it sees closing. */
         redisAsyncContext *ac = st->ac;
@@ -350,6 +372,8 @@ void store_free(struct app *app)
     if (st->health)
         event_free(st->health);
     event_free(st->reconnect);
+    event_free(st->flush);
+    evbuffer_free(st->batch);
     free(st);
     app->store = NULL;
 }
@@ -434,12 +458,78 @@ int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...
     return 0;
 }
 
+/* ---- group commit of the apply script ---------------------------------- */
+
+/* Answers every body of a sent batch from the script's reply: its own element, or the
+ * error or NULL that the whole call got. */
+static void on_applied(struct app *app, redisReply *reply, void *arg)
+{
+    struct apply_item *it = arg;
+    size_t n = 0;
+    for (struct apply_item *i = it; i; i = i->next)
+        n++;
+    bool split = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == n;
+    size_t k = 0;
+    while (it) {
+        struct apply_item *next = it->next;
+        redisReply *mine = split ? reply->element[k] : (reply && reply->type == REDIS_REPLY_ERROR ? reply : NULL);
+        it->cb(app, mine, it->arg);
+        free(it);
+        it = next;
+        k++;
+    }
+}
+
+static void flush_batch(struct app *app)
+{
+    struct store *st = app->store;
+    if (!st->nitems)
+        return;
+    struct apply_item *items = st->items;
+    st->items = NULL;
+    st->items_tail = &st->items;
+    st->nitems = 0;
+    evbuffer_add(st->batch, "]", 1);
+    size_t len = evbuffer_get_length(st->batch);
+    const char *json = (const char *)evbuffer_pullup(st->batch, -1);
+    char maxlen[32];
+    snprintf(maxlen, sizeof maxlen, "%ld", app->cfg->events_maxlen);
+    const char *argv[] = { json, app->cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold", maxlen };
+    const size_t lens[] = { len, strlen(argv[1]), strlen(maxlen) };
+    int rc = store_eval(app, SCRIPT_APPLY, 3, argv, lens, on_applied, items);
+    evbuffer_drain(st->batch, len);
+    if (rc != 0)
+        on_applied(app, NULL, items);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush_batch(arg);
+}
+
 int store_apply(struct app *app, const char *ops_json, bool force_auto, store_cb *cb, void *arg)
 {
-    const struct config *cfg = app->cfg;
-    char maxlen[32];
-    snprintf(maxlen, sizeof maxlen, "%ld", cfg->events_maxlen);
-    const char *argv[] = { ops_json, (force_auto || cfg->ack == ACK_AUTO) ? "auto" : "manual",
-                           cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold", maxlen };
-    return store_eval(app, SCRIPT_APPLY, 4, argv, NULL, cb, arg);
+    struct store *st = app->store;
+    if (!store_ready(app))
+        return -1;
+    struct apply_item *it = calloc(1, sizeof *it);
+    if (!it)
+        return -1;
+    const char *ack = (force_auto || app->cfg->ack == ACK_AUTO) ? "auto" : "manual";
+    if (evbuffer_add_printf(st->batch, "%s{\"a\":\"%s\",\"o\":", st->nitems ? "," : "[", ack) < 0 ||
+        evbuffer_add(st->batch, ops_json, strlen(ops_json)) != 0 || evbuffer_add(st->batch, "}", 1) != 0) {
+        free(it);
+        return -1;
+    }
+    it->cb = cb;
+    it->arg = arg;
+    *st->items_tail = it;
+    st->items_tail = &it->next;
+    if (++st->nitems == 1)
+        event_active(st->flush, EV_TIMEOUT, 1);      /* after the rest of this loop turn */
+    if (st->nitems >= APPLY_MAX_BODIES || evbuffer_get_length(st->batch) >= APPLY_MAX_BYTES)
+        flush_batch(app);
+    return 0;
 }

@@ -1,12 +1,13 @@
--- apply: every change one webhook (or one forwarded answer) brings, in one atomic step.
--- ARGV[3] the operations (JSON, see include/webhook_parse.h); settings: ARGV[4] ack
--- (auto|manual), ARGV[5] first_seen (trust|hold), ARGV[6] the events stream's cap.
--- Returns { accepted, duplicates, late, dead, queued }.
-local ops = cjson.decode(ARGV[3])
-local cfg = { ack = ARGV[4], first_seen = ARGV[5], maxlen = ARGV[6] }
+-- apply: every change that webhooks (or forwarded answers) bring, in one atomic step.
+-- ARGV[3] a JSON array of bodies, each {"a": "auto"|"manual" (the ack policy),
+-- "o": [operations, see include/webhook_parse.h]}: the store groups the bodies that
+-- arrive together into one call.  ARGV[4] first_seen (trust|hold), ARGV[5] the events
+-- stream's cap.  Returns, for each body, { accepted, duplicates, late, dead, queued }.
+local bodies = cjson.decode(ARGV[3])
+local cfg = { ack = 'auto', first_seen = ARGV[4], maxlen = ARGV[5] }
 local EVENTS = P .. ':events'
-local res = { accepted = 0, dup = 0, late = 0, dead = 0, queued = 0 }
-local seen = {}
+local res
+local seen = {}     -- message ids met in this call: a repeat in a later body is a duplicate
 
 local function event(kind, w, extra)
   local a = { 'XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', kind, 'wa_id', w or '', 'at', ARGV[2] }
@@ -161,7 +162,13 @@ handlers.dead = function(op)
   res.dead = res.dead + 1
 end
 
-for _, op in ipairs(ops) do
-  handlers[op.k](op)
+local out = {}
+for b, body in ipairs(bodies) do
+  res = { accepted = 0, dup = 0, late = 0, dead = 0, queued = 0 }
+  cfg.ack = body.a
+  for _, op in ipairs(body.o) do
+    handlers[op.k](op)
+  end
+  out[b] = { res.accepted, res.dup, res.late, res.dead, res.queued }
 end
-return { res.accepted, res.dup, res.late, res.dead, res.queued }
+return out
