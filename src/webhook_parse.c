@@ -239,6 +239,21 @@ static void parse_message(struct pctx *c, const cJSON *m)
 
 /* ---- contacts, statuses, errors -------------------------------------- */
 
+/* Cloud API identity check: contacts[].identity_key_hash of an inbound message and
+ * statuses[].recipient_identity_key_hash are observations of the user's hash. */
+static void cloud_identity(struct pctx *c, const char *w, const char *hash)
+{
+    if (!hash)
+        return;
+    cJSON *op = op_new(c, "id");
+    cJSON_AddStringToObject(op, "w", w);
+    cJSON_AddStringToObject(op, "h", hash);
+    cJSON_AddNumberToObject(op, "t", 0);
+    cJSON_AddStringToObject(op, "src", "cloud");
+    cJSON_AddBoolToObject(op, "part", 1);
+    c->b->identities++;
+}
+
 static void parse_contact(struct pctx *c, const cJSON *ct)
 {
     if (!cJSON_IsObject(ct))
@@ -290,6 +305,7 @@ static void parse_contact(struct pctx *c, const cJSON *ct)
     cJSON_AddStringToObject(op, "w", w);
     cJSON_AddStringToObject(op, "name", name ? name : "");
     c->b->items++;
+    cloud_identity(c, w, str_of(ct, "identity_key_hash"));
 }
 
 static void parse_status(struct pctx *c, const cJSON *s)
@@ -319,6 +335,8 @@ static void parse_status(struct pctx *c, const cJSON *s)
     long long ts = num_of(s, "timestamp");
     cJSON_AddNumberToObject(op, "t", ts < 0 ? 0 : (double)ts);
     cJSON *codes = cJSON_AddArrayToObject(op, "codes");
+    if (w[0])
+        cloud_identity(c, w, str_of(s, "recipient_identity_key_hash"));
     const cJSON *errs = cJSON_GetObjectItemCaseSensitive(s, "errors");
     const cJSON *e;
     cJSON_ArrayForEach(e, errs) {

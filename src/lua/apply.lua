@@ -65,10 +65,14 @@ handlers.id = function(op)
   if op.src == 'reconcile' then redis.call('HDEL', ukey(op.w), 'id_lease') end
   local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack')
   local ackd = op.ack == true
+  -- Cloud API hashes come without a time: the time they reach us orders them.
+  if op.t == 0 then op.t = NOW end
   if not cur[1] then
     -- First hash seen for this user.  A system message is always a change; a hash
-    -- carried by a message is trusted when the WABA client says it is acknowledged.
-    record_identity(op.w, op.h, op.t, ackd and cfg.first_seen == 'trust', op.src)
+    -- carried by a message is trusted when the WABA client says it is acknowledged,
+    -- a Cloud API one when first_seen = trust.
+    local trusted = cfg.first_seen == 'trust' and (ackd or op.src == 'cloud')
+    record_identity(op.w, op.h, op.t, trusted, op.src)
   elseif cur[1] == op.h then
     if ackd and cur[3] ~= '1' then
       mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')

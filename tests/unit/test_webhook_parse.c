@@ -167,6 +167,24 @@ START_TEST(cloud_envelope)
 }
 END_TEST
 
+START_TEST(cloud_identity_key_hash)
+{
+    ck_assert_int_eq(parse("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"value\":{"
+                           "\"contacts\":[{\"profile\":{\"name\":\"B\"},\"wa_id\":\"16315551234\","
+                           "\"identity_key_hash\":\"K1\"}],"
+                           "\"statuses\":[{\"id\":\"wamid.3\",\"status\":\"sent\",\"recipient_id\":\"16315551234\","
+                           "\"recipient_identity_key_hash\":\"K2\"}]}}]}]}"), 0);
+    ck_assert_int_eq(cJSON_GetArraySize(b.ops), 4);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "prof");
+    ck_assert_str_eq(s_of(op_at(1), "k"), "id");
+    ck_assert_str_eq(s_of(op_at(1), "src"), "cloud");
+    ck_assert_str_eq(s_of(op_at(1), "h"), "K1");
+    ck_assert_str_eq(s_of(op_at(2), "k"), "st");
+    ck_assert_str_eq(s_of(op_at(3), "h"), "K2");
+    ck_assert_int_eq(b.identities, 2);
+}
+END_TEST
+
 START_TEST(empty_object)
 {
     ck_assert_int_eq(parse("{}"), 0);
@@ -188,6 +206,7 @@ int main(void)
     tcase_add_test(tc, contact_checks);
     tcase_add_test(tc, statuses_errors_and_bad_arrays);
     tcase_add_test(tc, cloud_envelope);
+    tcase_add_test(tc, cloud_identity_key_hash);
     tcase_add_test(tc, empty_object);
     suite_add_tcase(s, tc);
     return unit_run(s);
