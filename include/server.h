@@ -23,7 +23,8 @@ struct request {
     struct evhttp_request *req;     /* NULL once the client went away */
     enum route route;
     long long start_ms;
-    const char *caller;             /* the token's name, "anonymous" without tokens */
+    char caller[64];                /* the token's name, "anonymous" without tokens (a copy:
+                                       a reload may free the token list meanwhile) */
     char arg[2][128];               /* path segments the route captured, decoded */
     void *data;                     /* the handler's own state, freed with free_data */
     void (*free_data)(void *data);

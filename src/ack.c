@@ -35,6 +35,7 @@ struct job {
     long long ts_ms;
     long long attempts;
     char who[64];
+    char lease[32];              /* the lease it was claimed with: fences the outcome */
     char answer[512];
 };
 
@@ -73,13 +74,14 @@ static void job_done(struct app *app, redisReply *reply, void *arg)
     ack_kick(app);
 }
 
-static void record(struct job *j, const char *outcome, long long due_ms)
+static void record(struct job *j, const char *outcome, long long delay_ms)
 {
     struct app *app = j->app;
-    char due[32];
-    snprintf(due, sizeof due, "%lld", due_ms);
-    const char *argv[] = { j->wa_id, j->hash, outcome, j->who, j->answer, due };
-    if (store_eval(app, SCRIPT_ACK_RESULT, 6, argv, NULL, job_done, j) != 0)
+    char delay[32];
+    snprintf(delay, sizeof delay, "%lld", delay_ms);
+    const char *argv[] = { j->wa_id, j->hash, outcome, j->who, j->answer, delay, j->lease,
+                           app->cfg->ack == ACK_AUTO ? "auto" : "manual" };
+    if (store_eval(app, SCRIPT_ACK_RESULT, 8, argv, NULL, job_done, j) != 0)
         job_done(app, NULL, j);
 }
 
@@ -90,7 +92,7 @@ static void retry(struct job *j)
                                  next_random(app->ack));
     app->metrics->ack_attempts[ACK_RETRY]++;
     log_warn(&app->log, "ack", "%s: %s; attempt %lld, next in %lld ms", j->wa_id, j->answer, j->attempts, d);
-    record(j, "retry", app_wall_ms() + d);
+    record(j, "retry", d);
     /* A retry sooner than the next poll gets a wake-up of its own. */
     struct ack *a = app->ack;
     if (d < POLL_MS && !a->stopped && !evtimer_pending(a->wake, NULL)) {
@@ -199,9 +201,9 @@ static void on_identity(struct app *app, const struct upstream_reply *rep, void 
         cJSON_free(json);
         return;
     }
-    cJSON_Delete(o);
     snprintf(j->answer + strlen(j->answer), sizeof j->answer - strlen(j->answer),
              "; the WABA client shows hash %.60s (%s)", h->valuestring, acked ? "acknowledged" : "not acknowledged");
+    cJSON_Delete(o);
     fail(j);
 }
 
@@ -261,9 +263,13 @@ static void on_claimed(struct app *app, redisReply *reply, void *arg)
     a->claiming = false;
     if (!reply || reply->type != REDIS_REPLY_ARRAY)
         return;
-    size_t n = reply->elements / 5;
+    size_t n = reply->elements / 6;
     for (size_t i = 0; i < n; i++) {
-        redisReply **e = reply->element + i * 5;
+        redisReply **e = reply->element + i * 6;
+        if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
+            e[2]->type != REDIS_REPLY_INTEGER || e[3]->type != REDIS_REPLY_STRING ||
+            e[4]->type != REDIS_REPLY_STRING || e[5]->type != REDIS_REPLY_STRING)
+            continue;           /* not what claim.lua returns: skip, the lease runs out */
         struct job *j = calloc(1, sizeof *j);
         if (!j)
             break;
@@ -273,6 +279,7 @@ static void on_claimed(struct app *app, redisReply *reply, void *arg)
         j->attempts = e[2]->integer;
         j->ts_ms = atoll(e[3]->str);
         snprintf(j->who, sizeof j->who, "%s", e[4]->str);
+        snprintf(j->lease, sizeof j->lease, "%s", e[5]->str);
         start(app, j);
     }
     if (a->again || (long long)n > 0) {

@@ -491,6 +491,8 @@ static void validate(struct parse_state *ps, struct config *cfg)
     static const char *const redis_schemes[] = { "redis://", "unix:", NULL };
     if (!url_ok(cfg->redis_url, redis_schemes))
         bad_value(ps, i_url, "'%s' is not redis://host:port/db or unix:/path", cfg->redis_url);
+    else if (strchr(cfg->redis_url, '@'))
+        bad_value(ps, i_url, "holds user info: put the password in [redis] password_file");
     static const char *const http_schemes[] = { "http://", "https://", NULL };
     if (!url_ok(cfg->upstream_url, http_schemes))
         bad_value(ps, i_up, "'%s' is not an http:// or https:// URL", cfg->upstream_url);
@@ -506,6 +508,9 @@ static void validate(struct parse_state *ps, struct config *cfg)
         bad_value(ps, i_cc, "'%s' is not a country calling code (1 to 3 digits)", cfg->home_country_code);
     else if (cc != cfg->home_country_code)
         memmove(cfg->home_country_code, cc, ccl + 1);
+    if (cfg->lease_s * 1000 <= 2 * cfg->timeout_ms)
+        bad_value(ps, key_index("identity", "lease_s"), "%ld s must be more than twice [upstream] timeout_ms "
+                  "(%ld ms), or a second worker could send while the first still waits", cfg->lease_s, cfg->timeout_ms);
     if (cfg->auth == AUTH_LOGIN && !cfg->password)
         bad_value(ps, i_auth, "auth = login needs [upstream] password_file");
     if ((cfg->auth == AUTH_BEARER || cfg->auth == AUTH_HEADER) && !cfg->upstream_token)

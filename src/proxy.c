@@ -162,11 +162,6 @@ static cJSON *ops_from_answer(struct app *app, struct fwd *f)
     return ops;
 }
 
-static void on_ack_recorded(struct app *app, redisReply *reply, void *arg)
-{
-    on_recorded(app, reply, arg);
-}
-
 static void on_upstream(struct app *app, const struct upstream_reply *rep, void *arg)
 {
     struct request *r = arg;
@@ -192,13 +187,16 @@ static void on_upstream(struct app *app, const struct upstream_reply *rep, void 
         /* A PUT that succeeded acknowledges, if that hash is still the newest. */
         char answer[64];
         snprintf(answer, sizeof answer, "HTTP %d (forwarded PUT)", rep->status);
-        const char *argv[] = { f->wa_id, f->hash, "ok", r->caller, answer, "0" };
-        if (store_eval(app, SCRIPT_ACK_RESULT, 6, argv, NULL, on_ack_recorded, r) != 0)
+        const char *argv[] = { f->wa_id, f->hash, "ok", r->caller, answer, "0", "",
+                               app->cfg->ack == ACK_AUTO ? "auto" : "manual" };
+        if (store_eval(app, SCRIPT_ACK_RESULT, 8, argv, NULL, on_recorded, r) != 0)
             answer_upstream(r);
         return;
     }
     cJSON *ops = ops_from_answer(app, f);
-    if (!ops || webhook_apply(r, ops, on_recorded) != 0)
+    int rc = ops ? webhook_apply(r, ops, on_recorded) : -1;
+    cJSON_Delete(ops);
+    if (rc != 0)
         answer_upstream(r);
 }
 
@@ -323,9 +321,9 @@ void proxy_identity(struct request *r)
     if (put) {
         cJSON *b = cJSON_ParseWithLength(f->body ? f->body : "", f->len);
         const cJSON *h = cJSON_GetObjectItemCaseSensitive(b, "hash");
-        if (!cJSON_IsString(h)) {
+        if (!cJSON_IsString(h) || strlen(h->valuestring) >= sizeof f->hash) {
             cJSON_Delete(b);
-            request_reply_error(r, 400, "Bad request", "expected {\"hash\":\"…\"}");
+            request_reply_error(r, 400, "Bad request", "expected {\"hash\":\"…\"} (at most 255 bytes)");
             return;
         }
         snprintf(f->hash, sizeof f->hash, "%s", h->valuestring);

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -34,6 +36,7 @@ struct conn {
     struct server *sv;
     struct evhttp_connection *evcon;
     struct request *waiting;         /* the request being answered asynchronously */
+    int unsent;                      /* its answers handed to libevent, not yet written */
 };
 
 struct server {
@@ -131,6 +134,7 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
     struct server *sv = c->sv;
     if (c->waiting)
         c->waiting->req = NULL;      /* the client went away: its answer is dropped */
+    sv->replies_unsent -= c->unsent; /* answers that will never be written */
     struct conn **pp = &sv->conns[conn_bucket(evcon)];
     while (*pp && *pp != c)
         pp = &(*pp)->next;
@@ -202,11 +206,13 @@ static const char *reason_phrase(int code)
     }
 }
 
+/* libevent calls this once an answer is written, before it may close the connection. */
 static void on_reply_sent(struct evhttp_request *req, void *arg)
 {
-    struct server *sv = arg;
+    struct conn *c = arg;
     (void)req;
-    sv->replies_unsent--;
+    c->unsent--;
+    c->sv->replies_unsent--;
 }
 
 static void send_and_finish(struct request *r, int code, const char *ctype, struct evbuffer *buf)
@@ -216,13 +222,16 @@ static void send_and_finish(struct request *r, int code, const char *ctype, stru
         struct conn *c = conn_find(r->app->server, evhttp_request_get_connection(req));
         if (c && c->waiting == r)
             c->waiting = NULL;
+        if (c) {
+            /* Counted until written, so that a drain never exits before the client has it. */
+            c->unsent++;
+            r->app->server->replies_unsent++;
+            evhttp_request_set_on_complete_cb(req, on_reply_sent, c);
+        }
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
         evhttp_add_header(h, "Content-Type", ctype);
         if (r->app->stopping)
             evhttp_add_header(h, "Connection", "close");
-        /* Counted until written, so that a drain never exits before the client has it. */
-        r->app->server->replies_unsent++;
-        evhttp_request_set_on_complete_cb(req, on_reply_sent, r->app->server);
         evhttp_send_reply(req, code, reason_phrase(code), buf);
     }
     request_finish(r, code);
@@ -327,7 +336,7 @@ int request_authorize(struct request *r, enum role need)
     const struct config *cfg = r->app->cfg;
     const struct token_list *own = need == ROLE_ADMIN ? &cfg->admin_tokens : &cfg->api_tokens;
     if (need == ROLE_NONE || own->n == 0) {
-        r->caller = "anonymous";
+        snprintf(r->caller, sizeof r->caller, "anonymous");
         return 0;
     }
     const char *auth = request_header(r, "Authorization");
@@ -342,7 +351,7 @@ int request_authorize(struct request *r, enum role need)
     if (!t && need == ROLE_API)
         t = find_token(&cfg->api_tokens, tok, len);
     if (t) {
-        r->caller = t->name;
+        snprintf(r->caller, sizeof r->caller, "%s", t->name);
         return 0;
     }
     bool other_role = (need == ROLE_ADMIN && find_token(&cfg->api_tokens, tok, len)) ||
@@ -369,7 +378,7 @@ static void dispatch(struct evhttp_request *req, void *arg)
     r->req = req;
     r->route = ROUTE_OTHER;
     r->start_ms = app_mono_ms();
-    r->caller = "anonymous";
+    snprintf(r->caller, sizeof r->caller, "anonymous");
     app->server->in_flight++;
 
     if (conn_track(app->server, r, app->cfg->max_connections) != 0) {
@@ -419,6 +428,26 @@ static void dispatch(struct evhttp_request *req, void *arg)
 }
 
 /* ---- listeners --------------------------------------------------------- */
+
+static bool socket_is_local(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return false;
+    if (ss.ss_family == AF_UNIX)
+        return true;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+    return false;
+}
+
+static bool credentials_configured(const struct config *cfg)
+{
+    return (cfg->webhook_token || cfg->hmac_secret) && cfg->api_tokens.n && cfg->admin_tokens.n;
+}
 
 static int bind_unix(struct server *sv, const char *path, char *err, size_t errlen)
 {
@@ -478,10 +507,17 @@ int server_new(struct app *app, char *err, size_t errlen)
     evhttp_set_gencb(sv->http, dispatch, app);
     server_reconfigure(app);
 
-    /* Socket activation: systemd passes the listening sockets. */
+    /* Socket activation: systemd passes the listening sockets.  The loopback rule of
+     * the configuration applies to them too. */
     int n = sd_listen_fds(1);
     if (n > 0) {
         for (int i = 0; i < n && sv->nbound < MAX_LISTENERS; i++) {
+            if (!socket_is_local(SD_LISTEN_FDS_START + i) && !credentials_configured(app->cfg)) {
+                snprintf(err, errlen, "systemd passed a socket (fd %d) that is not on a loopback address, "
+                         "so the webhook and the API need tokens ([webhook] token_file or hmac_secret_file, "
+                         "[api] tokens_file and admin_tokens_file)", SD_LISTEN_FDS_START + i);
+                return -1;
+            }
             evutil_make_socket_nonblocking(SD_LISTEN_FDS_START + i);
             sv->bound[sv->nbound] = evhttp_accept_socket_with_handle(sv->http, SD_LISTEN_FDS_START + i);
             if (!sv->bound[sv->nbound]) {

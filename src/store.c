@@ -104,9 +104,6 @@ static int parse_url(struct store *st, const char *url, char *err, size_t errlen
         return 0;
     }
     const char *p = url + strlen("redis://");
-    const char *at = strchr(p, '@');
-    if (at)
-        p = at + 1;      /* a password belongs in password_file; user info is ignored */
     const char *slash = strchr(p, '/');
     char hostport[256];
     size_t n = slash ? (size_t)(slash - p) : strlen(p);
@@ -185,7 +182,9 @@ static void on_handshake(struct app *app, redisReply *reply, void *arg)
     (void)arg;
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         set_status(st, "Redis refused the handshake: %s", reply ? reply->str : "connection lost");
-        log_error(&app->log, "store", "%s", st->status);
+        log_error(&app->log, "store", "%s; connecting again", st->status);
+        if (reply && st->ac)
+            redisAsyncDisconnect(st->ac);    /* on_disconnect schedules the next try */
         return;
     }
     st->ready = true;

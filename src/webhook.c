@@ -119,15 +119,14 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
 
 /* Sends operations to the apply script; the request is answered from the callback.
  * Takes ownership of ops. */
-int webhook_apply(struct request *r, cJSON *ops, store_cb *cb)
+int webhook_apply(struct request *r, const cJSON *ops, store_cb *cb)
 {
     char *json = cJSON_PrintUnformatted(ops);
-    r->data = ops;
-    r->free_data = free_ops;
-    int rc = json ? store_apply(r->app, json, false, cb, r) : -1;
+    if (!json)
+        return -1;
+    request_hold(r);         /* before: once sent, r may be answered at any time */
+    int rc = store_apply(r->app, json, false, cb, r);
     cJSON_free(json);
-    if (rc == 0)
-        request_hold(r);
     return rc;
 }
 
@@ -154,6 +153,8 @@ void webhook_post(struct request *r)
         request_reply_json(r, 200, webhook_answer(0, 0, 0, 0));
         return;
     }
+    r->data = b.ops;         /* kept for the metrics and logs of on_applied */
+    r->free_data = free_ops;
     if (webhook_apply(r, b.ops, on_applied) != 0)
         request_reply_error(r, 503, "Store unavailable", "the webhook was not recorded; retry later (%s)",
                             store_status(app));

@@ -16,6 +16,7 @@
 struct pctx {
     struct webhook_batch *b;
     const char *home_cc;
+    const cJSON *contacts;      /* the contacts array beside the messages being parsed */
 };
 
 /* ---- small readers ---------------------------------------------------- */
@@ -72,6 +73,44 @@ static bool wa_id_of(const char *raw, char out[PHONE_MAX])
     return raw && phone_normalise(raw, NULL, out, PHONE_MAX, NULL) == 0;
 }
 
+/* Cloud API identity check: the identity_key_hash of an inbound message's contact
+ * and a status's recipient_identity_key_hash are observations of the user's hash.
+ * They are part of that message or status (key: its duplicate check) and ordered by
+ * its timestamp (seconds; 0: when it reaches Redis). */
+static void cloud_identity(struct pctx *c, const char *w, const char *hash, const char *key, long long ts)
+{
+    if (!hash)
+        return;
+    if (strlen(hash) > 200) {
+        dead(c, NULL, "identity_key_hash longer than 200 bytes");
+        return;
+    }
+    cJSON *op = op_new(c, "id");
+    cJSON_AddStringToObject(op, "w", w);
+    cJSON_AddStringToObject(op, "h", hash);
+    cJSON_AddNumberToObject(op, "t", ts > 0 ? (double)ts * 1000.0 : 0);
+    cJSON_AddStringToObject(op, "src", "cloud");
+    if (key)
+        cJSON_AddStringToObject(op, "mid", key);
+    cJSON_AddBoolToObject(op, "part", 1);
+    c->b->identities++;
+}
+
+/* The identity_key_hash the contacts array gives for user w, or NULL. */
+static const char *contact_key_hash(const struct pctx *c, const char *w)
+{
+    const cJSON *ct;
+    cJSON_ArrayForEach(ct, c->contacts) {
+        const char *id = str_of(ct, "wa_id");
+        if (!id)
+            id = str_of(ct, "user_id");
+        char cw[PHONE_MAX];
+        if (wa_id_of(id, cw) && strcmp(cw, w) == 0)
+            return str_of(ct, "identity_key_hash");
+    }
+    return NULL;
+}
+
 /* ---- messages --------------------------------------------------------- */
 
 static void parse_identity_change(struct pctx *c, const cJSON *m, const cJSON *sys, const char *mid)
@@ -92,6 +131,11 @@ static void parse_identity_change(struct pctx *c, const cJSON *m, const cJSON *s
     if (!hash)
         {
             dead(c, m, "user_identity_changed without system.identity");
+            return;
+        }
+    if (strlen(hash) > 200)
+        {
+            dead(c, m, "system.identity longer than 200 bytes");
             return;
         }
     if (ts < 0)
@@ -212,15 +256,16 @@ static void parse_message(struct pctx *c, const cJSON *m)
     cJSON_AddStringToObject(op, "mid", mid);
     cJSON_AddStringToObject(op, "type", type ? type : "unknown");
     c->b->items++;
+    cloud_identity(c, w, contact_key_hash(c, w), mid, ts);
 
     const cJSON *idn = cJSON_GetObjectItemCaseSensitive(m, "identity");
     if (idn == NULL)
         return;
     const char *hash = cJSON_IsObject(idn) ? str_of(idn, "hash") : NULL;
     long long cts = cJSON_IsObject(idn) ? num_of(idn, "created_timestamp") : -1;
-    if (!hash || cts < 0)
+    if (!hash || cts < 0 || strlen(hash) > 200)
         {
-            dead(c, m, "message identity without hash or created_timestamp");
+            dead(c, m, "message identity without hash or created_timestamp, or a hash over 200 bytes");
             return;
         }
     const cJSON *ackd = cJSON_GetObjectItemCaseSensitive(idn, "acknowledged");
@@ -239,20 +284,6 @@ static void parse_message(struct pctx *c, const cJSON *m)
 
 /* ---- contacts, statuses, errors -------------------------------------- */
 
-/* Cloud API identity check: contacts[].identity_key_hash of an inbound message and
- * statuses[].recipient_identity_key_hash are observations of the user's hash. */
-static void cloud_identity(struct pctx *c, const char *w, const char *hash)
-{
-    if (!hash)
-        return;
-    cJSON *op = op_new(c, "id");
-    cJSON_AddStringToObject(op, "w", w);
-    cJSON_AddStringToObject(op, "h", hash);
-    cJSON_AddNumberToObject(op, "t", 0);
-    cJSON_AddStringToObject(op, "src", "cloud");
-    cJSON_AddBoolToObject(op, "part", 1);
-    c->b->identities++;
-}
 
 static void parse_contact(struct pctx *c, const cJSON *ct)
 {
@@ -305,7 +336,6 @@ static void parse_contact(struct pctx *c, const cJSON *ct)
     cJSON_AddStringToObject(op, "w", w);
     cJSON_AddStringToObject(op, "name", name ? name : "");
     c->b->items++;
-    cloud_identity(c, w, str_of(ct, "identity_key_hash"));
 }
 
 static void parse_status(struct pctx *c, const cJSON *s)
@@ -335,8 +365,6 @@ static void parse_status(struct pctx *c, const cJSON *s)
     long long ts = num_of(s, "timestamp");
     cJSON_AddNumberToObject(op, "t", ts < 0 ? 0 : (double)ts);
     cJSON *codes = cJSON_AddArrayToObject(op, "codes");
-    if (w[0])
-        cloud_identity(c, w, str_of(s, "recipient_identity_key_hash"));
     const cJSON *errs = cJSON_GetObjectItemCaseSensitive(s, "errors");
     const cJSON *e;
     cJSON_ArrayForEach(e, errs) {
@@ -345,6 +373,11 @@ static void parse_status(struct pctx *c, const cJSON *s)
             cJSON_AddItemToArray(codes, cJSON_CreateNumber(code->valuedouble));
     }
     c->b->items++;
+    if (w[0]) {
+        char key[600];
+        snprintf(key, sizeof key, "st:%.280s:%.280s", id, st);
+        cloud_identity(c, w, str_of(s, "recipient_identity_key_hash"), key, ts);
+    }
 }
 
 static void parse_error(struct pctx *c, const cJSON *e)
@@ -397,6 +430,9 @@ static void each(struct pctx *c, const cJSON *value, const char *key, item_fn *f
  * known before the message is applied. */
 static void parse_value(struct pctx *c, const cJSON *value)
 {
+    c->contacts = cJSON_GetObjectItemCaseSensitive(value, "contacts");
+    if (!cJSON_IsArray(c->contacts))
+        c->contacts = NULL;
     each(c, value, "contacts", parse_contact);
     each(c, value, "messages", parse_message);
     each(c, value, "statuses", parse_status);

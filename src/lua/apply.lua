@@ -10,7 +10,7 @@ local res
 local seen = {}     -- message ids met in this call: a repeat in a later body is a duplicate
 
 local function event(kind, w, extra)
-  local a = { 'XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', kind, 'wa_id', w or '', 'at', ARGV[2] }
+  local a = { 'XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', kind, 'wa_id', w or '', 'at', NOW }
   for i = 1, #extra do a[12 + i] = extra[i] end
   redis.call(unpack(a))
 end
@@ -40,6 +40,7 @@ local function record_identity(w, h, t, ackd, src)
   else
     redis.call('HSET', k, 'id_hash', h, 'id_ts', t, 'id_ack', 0, 'id_state', 'pending',
                'id_attempts', 0, 'id_err', '', 'id_changed_at', NOW)
+    redis.call('HDEL', k, 'id_requested_by')    -- an operator's request was for the old hash
     redis.call('ZADD', PENDING, 0, w)
     redis.call('ZREM', FAILED, w)
     redis.call('ZADD', SINCE, 'NX', NOW, w)
@@ -100,7 +101,7 @@ handlers['in'] = function(op)
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, 'moved_to', 'moved_at') end
   -- the hot path: written out rather than through event()
   redis.call('XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', 'inbound', 'wa_id', op.w,
-             'at', ARGV[2], 'type', op.type, 'id', op.mid)
+             'at', NOW, 'type', op.type, 'id', op.mid)
   res.accepted = res.accepted + 1
 end
 
@@ -140,7 +141,11 @@ handlers.prof = function(op)
 end
 
 handlers.st = function(op)
-  if redis.call('SET', P .. ':seen:st:' .. op.id .. ':' .. op.st, '1', 'NX', 'EX', WEEK) == false then
+  local key = 'st:' .. op.id .. ':' .. op.st
+  local new = seen[key] == nil and
+              redis.call('SET', P .. ':seen:' .. key, '1', 'NX', 'EX', WEEK) ~= false
+  seen[key] = new           -- what an identity carried by this status goes by
+  if not new then
     res.dup = res.dup + 1
     return
   end
@@ -170,9 +175,17 @@ local out = {}
 for b, body in ipairs(bodies) do
   res = { accepted = 0, dup = 0, late = 0, dead = 0, queued = 0 }
   cfg.ack = body.a
-  for _, op in ipairs(body.o) do
-    handlers[op.k](op)
+  -- One body that fails (a bug, or a value of a shape no handler expects) gets an
+  -- error of its own (503: the WABA client sends it again); the others stand.
+  local ok, err = pcall(function()
+    for _, op in ipairs(body.o) do
+      handlers[op.k](op)
+    end
+  end)
+  if ok then
+    out[b] = { res.accepted, res.dup, res.late, res.dead, res.queued }
+  else
+    out[b] = redis.error_reply('ERR apply: ' .. tostring(err))
   end
-  out[b] = { res.accepted, res.dup, res.late, res.dead, res.queued }
 end
 return out

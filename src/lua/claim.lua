@@ -1,6 +1,7 @@
 -- claim: up to ARGV[4] acknowledgements that are due, each leased for ARGV[3] ms so that
 -- one worker at a time holds it; a dead worker's lease runs out and another takes over.
--- Returns wa_id, hash, attempts, created ms, who asked ("auto" or an operator) for each.
+-- Returns wa_id, hash, attempts, created ms, who asked ("auto" or an operator) and the
+-- lease (its end, which fences the outcome) for each.
 local lease, max = tonumber(ARGV[3]), tonumber(ARGV[4])
 local due = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', NOW, 'LIMIT', 0, max)
 local out = {}
@@ -18,6 +19,7 @@ for _, w in ipairs(due) do
     out[#out + 1] = a
     out[#out + 1] = v[4] or '0'
     out[#out + 1] = v[5] or 'auto'
+    out[#out + 1] = tostring(NOW + lease)
   end
 end
 return out

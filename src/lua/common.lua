@@ -1,7 +1,13 @@
--- Shared by every script (prepended by the build).  ARGV[1] is the key prefix and
--- ARGV[2] the caller's clock in milliseconds; keys carry a {wa_id} hash tag.
+-- Shared by every script (prepended by the build).  ARGV[1] is the key prefix,
+-- ARGV[2] the caller's clock in milliseconds (for the log only); keys carry a
+-- {wa_id} hash tag.  NOW is Redis's clock, so that leases and due times mean the
+-- same to every waguard instance whatever their clocks say.
 local P = ARGV[1]
-local NOW = tonumber(ARGV[2])
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local WEEK = 604800
 local function ukey(w) return P .. ':user:{' .. w .. '}' end
 local function ckey(n) return P .. ':contact:{' .. n .. '}' end
@@ -28,7 +34,7 @@ end
 local function mark_acknowledged(w, h, who, answer)
   redis.call('HSET', ukey(w), 'id_ack', 1, 'id_state', 'acknowledged', 'id_err', '',
              'id_acked_at', NOW, 'id_acked_by', who)
-  redis.call('HDEL', ukey(w), 'id_requested_by')
+  redis.call('HDEL', ukey(w), 'id_requested_by', 'id_lease')
   redis.call('ZREM', QUEUE, w)
   redis.call('ZREM', SINCE, w)
   redis.call('ZREM', PENDING, w)

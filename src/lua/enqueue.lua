@@ -9,5 +9,9 @@ redis.call('HSET', k, 'id_state', 'pending', 'id_attempts', 0, 'id_requested_by'
 redis.call('ZREM', FAILED, w)
 redis.call('ZADD', PENDING, 0, w)
 redis.call('ZADD', SINCE, 'NX', NOW, w)
-redis.call('ZADD', QUEUE, NOW, w)
+-- A worker holding the lease is sending this user's acknowledgement now: its outcome
+-- sees the request (id_requested_by) and queues what is still needed.
+if (tonumber(redis.call('HGET', k, 'id_lease')) or 0) <= NOW then
+  redis.call('ZADD', QUEUE, NOW, w)
+end
 return 1
