@@ -19,8 +19,6 @@ int ack_new(struct app *app, char *err, size_t errlen) __attribute__((warn_unuse
 void ack_free(struct app *app);
 /* New work may be due: claim at once rather than at the next poll. */
 void ack_kick(struct app *app);
-/* An operator asked for wa_id (already queued in Redis by the caller). */
-void ack_request(struct app *app, const char *wa_id, const char *who);
 /* Stops claiming; work in flight finishes. */
 void ack_stop(struct app *app);
 /* Acknowledgements this instance is sending now. */

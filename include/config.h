@@ -100,8 +100,4 @@ bool config_listen_is_local(const char *listen);
 int config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
     __attribute__((warn_unused_result));
 
-/* Returns the name of the first setting that differs between a and b and needs a
- * restart to change (listen, redis url, key prefix), or NULL. */
-const char *config_restart_needed(const struct config *a, const struct config *b);
-
 #endif

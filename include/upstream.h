@@ -37,7 +37,4 @@ int upstream_request(struct app *app, enum evhttp_cmd_type method, const char *p
                      const char *body, size_t len, upstream_cb *cb, void *arg)
     __attribute__((warn_unused_result));
 
-/* Requests queued or in flight. */
-int upstream_pending(const struct app *app);
-
 #endif

@@ -321,13 +321,6 @@ void ack_kick(struct app *app)
         event_active(app->ack->kick, EV_TIMEOUT, 1);
 }
 
-void ack_request(struct app *app, const char *wa_id, const char *who)
-{
-    (void)wa_id;
-    (void)who;
-    ack_kick(app);
-}
-
 int ack_new(struct app *app, char *err, size_t errlen)
 {
     struct ack *a = calloc(1, sizeof *a);

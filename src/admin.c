@@ -171,7 +171,7 @@ static void on_enqueued(struct app *app, redisReply *reply, void *arg)
         return;
     }
     log_notice(&app->log, "admin", "%s asked to acknowledge %s now", r->caller, r->arg[1]);
-    ack_request(app, r->arg[1], r->caller);
+    ack_kick(app);
     cJSON_AddStringToObject(o, "state", "queued");
     request_reply_json(r, 202, o);
 }

@@ -588,19 +588,3 @@ void config_free(struct config *cfg)
     free(cfg->path);
     cfg->path = NULL;
 }
-
-const char *config_restart_needed(const struct config *a, const struct config *b)
-{
-    if (strcmp(a->listen, b->listen) != 0)
-        return "server.listen";
-    if (strcmp(a->redis_url, b->redis_url) != 0)
-        return "redis.url";
-    if (strcmp(a->key_prefix, b->key_prefix) != 0)
-        return "redis.key_prefix";
-    if (strcmp(a->webhook_path, b->webhook_path) != 0)
-        return "webhook.path";
-    if ((a->redis_password == NULL) != (b->redis_password == NULL) ||
-        (a->redis_password && strcmp(a->redis_password, b->redis_password) != 0))
-        return "redis.password_file";
-    return NULL;
-}

@@ -44,11 +44,21 @@ const char *log_level_name(enum log_level l)
 
 void log_write(const struct log *lg, enum log_level lvl, const char *module, const char *fmt, ...)
 {
-    char msg[2048];
+    char raw[2048], msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    /* Messages carry text from the network: a control character must not start a
+     * forged line of its own. */
+    size_t len = 0;
+    for (const unsigned char *p = (const unsigned char *)raw; *p && len + 5 < sizeof msg; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            len += (size_t)snprintf(msg + len, sizeof msg - len, "\\x%02x", *p);
+        else
+            msg[len++] = (char)*p;
+    }
+    msg[len] = '\0';
 
     char ts[40] = "";
     struct timespec now;

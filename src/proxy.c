@@ -264,6 +264,13 @@ static void gated_send(struct request *r, const char *to_key, const char *alt_ke
     const cJSON *to = cJSON_GetObjectItemCaseSensitive(msg, to_key);
     if (!cJSON_IsString(to) && alt_key)
         to = cJSON_GetObjectItemCaseSensitive(msg, alt_key);
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(msg, "status");
+    if (alt_key && cJSON_IsString(status) && !cJSON_IsString(to)) {
+        /* Cloud API "mark as read" ({"status":"read","message_id":…}): no one is sent anything. */
+        cJSON_Delete(msg);
+        forward(r);
+        return;
+    }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(msg, "type");
     char t[32];
     snprintf(t, sizeof t, "%s", cJSON_IsString(type) ? type->valuestring : "text");
@@ -344,11 +351,16 @@ void proxy_block(struct request *r)
         request_reply_error(r, 400, "Bad phone number", "%s: %s", r->arg[0], why);
         return;
     }
+    /* The route matched /v1/contacts/{phone}/VERB, with or without a final '/'. */
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r->req));
-    const char *verb = strrchr(path, '/') + 1;
-    if (strcmp(verb, "block") == 0) {
+    size_t pl = strlen(path);
+    if (pl && path[pl - 1] == '/')
+        pl--;
+    bool is_block = pl >= 6 && strncmp(path + pl - 6, "/block", 6) == 0;
+    bool is_unblock = pl >= 8 && strncmp(path + pl - 8, "/unblock", 8) == 0;
+    if (is_block) {
         f->block = 1;
-    } else if (strcmp(verb, "unblock") == 0) {
+    } else if (is_unblock) {
         f->block = 0;
     } else {
         cJSON *b = cJSON_ParseWithLength(f->body ? f->body : "", f->len);

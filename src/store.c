@@ -170,6 +170,11 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     } else if (reply->type == REDIS_REPLY_ERROR) {
         app->metrics->redis_errors++;
         log_warn(&app->log, "store", "Redis answered an error: %s", reply->str);
+        if (strncmp(reply->str, "READONLY", 8) == 0 && app->store->ac) {
+            /* We are talking to a replica (a failover happened): connect again. */
+            app->store->ready = false;
+            redisAsyncDisconnect(app->store->ac);
+        }
     }
     if (c->cb)
         c->cb(app, reply, c->arg);

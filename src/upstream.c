@@ -71,6 +71,7 @@ struct upstream {
     struct event *pump_ev;
     /* auth = login */
     char *token;
+    char *token_ident;           /* url, auth, user and password the token was got with */
     long long token_expires;     /* wall seconds */
     long long token_refresh_at;  /* wall seconds: log in again from here on */
     bool logging_in;
@@ -424,7 +425,7 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s)
     evhttp_request_set_error_cb(req, on_error);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char hostport[300];
-    snprintf(hostport, sizeof hostport, "%s:%d", up->host, up->port);
+    snprintf(hostport, sizeof hostport, strchr(up->host, ':') ? "[%s]:%d" : "%s:%d", up->host, up->port);
     evhttp_add_header(h, "Host", hostport);
     evhttp_add_header(h, "Accept", "application/json");
     evhttp_add_header(h, "User-Agent", "waguard/" WAGUARD_VERSION);
@@ -535,18 +536,6 @@ int upstream_request(struct app *app, enum evhttp_cmd_type method, const char *p
     return enqueue(up, u, false);
 }
 
-int upstream_pending(const struct app *app)
-{
-    const struct upstream *up = app->upstream;
-    if (!up)
-        return 0;
-    int n = up->in_flight;
-    const struct ureq *u;
-    TAILQ_FOREACH(u, &up->queue, link)
-        n++;
-    return n;
-}
-
 /* ---- life -------------------------------------------------------------- */
 
 static int configure(struct upstream *up, const struct config *cfg, char *err, size_t errlen)
@@ -587,8 +576,16 @@ static int configure(struct upstream *up, const struct config *cfg, char *err, s
     memcpy(up->host, tmp.host, sizeof up->host);
     up->port = tmp.port;
     memcpy(up->base_path, tmp.base_path, sizeof up->base_path);
-    free(up->token);
-    up->token = NULL;
+    /* A login token stays good unless where or as whom we log in changed. */
+    char ident[1024];
+    snprintf(ident, sizeof ident, "%s|%d|%s|%s", cfg->upstream_url, (int)cfg->auth, cfg->username,
+             cfg->password ? cfg->password : "");
+    if (!up->token_ident || strcmp(up->token_ident, ident) != 0) {
+        free(up->token);
+        up->token = NULL;
+        free(up->token_ident);
+        up->token_ident = strdup(ident);
+    }
     return 0;
 }
 
@@ -640,6 +637,7 @@ void upstream_free(struct app *app)
     if (up->pump_ev)
         event_free(up->pump_ev);
     free(up->token);
+    free(up->token_ident);
     free(up);
     app->upstream = NULL;
 }
