@@ -95,11 +95,19 @@ static void on_conn_close(struct evhttp_connection *conn, void *arg)
     ctx->conn = NULL;
 }
 
+/* The context of a request that goes on to Redis; NULL once the request is answered here:
+ * 503 without a Redis connection, 500 without memory. */
 static struct req_ctx *ctx_new(struct probe *p, struct evhttp_request *req, enum route r)
 {
-    struct req_ctx *ctx = calloc(1, sizeof *ctx);
-    if (ctx == NULL)
+    if (p->redis == NULL) {
+        reply_error(req, 503, "Service Unavailable");
         return NULL;
+    }
+    struct req_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL) {
+        reply_error(req, 500, "Internal Server Error");
+        return NULL;
+    }
     ctx->probe = p;
     ctx->req = req;
     ctx->route = r;
@@ -216,15 +224,9 @@ static void handle_webhook(struct probe *p, struct evhttp_request *req)
         strcpy(who, "unknown");
     cJSON_Delete(root);
 
-    if (p->redis == NULL) {
-        reply_error(req, 503, "Service Unavailable");
-        return;
-    }
     struct req_ctx *ctx = ctx_new(p, req, ROUTE_WEBHOOK);
-    if (ctx == NULL) {
-        reply_error(req, 500, "Internal Server Error");
+    if (ctx == NULL)
         return;
-    }
     char ts[24];
     snprintf(ts, sizeof ts, "%lld", (long long)time(NULL));
     if (redisAsyncCommand(p->redis, on_redis_reply, ctx,
@@ -245,15 +247,9 @@ static void handle_gate(struct probe *p, struct evhttp_request *req, const char 
         reply_error(req, 400, "Bad Request");
         return;
     }
-    if (p->redis == NULL) {
-        reply_error(req, 503, "Service Unavailable");
-        return;
-    }
     struct req_ctx *ctx = ctx_new(p, req, ROUTE_GATE);
-    if (ctx == NULL) {
-        reply_error(req, 500, "Internal Server Error");
+    if (ctx == NULL)
         return;
-    }
     memcpy(ctx->wa_id, wa_id, len + 1);
     if (redisAsyncCommand(p->redis, on_redis_reply, ctx,
                           "HMGET " KEY_PREFIX ":user:{%s} id_hash id_ts id_ack",

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
-"""Helpers for bench/run.sh (standard library only).
+"""Helpers for bench/run.sh (standard library only; shares bench/benchlib.py with ack_bench.py).
 
   preload.py freeport
       print a free TCP port on 127.0.0.1
+  preload.py config --port N --redis-port N --upstream URL [--username U]
+      print the waguard.conf of the benchmark (benchlib.waguard_config)
   preload.py wait URL [SECONDS]
       wait until GET URL answers 200 (exit 1 on timeout)
   preload.py users URL --base N --count N [--batch 100] [--token T]
@@ -19,18 +21,11 @@
 """
 import http.client
 import json
-import socket
 import sys
 import time
 import urllib.parse
 
-
-def freeport():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from benchlib import freeport, metric_sum, wait_for, waguard_config
 
 
 def conn_for(url, timeout=10):
@@ -38,23 +33,23 @@ def conn_for(url, timeout=10):
     return http.client.HTTPConnection(u.hostname, u.port, timeout=timeout), u
 
 
+def get_status(url):
+    c, u = conn_for(url, timeout=1)
+    try:
+        c.request("GET", u.path or "/")
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
+
+
 def wait(url, seconds=15.0):
-    deadline = time.monotonic() + seconds
-    u = urllib.parse.urlsplit(url)
-    path = u.path or "/"
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection(u.hostname, u.port, timeout=1)
-            c.request("GET", path)
-            r = c.getresponse()
-            r.read()
-            c.close()
-            if r.status == 200:
-                return 0
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return 1
+    try:
+        wait_for(lambda: get_status(url) == 200, seconds, url, interval=0.05)
+    except RuntimeError:
+        return 1
+    return 0
 
 
 def opt(args, name, default=None):
@@ -150,21 +145,15 @@ def metric(url, names):
     r = c.getresponse()
     text = r.read().decode("utf-8", "replace")
     c.close()
-    out = []
-    for name in names:
-        total = None
-        for line in text.splitlines():
-            if line.startswith("#"):
-                continue
-            head, _, value = line.rpartition(" ")
-            metric_name = head.split("{", 1)[0]
-            if metric_name == name:
-                try:
-                    total = (total or 0.0) + float(value)
-                except ValueError:
-                    pass
-        out.append("-" if total is None else ("%g" % total))
-    print(" ".join(out))
+    totals = [metric_sum(text, name) for name in names]
+    print(" ".join("-" if t is None else ("%g" % t) for t in totals))
+    return 0
+
+
+def config(args):
+    sys.stdout.write(waguard_config(int(opt(args, "--port")), int(opt(args, "--redis-port")),
+                                    opt(args, "--upstream"), username=opt(args, "--username", "admin"),
+                                    generator="bench/run.sh"))
     return 0
 
 
@@ -176,6 +165,8 @@ def main(argv):
     if cmd == "freeport":
         print(freeport())
         return 0
+    if cmd == "config":
+        return config(args)
     if cmd == "wait":
         return wait(args[0], float(args[1]) if len(args) > 1 else 15.0)
     if cmd == "users":

@@ -8,23 +8,15 @@
 --      BENCH_USERS (size of the sender pool), BENCH_BASE (first wa_id),
 --      BENCH_TOKEN (optional Bearer token).
 
-local next_tid = 1
-
-function setup(thread)
-   thread:set("tid", next_tid)
-   next_tid = next_tid + 1
-end
+-- setup(), done() and with_token() are in bench/common.lua, next to this script
+dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "") .. "common.lua")
 
 function init(args)
    nonce = os.getenv("BENCH_NONCE") or tostring(os.time())
    path = os.getenv("BENCH_WEBHOOK_PATH") or "/webhook"
    users = tonumber(os.getenv("BENCH_USERS") or "5000")
    base = tonumber(os.getenv("BENCH_BASE") or "15550100000")
-   headers = { ["Content-Type"] = "application/json" }
-   local token = os.getenv("BENCH_TOKEN")
-   if token ~= nil and token ~= "" then
-      headers["Authorization"] = "Bearer " .. token
-   end
+   headers = with_token({ ["Content-Type"] = "application/json" })
    tid = tid or 1
    n = 0
 end
@@ -54,14 +46,4 @@ function request()
       body = string.format(text_fmt, wa, wa, wa, id, ts, n)
    end
    return wrk.format("POST", path, headers, body)
-end
-
-function done(summary, latency, requests)
-   local e = summary.errors
-   io.write(string.format(
-      "BENCH_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d errors=%d\n",
-      summary.requests, summary.duration,
-      summary.requests / (summary.duration / 1e6),
-      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-      e.status, e.connect + e.read + e.write + e.timeout))
 end

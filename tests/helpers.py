@@ -1,5 +1,7 @@
 """Shared helpers for the waguard integration tests: On-Premises webhook payload builders,
-HMAC signing, decision/error shape checks, Prometheus parsing and a tiny WABA upstream stub.
+HMAC signing, decision/error shape checks, Prometheus parsing, free_port, wait_for (polling
+with a deadline) and a tiny WABA upstream stub.  The processes (redis-server, build/waguard)
+are in daemon.py.
 
 Import with `from helpers import ...` (conftest.py puts tests/ on sys.path)."""
 import hashlib
@@ -7,18 +9,20 @@ import hmac
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-DECISION_REASONS = {
+# Every reason a send decision may give (CONTRACT.md), in the contract's order.
+DECISION_REASONS = (
     "identity_unacknowledged",
     "blocked",
     "contact_invalid",
     "outside_session_window",
     "number_changed",
     "store_unavailable",
-}
+)
 
 _wa_counter = itertools.count(1000)
 _msg_counter = itertools.count(1)
@@ -253,20 +257,43 @@ def metric_present(samples, name):
     return any(n == name for n, _, _ in samples)
 
 
-def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
-    """Polls pred() until it returns a truthy value; returns it, or raises after timeout."""
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GiveUp(AssertionError):
+    """Raised by a wait_for() predicate: stop polling at once and fail with this message
+    (e.g. the process being waited for has exited)."""
+
+
+def wait_for(pred, timeout=10.0, what="condition", interval=0.02, diag=None):
+    """Poll pred() until it returns something truthy and return it.  Exceptions count as
+    "not yet" (except GiveUp, raised at once).  On timeout: AssertionError naming `what`, the
+    last value or exception and diag() when given."""
     deadline = time.monotonic() + timeout
-    last_exc = None
+    last = None
     while True:
         try:
-            r = pred()
-            if r:
-                return r
+            v = pred()
+            if v:
+                return v
+            last = v
+        except GiveUp:
+            raise
         except Exception as e:  # noqa: BLE001 - keep polling
-            last_exc = e
+            last = e
         if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s (last error: %r)"
-                                 % (timeout, what, last_exc))
+            extra = ""
+            if diag is not None:
+                try:
+                    extra = "\n" + str(diag())
+                except Exception as e:  # noqa: BLE001
+                    extra = "\n(diag failed: %r)" % e
+            raise AssertionError("timed out after %.1fs waiting for %s (last: %r)%s"
+                                 % (timeout, what, last, extra))
         time.sleep(interval)
 
 
@@ -322,6 +349,12 @@ class StubUpstream:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
 
     def identity_puts(self):
         with self.lock:

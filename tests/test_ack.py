@@ -1,16 +1,15 @@
 """The acknowledgement worker, end to end: build/waguard, a real redis-server and the WABA
 simulator (tests/waba_sim.py).  Timings are small (retry_base_ms=50, retry_max_s=1, lease_s=2,
-upstream timeout_ms=500; see procs.base_config)."""
+upstream timeout_ms=500; see daemon.ACK_OVERRIDES)."""
 import base64
 import signal
 import time
 
 import pytest
 
+from daemon import ADMIN_TOKEN, API_TOKEN, KEY_PREFIX, WABA_PASSWORD, WABA_USER
 from helpers import (body, identity_change, identity_change_msg, metric_value, new_msg_id, new_wa_id,
-                     now_s)
-from procs import (ADMIN_TOKEN, API_TOKEN, KEY_PREFIX, WABA_PASSWORD, WABA_USER, procs,  # noqa: F401
-                   wait_for)
+                     now_s, wait_for)
 from waba_sim import make_test_ca, make_wrong_cert, make_wrong_host_cert
 
 QUEUE = KEY_PREFIX + ":ack:queue"
@@ -58,14 +57,18 @@ def t_old():
     return now_s() - 600
 
 
+def new_user(sim, h, **identity):
+    """A fresh wa_id whose identity h, created ten minutes ago, the simulator knows: (w, h, t)."""
+    w, t = new_wa_id(), t_old()
+    sim.set_identity(w, h, t * 1000, **identity)
+    return w, h, t
+
+
 # --------------------------------------------------------------------------- the happy paths
 
 def test_auto_ack_put_once_with_login_token(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
-    w, h, t = new_wa_id(), "Rc/eg9RQ0JA=", t_old()
-    sim.set_identity(w, h, t * 1000)
+    r, sim, wg = procs.stack()
+    w, h, t = new_user(sim, "Rc/eg9RQ0JA=")
     sim.delay(400, count=1, path_prefix=put_path(w), method="PUT")   # keeps the gate shut for a moment
 
     res = wg.webhook_ok(identity_change(w, h, t))
@@ -107,11 +110,8 @@ def test_auto_ack_put_once_with_login_token(procs):
 
 
 def test_manual_ack_waits_for_operator_and_audits_token_name(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim, overrides={"identity": {"ack": "manual"}})
-    w, h, t = new_wa_id(), "MaNuAl0001=", t_old()
-    sim.set_identity(w, h, t * 1000)
+    r, sim, wg = procs.stack(overrides={"identity": {"ack": "manual"}})
+    w, h, t = new_user(sim, "MaNuAl0001=")
     wg.webhook_ok(identity_change(w, h, t))
     assert gate_json(wg, w)[0] == 423
     assert r.client().zscore(QUEUE, w) is None, "manual policy queued an automatic PUT"
@@ -145,9 +145,7 @@ def test_manual_ack_waits_for_operator_and_audits_token_name(procs):
 # --------------------------------------------------------------------------- ordering
 
 def test_newest_hash_only_with_late_and_repeated_notifications(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
+    r, sim, wg = procs.stack()
     w, ha, hb = new_wa_id(), "AAAAAAAAAAA=", "BBBBBBBBBBB="
     ta = t_old()
     tb = ta + 60
@@ -212,11 +210,8 @@ def test_newest_hash_only_with_late_and_repeated_notifications(procs):
 
 
 def test_duplicate_webhook_acknowledged_once(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
-    w, h, t = new_wa_id(), "DuPe000001=", t_old()
-    sim.set_identity(w, h, t * 1000)
+    r, sim, wg = procs.stack()
+    w, h, t = new_user(sim, "DuPe000001=")
     sim.delay(300, count=1, path_prefix=put_path(w), method="PUT")
     payload = identity_change(w, h, t)
     answers = [wg.webhook_ok(payload) for _ in range(3)]
@@ -233,11 +228,8 @@ def test_duplicate_webhook_acknowledged_once(procs):
 
 @pytest.mark.parametrize("outage", ["503", "sim_down"])
 def test_waba_outage_then_recovery(procs, outage):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
-    w, h, t = new_wa_id(), "OuTaGe0001=", t_old()
-    sim.set_identity(w, h, t * 1000)
+    r, sim, wg = procs.stack()
+    w, h, t = new_user(sim, "OuTaGe0001=")
     if outage == "503":
         sim.fail(count=4, status=503, path_prefix=put_path(w), method="PUT")
     else:
@@ -276,9 +268,7 @@ def test_waba_outage_then_recovery(procs, outage):
 
 
 def test_reconcile_records_newer_hash_and_acknowledges_it(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
+    r, sim, wg = procs.stack()
     w, ha, hb = new_wa_id(), "OlDhAsH001=", "NeWhAsH001="
     ta = t_old()
     tb = ta + 100
@@ -299,11 +289,8 @@ def test_reconcile_records_newer_hash_and_acknowledges_it(procs):
 
 
 def test_reconcile_already_acknowledged_upstream(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
-    w, h, t = new_wa_id(), "AlReAdY001=", t_old()
-    sim.set_identity(w, h, t * 1000, acknowledged=True)
+    r, sim, wg = procs.stack()
+    w, h, t = new_user(sim, "AlReAdY001=", acknowledged=True)
     sim.fail(count=1, status=400, path_prefix=put_path(w), method="PUT")
     wg.webhook_ok(identity_change(w, h, t))
     wait_acked(wg, w, h, sim=sim)
@@ -313,9 +300,7 @@ def test_reconcile_already_acknowledged_upstream(procs):
 
 
 def test_unknown_to_waba_client_is_parked_failed(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
+    r, sim, wg = procs.stack()
     w, h, t = new_wa_id(), "NoSuChUsEr=", t_old()
     wg.webhook_ok(identity_change(w, h, t))      # the simulator has no identity: 404
 
@@ -347,11 +332,8 @@ def test_unknown_to_waba_client_is_parked_failed(procs):
 # --------------------------------------------------------------------------- crashes
 
 def test_kill9_during_put_then_restart_finishes_after_lease(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
-    w, h, t = new_wa_id(), "KiLlNiNe01=", t_old()
-    sim.set_identity(w, h, t * 1000)
+    r, sim, wg = procs.stack()
+    w, h, t = new_user(sim, "KiLlNiNe01=")
     sim.delay(3000, count=1, path_prefix=put_path(w), method="PUT")
     sent_at = time.time()             # the claim, and so its lease, starts after this
     wg.webhook_ok(identity_change(w, h, t))
@@ -404,7 +386,7 @@ def test_two_instances_one_killed_all_acknowledged(procs):
              diag=lambda: wg2.identities("pending")[:5])
     c = r.client()
     for w in users:
-        hh = c.hgetall("%s:user:{%s}" % (KEY_PREFIX, w))
+        hh = c.hgetall(wg2.user_key(w))
         assert hh.get("id_hash") == newest[w] and hh.get("id_ack") == "1", (w, hh)
         s = sim.get_identity(w)
         assert s["hash"] == newest[w] and s["acknowledged"] is True, (w, s)
@@ -447,9 +429,7 @@ def test_two_instances_one_killed_all_acknowledged(procs):
 # --------------------------------------------------------------------------- login tokens
 
 def test_expired_token_one_login_for_many_acks_in_flight(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
+    r, sim, wg = procs.stack()
     t = t_old()
     w0 = new_wa_id()
     sim.set_identity(w0, "FiRsT00001=", t * 1000)
@@ -477,9 +457,7 @@ def test_expired_token_one_login_for_many_acks_in_flight(procs):
 
 
 def test_token_renewed_from_expiry_without_401(procs):
-    r = procs.redis()
-    sim = procs.sim(token_ttl_s=2)
-    wg = procs.daemon(r, sim)
+    r, sim, wg = procs.stack(sim_options=dict(token_ttl_s=2))
     t = t_old()
     w0, w1 = new_wa_id(), new_wa_id()
     sim.set_identity(w0, "TtL0000000=", t * 1000)
@@ -501,12 +479,10 @@ def test_token_renewed_from_expiry_without_401(procs):
 
 def test_https_with_ca_file(procs, tmp_path):
     ca, crt, key = make_test_ca(str(tmp_path / "pki"))
-    r = procs.redis()
-    sim = procs.sim(tls_cert=crt, tls_key=key)
+    r, sim, wg = procs.stack(sim_options=dict(tls_cert=crt, tls_key=key),
+                             overrides={"upstream": {"ca_file": ca}})
     assert sim.url.startswith("https://127.0.0.1:")
-    wg = procs.daemon(r, sim, overrides={"upstream": {"ca_file": ca}})
-    w, h, t = new_wa_id(), "TlS0000001=", t_old()
-    sim.set_identity(w, h, t * 1000)
+    w, h, t = new_user(sim, "TlS0000001=")
     wg.webhook_ok(identity_change(w, h, t))
     wait_acked(wg, w, h, sim=sim)
     assert len(puts(sim, w)) == 1
@@ -517,11 +493,9 @@ def test_https_wrong_certificate_refused(procs, tmp_path, kind):
     pki = str(tmp_path / "pki")
     ca, _, _ = make_test_ca(pki)
     crt, key = make_wrong_cert(pki) if kind == "untrusted" else make_wrong_host_cert(pki)
-    r = procs.redis()
-    sim = procs.sim(tls_cert=crt, tls_key=key)
-    wg = procs.daemon(r, sim, overrides={"upstream": {"ca_file": ca}})
-    w, h, t = new_wa_id(), "BaDcErT001=", t_old()
-    sim.set_identity(w, h, t * 1000)
+    r, sim, wg = procs.stack(sim_options=dict(tls_cert=crt, tls_key=key),
+                             overrides={"upstream": {"ca_file": ca}})
+    w, h, t = new_user(sim, "BaDcErT001=")
     wg.webhook_ok(identity_change(w, h, t))
 
     def errored():
@@ -539,11 +513,8 @@ def test_https_wrong_certificate_refused(procs, tmp_path, kind):
 # --------------------------------------------------------------------------- Redis restart
 
 def test_redis_restart_with_appendonly_keeps_queued_work(procs):
-    r = procs.redis(appendonly=True)
-    sim = procs.sim()
-    wg = procs.daemon(r, sim)
-    w, h, t = new_wa_id(), "AoF0000001=", t_old()
-    sim.set_identity(w, h, t * 1000)
+    r, sim, wg = procs.stack(appendonly=True)
+    w, h, t = new_user(sim, "AoF0000001=")
     sim.fail(count=-1, status=503, path_prefix=put_path(w), method="PUT")
     wg.webhook_ok(identity_change(w, h, t))
     sim.wait_for_calls(1, method="PUT", path=put_path(w), timeout=5)
@@ -552,7 +523,7 @@ def test_redis_restart_with_appendonly_keeps_queued_work(procs):
     r.stop()                                   # SIGTERM: the AOF is complete
     wait_for(lambda: wg.get("/readyz").status_code == 503, 10, "/readyz 503 while Redis is down")
     r.start()                                  # same port, same dir: the AOF is replayed
-    assert r.client().hget("%s:user:{%s}" % (KEY_PREFIX, w), "id_hash") == h
+    assert r.client().hget(wg.user_key(w), "id_hash") == h
     wait_for(lambda: wg.get("/readyz").status_code == 200, 15, "/readyz 200 again")
     assert gate_json(wg, w)[0] == 423
     sim.clear_rules()

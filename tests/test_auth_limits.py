@@ -6,10 +6,10 @@ import socket
 import pytest
 import requests
 
-from conftest import (ADMIN_TOKEN, API_TOKEN, HMAC_SECRET, VERIFY_TOKEN, WEBHOOK_TOKEN)
+from daemon import (ADMIN_TOKEN, API_TOKEN, HMAC_SECRET, VERIFY_TOKEN, WEBHOOK_TOKEN)
 from helpers import (assert_error_body, check_gate_response, errors_body, hmac_sig,
                      identity_change, metric_present, metric_value, new_wa_id,
-                     wait_until)
+                     wait_for)
 
 T0 = 1602535238
 
@@ -310,8 +310,8 @@ def test_huge_header_rejected_and_alive(waguard):
     finally:
         s.close()
     assert not data.startswith(b"HTTP/1.1 200"), data
-    wait_until(lambda: requests.get(waguard.url + "/healthz", timeout=5).status_code == 200, 5,
-               what="/healthz after an oversized header")
+    wait_for(lambda: requests.get(waguard.url + "/healthz", timeout=5).status_code == 200, 5,
+             what="/healthz after an oversized header")
 
 
 def test_auth_checked_before_validation(waguard):

@@ -6,8 +6,8 @@ import time
 import pytest
 import requests
 
-from conftest import API_TOKEN, ADMIN_TOKEN, WEBHOOK_TOKEN
-from helpers import new_wa_id, wait_until
+from daemon import API_TOKEN, ADMIN_TOKEN, WEBHOOK_TOKEN
+from helpers import new_wa_id, wait_for
 from waba_sim import WabaSim
 
 
@@ -50,8 +50,8 @@ def test_first_hash_trusted_then_a_new_one_is_recorded_and_pinned(waguard_factor
     # A new key hash: recorded; with api = cloud there is no acknowledgement call,
     # so the worker records it as acknowledged itself.
     assert wg.webhook(cloud_body(w, "KEY2=", "wamid.A2")).status_code == 200
-    wait_until(lambda: decision(wg, w)[1]["identity"]["acknowledged"] is True
-               and decision(wg, w)[1]["identity"]["hash"] == "KEY2=", 5, what="KEY2 recorded")
+    wait_for(lambda: decision(wg, w)[1]["identity"]["acknowledged"] is True
+             and decision(wg, w)[1]["identity"]["hash"] == "KEY2=", 5, what="KEY2 recorded")
     assert not [c for c in sim.calls if c["path"].endswith("/identity")]
 
     # The gated Cloud send carries the acknowledged hash to Meta.
@@ -81,4 +81,4 @@ def test_first_seen_hold_with_manual_ack_keeps_the_gate_closed(waguard_factory, 
     r = requests.post(wg.url + "/v1/identities/%s/ack" % w, timeout=5,
                       headers={"Authorization": "Bearer " + ADMIN_TOKEN})
     assert r.status_code == 202, r.text
-    wait_until(lambda: decision(wg, w, "template")[0] == 200, 5, what="gate open after the operator's ack")
+    wait_for(lambda: decision(wg, w, "template")[0] == 200, 5, what="gate open after the operator's ack")

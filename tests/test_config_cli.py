@@ -9,10 +9,10 @@ import time
 import pytest
 import requests
 
-from conftest import (API_TOKEN, DEFAULT_FILES, WEBHOOK_TOKEN, WAGUARD_BIN, clean_env,
-                      default_config, free_port, merge_config, render_config)
-from helpers import (assert_error_body, check_gate_response, errors_body, identity_change,
-                     new_wa_id, wait_until)
+from daemon import (API_TOKEN, DEFAULT_FILES, NO_REDIS_URL, WEBHOOK_TOKEN, WAGUARD_BIN, clean_env,
+                    default_config, merge_config, render_config)
+from helpers import (assert_error_body, check_gate_response, errors_body, free_port, identity_change,
+                     new_wa_id, wait_for)
 
 EX_CONFIG = 78
 T0 = 1602535238
@@ -25,7 +25,7 @@ def run(args, env=None, timeout=20, cwd=None):
 
 def write_config(tmp_path, overrides=None, extra="", files=None, port=None):
     """Writes waguard.conf and the token files into tmp_path; returns (path, text)."""
-    cfg = merge_config(default_config(port or free_port(), "redis://127.0.0.1:1/0"), overrides)
+    cfg = merge_config(default_config(port or free_port(), NO_REDIS_URL), overrides)
     text = render_config(cfg) + extra
     for name, content in dict(DEFAULT_FILES, **(files or {})).items():
         (tmp_path / name).write_text(content)
@@ -302,9 +302,9 @@ def test_sighup_reloads_tokens(waguard_factory):
     w = new_wa_id()
     assert wg.gate(w, token="brand-new-token-123").status_code == 401
     (wg.workdir / "api_tokens").write_text("svc2:brand-new-token-123\n")
-    wg.signal(signal.SIGHUP)
-    wait_until(lambda: wg.gate(w, token="brand-new-token-123").status_code in (200, 423), 10,
-               what="the new token after SIGHUP")
+    wg.send_signal(signal.SIGHUP)
+    wait_for(lambda: wg.gate(w, token="brand-new-token-123").status_code in (200, 423), 10,
+             what="the new token after SIGHUP")
     assert wg.gate(w, token=API_TOKEN).status_code == 401
     assert wg.alive()
 
@@ -314,9 +314,9 @@ def test_sighup_broken_file_keeps_running_config(waguard_factory):
     w = new_wa_id()
     good = wg.config_path.read_text()
     wg.config_path.write_text(good + "[bogus]\nfoo = 1\n")
-    size = wg.stderr_size()
-    wg.signal(signal.SIGHUP)
-    wait_until(lambda: "bogus" in wg.stderr_text(size), 10, what="the reload error in the log")
+    size = wg.log_size()
+    wg.send_signal(signal.SIGHUP)
+    wait_for(lambda: "bogus" in wg.log(size), 10, what="the reload error in the log")
     assert wg.alive()
     check_gate_response(wg.gate(w, token=API_TOKEN), w)
     assert requests.get(wg.url + "/readyz", timeout=5).status_code == 200

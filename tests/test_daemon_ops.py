@@ -9,9 +9,9 @@ import time
 import pytest
 import requests
 
-from helpers import identity_change, new_wa_id, now_s
-from procs import (ADMIN_TOKEN, API_TOKEN, API_TOKEN_NEW, WEBHOOK_TOKEN, NotifySocket, free_port,  # noqa: F401
-                   procs, raw_http, read_http, server_has_read, wait_for)
+from daemon import ADMIN_TOKEN, API_TOKEN, API_TOKEN_NEW, WEBHOOK_TOKEN
+from helpers import free_port, identity_change, new_wa_id, now_s, wait_for
+from procs import NotifySocket, raw_http, read_http, server_has_read
 
 
 @pytest.fixture
@@ -164,9 +164,7 @@ def test_restart_only_change_is_logged_and_kept(procs):
 # --------------------------------------------------------------------------- stopping
 
 def test_sigterm_answers_forwarded_send_in_flight(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim, overrides={"upstream": {"timeout_ms": "5000"}})
+    _, sim, wg = procs.stack(overrides={"upstream": {"timeout_ms": "5000"}, "identity": {"lease_s": "30"}})
     w = new_wa_id()
     sim.delay(1000, count=1, path_prefix="/v1/messages", method="POST")
     msg = {"to": w, "type": "template", "template": {"namespace": "ns", "name": "hello",
@@ -228,16 +226,22 @@ def test_sigterm_answers_webhook_while_redis_sleeps(procs):
     assert r.client().hget("waguard:user:{%s}" % w, "id_hash") == "SlEePy0001="
 
 
-def test_second_sigterm_exits_at_once(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim, overrides={"upstream": {"timeout_ms": "10000"},
-                                         "server": {"shutdown_timeout_s": "30"}})
-    sim.delay(8000, count=1, path_prefix="/v1/messages", method="POST")
+def held_send(procs, shutdown_timeout_s, hold_ms):
+    """A daemon (shutdown_timeout_s) with a forwarded send that the simulator holds for hold_ms,
+    once the simulator has it: (daemon, the client's socket)."""
+    _, sim, wg = procs.stack(overrides={"upstream": {"timeout_ms": "10000"},
+                                        "server": {"shutdown_timeout_s": str(shutdown_timeout_s)},
+                                        "identity": {"lease_s": "30"}})
+    sim.delay(hold_ms, count=1, path_prefix="/v1/messages", method="POST")
     s = raw_http(wg.port, "POST", "/v1/messages",
                  json.dumps({"to": new_wa_id(), "type": "template", "template": {"name": "x"}}),
                  {"Authorization": "Bearer " + API_TOKEN, "Content-Type": "application/json"})
     sim.wait_for_calls(1, method="POST", path="/v1/messages", answered=False, timeout=5)
+    return wg, s
+
+
+def test_second_sigterm_exits_at_once(procs):
+    wg, s = held_send(procs, shutdown_timeout_s=30, hold_ms=8000)
     start = wg.log_size()
     wg.send_signal(signal.SIGTERM)
     wg.wait_log("SIGTERM", start=start, timeout=3)
@@ -250,15 +254,7 @@ def test_second_sigterm_exits_at_once(procs):
 
 
 def test_shutdown_timeout_bounds_the_drain(procs):
-    r = procs.redis()
-    sim = procs.sim()
-    wg = procs.daemon(r, sim, overrides={"upstream": {"timeout_ms": "10000"},
-                                         "server": {"shutdown_timeout_s": "1"}})
-    sim.delay(6000, count=1, path_prefix="/v1/messages", method="POST")
-    s = raw_http(wg.port, "POST", "/v1/messages",
-                 json.dumps({"to": new_wa_id(), "type": "template", "template": {"name": "x"}}),
-                 {"Authorization": "Bearer " + API_TOKEN, "Content-Type": "application/json"})
-    sim.wait_for_calls(1, method="POST", path="/v1/messages", answered=False, timeout=5)
+    wg, s = held_send(procs, shutdown_timeout_s=1, hold_ms=6000)
     t0 = time.monotonic()
     wg.send_signal(signal.SIGTERM)
     rc = wg.wait_exit(4)

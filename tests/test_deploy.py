@@ -13,10 +13,11 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from helpers import DECISION_REASONS, GiveUp, free_port, wait_for
 
 TOP = Path(__file__).resolve().parent.parent
 DEPLOY = TOP / "deploy"
@@ -109,14 +110,7 @@ METRICS = [
     "waguard_build_info",
 ]
 
-REASONS = [
-    "identity_unacknowledged",
-    "blocked",
-    "contact_invalid",
-    "outside_session_window",
-    "number_changed",
-    "store_unavailable",
-]
+REASONS = list(DECISION_REASONS)
 
 ROUTES = [
     "/webhook",
@@ -201,23 +195,13 @@ def unit_values(unit, section, key):
     return [v for k, v in unit.get(section, []) if k == key]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_port(port, proc, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening():
         if proc.poll() is not None:
-            raise AssertionError(f"process exited early with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listening on port {port} after {timeout} s")
+            raise GiveUp(f"process exited early with {proc.returncode}")
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    wait_for(listening, timeout, f"something listening on port {port}", interval=0.05)
 
 
 def render_man(width=80):

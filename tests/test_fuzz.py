@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from conftest import API_TOKEN, WEBHOOK_TOKEN
+from daemon import API_TOKEN, WEBHOOK_TOKEN
 from helpers import (body, check_gate_response, contact_result, contacts_callback, errors_body,
                      identity_change, identity_change_msg, identity_obj, inbound_text,
                      inbound_text_msg, new_wa_id, number_changed_msg, parse_metrics, status_item,
@@ -185,7 +185,7 @@ class Mutator:
 
 
 def alive_check(wg):
-    assert wg.alive(), "waguard died:\n%s" % wg.stderr_text()[-6000:]
+    assert wg.alive(), "waguard died:\n%s" % wg.log()[-6000:]
     r = requests.get(wg.url + "/healthz", timeout=5)
     assert r.status_code == 200
 
@@ -197,7 +197,7 @@ def post_raw(wg, raw, token=WEBHOOK_TOKEN):
                                         "Content-Type": "application/json"})
     except requests.RequestException as e:
         pytest.fail("webhook request failed (%r); waguard alive=%s\n%s"
-                    % (e, wg.alive(), wg.stderr_text()[-6000:]))
+                    % (e, wg.alive(), wg.log()[-6000:]))
 
 
 @pytest.fixture

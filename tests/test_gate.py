@@ -4,7 +4,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import API_TOKEN
+from daemon import API_TOKEN
 from helpers import (assert_decision, assert_error_body, check_gate_response, contact_result,
                      contacts_callback, identity_change, inbound_text, metric_value, new_wa_id,
                      now_s, number_changed)

@@ -3,8 +3,9 @@ recovery without restarting waguard when Redis comes back on the same address.""
 import pytest
 import requests
 
+from daemon import RedisServer
 from helpers import (assert_decision, assert_error_body, check_gate_response, identity_change,
-                     inbound_text, metric_value, new_wa_id, wait_until)
+                     inbound_text, metric_value, new_wa_id, wait_for)
 
 T0 = 1602535238
 
@@ -14,11 +15,11 @@ def readyz(wg):
 
 
 def wait_not_ready(wg, timeout=10):
-    return wait_until(lambda: readyz(wg).status_code == 503, timeout, what="/readyz 503")
+    return wait_for(lambda: readyz(wg).status_code == 503, timeout, what="/readyz 503")
 
 
 def wait_ready(wg, timeout=20):
-    return wait_until(lambda: readyz(wg).status_code == 200, timeout, what="/readyz back to 200")
+    return wait_for(lambda: readyz(wg).status_code == 200, timeout, what="/readyz back to 200")
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
@@ -119,8 +120,8 @@ def test_start_without_redis_then_ready(waguard_factory, private_redis):
     Redis appears, without a restart."""
     private_redis.stop()
     wg = waguard_factory(redis=private_redis, wait=False)
-    wait_until(lambda: requests.get(wg.url + "/healthz", timeout=2).status_code == 200, 15,
-               what="/healthz while Redis is down")
+    wait_for(lambda: requests.get(wg.url + "/healthz", timeout=2).status_code == 200, 15,
+             what="/healthz while Redis is down")
     assert readyz(wg).status_code == 503
     assert_error_body(wg.webhook(inbound_text(new_wa_id())), 503)
     private_redis.start()
@@ -148,20 +149,18 @@ def test_sigterm_with_store_work_in_flight(waguard_factory, private_redis):
                              redis=private_redis)
         msgs = [identity_change(new_wa_id(), "INFL%d=" % i, T0 + i)["messages"][0] for i in range(40)]
         assert wg.webhook({"messages": msgs}).status_code == 200
-        wait_until(lambda: wg.metric("waguard_ack_attempts_total") >= 20, 10,
-                   what="ack attempts under way")
+        wait_for(lambda: wg.metric("waguard_ack_attempts_total") >= 20, 10,
+                 what="ack attempts under way")
         rc = wg.stop()
-        assert rc == 0, "round %d: exit status %s\n%s" % (round_, rc, wg.stderr_text()[-3000:])
+        assert rc == 0, "round %d: exit status %s\n%s" % (round_, rc, wg.log()[-3000:])
 
 
 # ----------------------------------------------------------------------------- how Redis is reached
 
 @pytest.fixture
 def auth_redis():
-    from conftest import RedisServer
-    rs = RedisServer(password="redis-pass-123").start()
-    yield rs
-    rs.cleanup()
+    with RedisServer(password="redis-pass-123") as rs:
+        yield rs
 
 
 def test_redis_password_file(waguard_factory, auth_redis):
@@ -175,8 +174,8 @@ def test_redis_password_file(waguard_factory, auth_redis):
 def test_redis_wrong_password_not_ready(waguard_factory, auth_redis):
     wg = waguard_factory({"redis": {"password_file": "redis_password"}}, redis=auth_redis,
                          files={"redis_password": "not-the-password\n"}, wait=False)
-    wait_until(lambda: requests.get(wg.url + "/healthz", timeout=2).status_code == 200, 15,
-               what="/healthz")
+    wait_for(lambda: requests.get(wg.url + "/healthz", timeout=2).status_code == 200, 15,
+             what="/healthz")
     wait_not_ready(wg)
     j = readyz(wg).json()
     assert j["ready"] is False and j["reason"], j
@@ -186,9 +185,7 @@ def test_redis_wrong_password_not_ready(waguard_factory, auth_redis):
 
 
 def test_redis_unix_socket(waguard_factory):
-    from conftest import RedisServer
-    rs = RedisServer(unix=True).start()
-    try:
+    with RedisServer(unix=True) as rs:
         wg = waguard_factory(redis=rs)
         w = new_wa_id()
         assert wg.webhook(identity_change(w, "UNIX=", T0)).status_code == 200
@@ -198,8 +195,6 @@ def test_redis_unix_socket(waguard_factory):
         rs.start()
         wait_ready(wg)
         assert wg.webhook(inbound_text(w)).status_code == 200
-    finally:
-        rs.cleanup()
 
 
 # ----------------------------------------------------------------------------- Redis misbehaving while up
@@ -211,11 +206,11 @@ def test_script_cache_flushed_recovers(waguard_factory, private_redis):
     w = new_wa_id()
     assert wg.webhook(identity_change(w, "S1=", T0)).status_code == 200
     private_redis.client().script_flush()
-    wait_until(lambda: wg.webhook(identity_change(w, "S2=", T0 + 1)).status_code == 200, 10,
-               what="a recorded webhook after SCRIPT FLUSH")
+    wait_for(lambda: wg.webhook(identity_change(w, "S2=", T0 + 1)).status_code == 200, 10,
+             what="a recorded webhook after SCRIPT FLUSH")
     private_redis.client().script_flush()
-    wait_until(lambda: "store_unavailable" not in wg.gate(w, type="template").json()["reasons"], 10,
-               what="a real decision after SCRIPT FLUSH")
+    wait_for(lambda: "store_unavailable" not in wg.gate(w, type="template").json()["reasons"], 10,
+             what="a real decision after SCRIPT FLUSH")
     d = check_gate_response(wg.gate(w, type="template"), w)
     assert d["identity"]["hash"] == "S2=" and d["reasons"] == ["identity_unacknowledged"], d
 
@@ -260,8 +255,8 @@ def test_connection_killed_reconnects(waguard_factory, private_redis):
     c = private_redis.client()
     before = wg.metric("waguard_redis_reconnects_total")
     c.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-    wait_until(lambda: wg.metric("waguard_redis_reconnects_total") > before
-               and readyz(wg).status_code == 200, 15, what="reconnect after CLIENT KILL")
+    wait_for(lambda: wg.metric("waguard_redis_reconnects_total") > before
+             and readyz(wg).status_code == 200, 15, what="reconnect after CLIENT KILL")
     w = new_wa_id()
     assert wg.webhook(identity_change(w, "KILL=", T0)).status_code == 200
     assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "KILL="

@@ -14,6 +14,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import waba_sim  # noqa: E402
+from helpers import free_port  # noqa: E402
 from waba_sim import WabaSim, make_test_ca, make_wrong_cert, make_wrong_host_cert  # noqa: E402
 
 ACCESS_DENIED = {"errors": [{"code": 1005, "title": "Access denied",
@@ -24,9 +25,8 @@ WA = "16315551234"
 
 @pytest.fixture
 def sim():
-    s = WabaSim().start()
-    yield s
-    s.stop()
+    with WabaSim() as s:
+        yield s
 
 
 def login(sim, session=None, user="admin", pw="secret"):
@@ -522,9 +522,7 @@ def test_tls_wrong_certificates_refused(certs, which):
 # --- command line -------------------------------------------------------------------------------
 
 def test_cli_runs_and_stops_on_sigterm(certs):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     p = subprocess.Popen(["/usr/bin/python3", waba_sim.__file__, "--host", "127.0.0.1",
                           "--port", str(port), "--tls-cert", certs["crt"], "--tls-key",
                           certs["key"], "--auth", "header", "--api-key", "K"],

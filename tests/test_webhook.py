@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, API_TOKEN
+from daemon import ADMIN_TOKEN, API_TOKEN, WEBHOOK_TOKEN
 from helpers import (assert_error_body, body, check_gate_response, contact_result,
                      contacts_callback, errors_body, identity_change, identity_change_msg,
                      identity_obj, inbound_text, inbound_text_msg, new_msg_id, new_wa_id, now_s,
-                     number_changed, status_item, statuses, StubUpstream, wait_until)
+                     number_changed, status_item, statuses, StubUpstream, wait_for)
 
 T0 = 1602535238          # a realistic identity-change time (UNIX seconds)
 
@@ -405,9 +405,8 @@ def test_identity_detail_unknown_is_404(waguard):
 
 @pytest.fixture
 def stub_upstream():
-    s = StubUpstream().start()
-    yield s
-    s.stop()
+    with StubUpstream() as s:
+        yield s
 
 
 def test_ack_then_same_older_newer(waguard_factory, redis_client, stub_upstream):
@@ -417,7 +416,7 @@ def test_ack_then_same_older_newer(waguard_factory, redis_client, stub_upstream)
                           "identity": {"retry_base_ms": "100"}})
     w = new_wa_id()
     ok_answer(wg.webhook(identity_change(w, "ACK1=", T0)))
-    wait_until(lambda: wg.gate(w, type="template").status_code == 200, 10, what="auto ack opens gate")
+    wait_for(lambda: wg.gate(w, type="template").status_code == 200, 10, what="auto ack opens gate")
     assert stub_upstream.identity_puts()[0][0] == "/v1/contacts/%s/identity" % w
     assert json.loads(stub_upstream.identity_puts()[0][1]) == {"hash": "ACK1="}
     d = check_gate_response(wg.gate(w, type="template"), w)
@@ -452,7 +451,7 @@ def test_manual_ack_via_admin_route(waguard_factory, redis_client, stub_upstream
     assert r.status_code == 403, r.text
     r = wg.post("/v1/identities/%s/ack" % w, token=ADMIN_TOKEN)
     assert r.status_code == 202, r.text
-    wait_until(lambda: wg.gate(w, type="template").status_code == 200, 10, what="manual ack opens gate")
+    wait_for(lambda: wg.gate(w, type="template").status_code == 200, 10, what="manual ack opens gate")
     assert json.loads(stub_upstream.identity_puts()[-1][1]) == {"hash": "MAN="}
 
 
@@ -487,7 +486,6 @@ def test_concurrent_identity_changes_newest_wins(waguard, redis_client):
     and every other one was counted late or recorded in order (never a lost update)."""
     import random
     import requests as rq
-    from conftest import WEBHOOK_TOKEN
     w = new_wa_id()
     stamps = list(range(T0, T0 + 60))
     random.Random(7).shuffle(stamps)
@@ -507,7 +505,6 @@ def test_concurrent_identity_changes_newest_wins(waguard, redis_client):
 
 def test_concurrent_duplicates_recorded_once(waguard, redis_client):
     import requests as rq
-    from conftest import WEBHOOK_TOKEN
     w = new_wa_id()
     raw = json.dumps(identity_change(w, "ONCE=", T0)).encode()
 

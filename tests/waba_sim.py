@@ -146,21 +146,7 @@ def _expires_after(ts):
     return d.strftime("%Y-%m-%d %H:%M:%S+00:00")
 
 
-def normalise_phone(value, home_country_code="1"):
-    """The contacts seed's rule: keep the digits; a leading '+' means they start with the country
-    code, otherwise the home country code is put in front.  Business-scoped user ids (CC.DIGITS)
-    are kept as they are.  Returns None when there is nothing dialable."""
-    if value is None:
-        return None
-    s = str(value).strip()
-    if re.fullmatch(r"[A-Za-z]{2}\.[0-9A-Za-z]+", s):
-        return s
-    digits = re.sub(r"\D", "", s)
-    if not digits:
-        return None
-    if s.startswith("+"):
-        return digits
-    return str(home_country_code) + digits
+_BSUID = re.compile(r"[A-Za-z]{2}\.[0-9A-Za-z]+")   # a business-scoped user id (CC.DIGITS)
 
 
 def _wa_key(value):
@@ -168,10 +154,19 @@ def _wa_key(value):
     if value is None:
         return None
     s = str(value).strip()
-    if re.fullmatch(r"[A-Za-z]{2}\.[0-9A-Za-z]+", s):
+    if _BSUID.fullmatch(s):
         return s
-    digits = re.sub(r"\D", "", s)
-    return digits or None
+    return re.sub(r"\D", "", s) or None
+
+
+def normalise_phone(value, home_country_code="1"):
+    """The contacts seed's rule: keep the digits; a leading '+' means they start with the country
+    code, otherwise the home country code is put in front.  Business-scoped user ids (CC.DIGITS)
+    are kept as they are.  Returns None when there is nothing dialable."""
+    key = _wa_key(value)
+    if key is None or _BSUID.fullmatch(key) or str(value).strip().startswith("+"):
+        return key
+    return str(home_country_code) + key
 
 
 def _message_id():

@@ -172,15 +172,22 @@ START_TEST(cloud_identity_key_hash)
     ck_assert_int_eq(parse("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"value\":{"
                            "\"contacts\":[{\"profile\":{\"name\":\"B\"},\"wa_id\":\"16315551234\","
                            "\"identity_key_hash\":\"K1\"}],"
+                           "\"messages\":[{\"from\":\"16315551234\",\"id\":\"wamid.1\",\"timestamp\":\"1700000000\","
+                           "\"type\":\"text\"}],"
                            "\"statuses\":[{\"id\":\"wamid.3\",\"status\":\"sent\",\"recipient_id\":\"16315551234\","
-                           "\"recipient_identity_key_hash\":\"K2\"}]}}]}]}"), 0);
-    ck_assert_int_eq(cJSON_GetArraySize(b.ops), 4);
+                           "\"timestamp\":\"1700000001\",\"recipient_identity_key_hash\":\"K2\"}]}}]}]}"), 0);
+    ck_assert_int_eq(cJSON_GetArraySize(b.ops), 5);
     ck_assert_str_eq(s_of(op_at(0), "k"), "prof");
-    ck_assert_str_eq(s_of(op_at(1), "k"), "id");
-    ck_assert_str_eq(s_of(op_at(1), "src"), "cloud");
-    ck_assert_str_eq(s_of(op_at(1), "h"), "K1");
-    ck_assert_str_eq(s_of(op_at(2), "k"), "st");
-    ck_assert_str_eq(s_of(op_at(3), "h"), "K2");
+    ck_assert_str_eq(s_of(op_at(1), "k"), "in");
+    const cJSON *id1 = op_at(2);
+    ck_assert_str_eq(s_of(id1, "k"), "id");
+    ck_assert_str_eq(s_of(id1, "src"), "cloud");
+    ck_assert_str_eq(s_of(id1, "h"), "K1");
+    ck_assert_str_eq(s_of(id1, "mid"), "wamid.1");          /* a duplicate message brings nothing back */
+    ck_assert_double_eq(n_of(id1, "t"), 1700000000000.0);   /* ordered by the message's time */
+    ck_assert_str_eq(s_of(op_at(3), "k"), "st");
+    ck_assert_str_eq(s_of(op_at(4), "h"), "K2");
+    ck_assert_str_eq(s_of(op_at(4), "mid"), "st:wamid.3:sent");
     ck_assert_int_eq(b.identities, 2);
 }
 END_TEST
