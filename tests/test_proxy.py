@@ -1,0 +1,127 @@
+"""The forwarded routes: gated sends, contacts, identity GET/PUT, block/unblock/report,
+blocklist.  The WABA client's answer comes back as it is, and what it says is recorded."""
+import time
+
+from daemon import API_TOKEN
+from helpers import identity_change, inbound_text, new_wa_id, wait_for
+
+MANUAL = {"identity": {"ack": "manual"}}
+
+
+def pretty(w):
+    return "+%s (%s) %s-%s" % (w[0], w[1:4], w[4:7], w[7:])
+
+
+def reasons(wg, w, type_="template"):
+    return wg.gate(w, type=type_).json()["reasons"]
+
+
+def test_denied_send_answers_423_and_is_never_forwarded(procs):
+    _, sim, wg = procs.stack(overrides=MANUAL)
+    w = new_wa_id()
+    wg.webhook_ok(identity_change(w, "DENY=", int(time.time())))
+    r = wg.post("/v1/messages", token=API_TOKEN,
+                json={"to": w, "type": "template", "template": {"name": "hello"}})
+    assert r.status_code == 423, r.text
+    j = r.json()
+    assert j["errors"][0]["code"] == 480 and "identity_unacknowledged" in j["errors"][0]["details"]
+    assert j["decision"]["allowed"] is False and j["decision"]["identity"]["hash"] == "DENY="
+    assert not sim.calls_matching(method="POST", path="/v1/messages")
+
+
+def test_allowed_send_is_forwarded_and_answered_as_is(procs):
+    _, sim, wg = procs.stack()
+    w = new_wa_id()
+    wg.webhook_ok(inbound_text(w))                # the user wrote: the 24-hour window is open
+    r = wg.post("/v1/messages", token=API_TOKEN, json={"to": w, "type": "text", "text": {"body": "hi"}})
+    sent = sim.calls_matching(method="POST", path="/v1/messages")
+    assert len(sent) == 1 and sent[0]["body"] == {"to": w, "type": "text", "text": {"body": "hi"}}
+    assert r.status_code == sent[0]["status"], (r.status_code, sent[0]["status"])
+    assert r.json() == sent[0]["answer"]
+    # without the window, a text is refused with the WABA client's 470 code
+    r = wg.post("/v1/messages", token=API_TOKEN, json={"to": new_wa_id(), "type": "text"})
+    assert r.status_code == 423 and r.json()["errors"][0]["code"] == 470, r.text
+
+
+def test_contact_check_forwarded_and_recorded(procs):
+    _, sim, wg = procs.stack(overrides={"gate": {"require_valid_contact": "true"}})
+    good, bad = new_wa_id(), new_wa_id()
+    sim.configure(invalid_numbers=["+" + bad])
+    r = wg.post("/v1/contacts", token=API_TOKEN,
+                json={"blocking": "wait", "contacts": [pretty(good), "+" + bad], "force_check": True})
+    assert r.status_code == 200, r.text
+    call = sim.calls_matching(method="POST", path="/v1/contacts")[-1]
+    assert r.json() == call["answer"]
+    statuses = {c["input"]: c["status"] for c in r.json()["contacts"]}
+    assert statuses == {pretty(good): "valid", "+" + bad: "invalid"}, statuses
+    assert "contact_invalid" in reasons(wg, bad)
+    assert "contact_invalid" not in reasons(wg, good)
+
+
+def test_identity_get_is_recorded_and_put_acknowledges(procs):
+    _, sim, wg = procs.stack(overrides=MANUAL)
+    w = new_wa_id()
+    sim.set_identity(w, "SEEN=", created_timestamp=int(time.time() * 1000), acknowledged=False)
+    r = wg.get("/v1/contacts/%s/identity" % pretty(w), token=API_TOKEN)
+    assert r.status_code == 200 and r.json()["contacts"]["hash"] == "SEEN=", r.text
+    d = wg.gate(w, type="template").json()
+    assert d["identity"]["hash"] == "SEEN=" and d["reasons"] == ["identity_unacknowledged"], d
+
+    r = wg.request("PUT", "/v1/contacts/%s/identity" % w, token=API_TOKEN, json={"hash": "SEEN="})
+    assert r.status_code == 200, r.text
+    assert wg.gate(w, type="template").status_code == 200
+    rec = wg.identity(w)
+    assert rec["identity"]["acknowledged"] is True and rec["identity"]["acknowledged_by"] == "svc"
+
+    # a PUT the WABA client refuses changes nothing here and is answered as it is
+    r = wg.request("PUT", "/v1/contacts/%s/identity" % w, token=API_TOKEN, json={"hash": "OTHER="})
+    assert r.status_code == 400 and r.json()["errors"], r.text
+    assert wg.gate(w, type="template").json()["identity"]["hash"] == "SEEN="
+    assert wg.request("PUT", "/v1/contacts/%s/identity" % w, token=API_TOKEN,
+                      json={"hash": 5}).status_code == 400
+
+
+def test_block_unblock_and_report_are_mirrored(procs):
+    _, sim, wg = procs.stack()
+    w = new_wa_id()
+    assert wg.post("/v1/contacts/%s/block" % pretty(w), token=API_TOKEN, json={}).status_code == 200
+    assert "blocked" in reasons(wg, w)
+    assert wg.post("/v1/contacts/+%s/unblock/" % w, token=API_TOKEN).status_code == 200
+    assert "blocked" not in reasons(wg, w)
+    r = wg.post("/v1/contacts/+%s/report" % w, token=API_TOKEN, json={"block": True, "reason": "spam"})
+    assert r.status_code == 200, r.text
+    assert "blocked" in reasons(wg, w)
+    r = wg.get("/v1/contacts/blocklist?limit=10&offset=0", token=API_TOKEN)
+    assert r.status_code == 200 and r.json() == sim.calls_matching(path="/v1/contacts/blocklist")[-1]["answer"]
+    assert sim.calls_matching(path="/v1/contacts/blocklist")[-1]["query"] == "limit=10&offset=0"
+
+
+def test_refused_block_is_not_mirrored(procs):
+    _, sim, wg = procs.stack()
+    sim.configure(require_engaged=True)
+    w = new_wa_id()
+    r = wg.post("/v1/contacts/+%s/block" % w, token=API_TOKEN, json={})
+    assert r.status_code >= 400 and r.json()["errors"], r.text
+    assert "blocked" not in reasons(wg, w)
+
+
+def test_upstream_unreachable_502_and_slow_504(procs):
+    r0 = procs.redis()
+    wg = procs.daemon(r0, None)                    # upstream: a closed port
+    r = wg.post("/v1/contacts", token=API_TOKEN, json={"contacts": ["+16315551234"]})
+    assert r.status_code == 502 and r.json()["errors"][0]["code"] == 502, r.text
+
+    _, sim, wg2 = procs.stack()
+    sim.delay(1500, count=1, path_prefix="/v1/contacts", method="POST")
+    t0 = time.monotonic()
+    r = wg2.post("/v1/contacts", token=API_TOKEN, json={"contacts": ["+16315551234"]})
+    assert r.status_code == 504, r.text           # [upstream] timeout_ms = 500
+    assert time.monotonic() - t0 < 1.4
+
+
+def test_forwarded_routes_need_an_api_token(procs):
+    _, sim, wg = procs.stack()
+    assert wg.post("/v1/messages", json={"to": "+16315551234"}).status_code == 401
+    assert wg.post("/v1/contacts/+16315551234/block").status_code == 401
+    wait_for(lambda: not sim.calls_matching(path="/v1/messages"), 1, what="nothing forwarded")
+    assert not sim.calls_matching(path="/v1/contacts/16315551234/block")
