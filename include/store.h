@@ -38,7 +38,9 @@ int store_eval(struct app *app, enum store_script s, int argc, const char **argv
 
 /* Applies operations (JSON, see webhook_parse.h) with the running policies; with
  * force_auto the acknowledgement is queued whatever [identity] ack says (a newer
- * identity learnt while acknowledging).  Same contract as store_eval. */
+ * identity learnt while acknowledging).  Bodies queued in one loop turn go to Redis
+ * as one call (group commit); cb gets this body's own element of the answer.  Same
+ * contract as store_eval: 0 and cb called once, later, or -1 and cb never called. */
 int store_apply(struct app *app, const char *ops_json, bool force_auto, store_cb *cb, void *arg)
     __attribute__((warn_unused_result));
 

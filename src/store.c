@@ -518,6 +518,11 @@ int store_apply(struct app *app, const char *ops_json, bool force_auto, store_cb
     struct store *st = app->store;
     if (!store_ready(app))
         return -1;
+    /* A full batch goes first, so that this body's callback never runs inside this call. */
+    if (st->nitems >= APPLY_MAX_BODIES || evbuffer_get_length(st->batch) >= APPLY_MAX_BYTES)
+        flush_batch(app);
+    if (!store_ready(app))
+        return -1;
     struct apply_item *it = calloc(1, sizeof *it);
     if (!it)
         return -1;
@@ -533,7 +538,5 @@ int store_apply(struct app *app, const char *ops_json, bool force_auto, store_cb
     st->items_tail = &it->next;
     if (++st->nitems == 1)
         event_active(st->flush, EV_TIMEOUT, 1);      /* after the rest of this loop turn */
-    if (st->nitems >= APPLY_MAX_BODIES || evbuffer_get_length(st->batch) >= APPLY_MAX_BYTES)
-        flush_batch(app);
     return 0;
 }
