@@ -65,11 +65,12 @@ build/unit/%: tests/unit/%.c tests/unit/unit.h $(LIB_OBJ) | build/unit
 # Install what a fresh Debian machine lacks, only when something is missing.
 DEB_PKGS := build-essential pkg-config libevent-dev libcjson-dev libhiredis-dev libinih-dev \
             libsystemd-dev libssl-dev check redis-server python3-pytest python3-requests \
-            python3-redis wrk openssl curl
+            python3-redis wrk openssl curl prometheus nginx-light man-db groff-base
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@if ! pkg-config --exists $(PKGS) check 2>/dev/null || ! command -v redis-server >/dev/null \
-	    || ! $(PY) -c 'import pytest, requests, redis' 2>/dev/null || ! command -v wrk >/dev/null; then \
+	    || ! $(PY) -c 'import pytest, requests, redis' 2>/dev/null || ! command -v wrk >/dev/null \
+	    || ! command -v promtool >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }; then \
 	  echo "make deps: installing Debian packages: $(DEB_PKGS)"; \
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $(DEB_PKGS); \
 	fi
