@@ -123,26 +123,22 @@ static void parse_identity_change(struct pctx *c, const cJSON *m, const cJSON *s
     char w[PHONE_MAX];
     const char *hash = str_of(sys, "identity");
     long long ts = num_of(m, "timestamp");
-    if (!wa_id_of(who, w))
-        {
-            dead(c, m, "user_identity_changed without a valid system.customer, system.user or from");
-            return;
-        }
-    if (!hash)
-        {
-            dead(c, m, "user_identity_changed without system.identity");
-            return;
-        }
-    if (strlen(hash) > 200)
-        {
-            dead(c, m, "system.identity longer than 200 bytes");
-            return;
-        }
-    if (ts < 0)
-        {
-            dead(c, m, "user_identity_changed without a valid timestamp");
-            return;
-        }
+    if (!wa_id_of(who, w)) {
+        dead(c, m, "user_identity_changed without a valid system.customer, system.user or from");
+        return;
+    }
+    if (!hash) {
+        dead(c, m, "user_identity_changed without system.identity");
+        return;
+    }
+    if (strlen(hash) > 200) {
+        dead(c, m, "system.identity longer than 200 bytes");
+        return;
+    }
+    if (ts < 0) {
+        dead(c, m, "user_identity_changed without a valid timestamp");
+        return;
+    }
     cJSON *op = op_new(c, "id");
     cJSON_AddStringToObject(op, "w", w);
     cJSON_AddStringToObject(op, "h", hash);
@@ -163,16 +159,14 @@ static void parse_number_change(struct pctx *c, const cJSON *m, const cJSON *sys
     if (!old_raw)
         old_raw = str_of(sys, "customer");
     char oldw[PHONE_MAX], nw[PHONE_MAX];
-    if (!wa_id_of(old_raw, oldw))
-        {
-            dead(c, m, "number change without a valid from");
-            return;
-        }
-    if (!wa_id_of(nw_raw, nw))
-        {
-            dead(c, m, "number change without a valid system.new_wa_id or system.wa_id");
-            return;
-        }
+    if (!wa_id_of(old_raw, oldw)) {
+        dead(c, m, "number change without a valid from");
+        return;
+    }
+    if (!wa_id_of(nw_raw, nw)) {
+        dead(c, m, "number change without a valid system.new_wa_id or system.wa_id");
+        return;
+    }
     long long ts = num_of(m, "timestamp");
     cJSON *op = op_new(c, "num");
     cJSON_AddStringToObject(op, "w", oldw);
@@ -185,22 +179,20 @@ static void parse_number_change(struct pctx *c, const cJSON *m, const cJSON *sys
 
 static void parse_message(struct pctx *c, const cJSON *m)
 {
-    if (!cJSON_IsObject(m))
-        {
-            dead(c, m, "message is not an object");
-            return;
-        }
+    if (!cJSON_IsObject(m)) {
+        dead(c, m, "message is not an object");
+        return;
+    }
     const char *mid = str_of(m, "id");
     const char *type = str_of(m, "type");
     const cJSON *sys = cJSON_GetObjectItemCaseSensitive(m, "system");
 
     if (type && strcmp(type, "system") == 0) {
         const char *st = cJSON_IsObject(sys) ? str_of(sys, "type") : NULL;
-        if (!st)
-            {
-                dead(c, m, "system message without system.type");
-                return;
-            }
+        if (!st) {
+            dead(c, m, "system message without system.type");
+            return;
+        }
         if (strcmp(st, "user_identity_changed") == 0)
             {
                 parse_identity_change(c, m, sys, mid);
@@ -217,11 +209,10 @@ static void parse_message(struct pctx *c, const cJSON *m)
         if (!who)
             who = str_of(m, "from_user_id");
         char w[PHONE_MAX];
-        if (!wa_id_of(who, w))
-            {
-                dead(c, m, "system message without a valid user");
-                return;
-            }
+        if (!wa_id_of(who, w)) {
+            dead(c, m, "system message without a valid user");
+            return;
+        }
         long long ts = num_of(m, "timestamp");
         cJSON *op = op_new(c, "sys");
         cJSON_AddStringToObject(op, "w", w);
@@ -239,16 +230,14 @@ static void parse_message(struct pctx *c, const cJSON *m)
     if (!from)
         from = str_of(m, "from_user_id");
     char w[PHONE_MAX];
-    if (!wa_id_of(from, w))
-        {
-            dead(c, m, "message without a valid from");
-            return;
-        }
-    if (!mid)
-        {
-            dead(c, m, "message without id");
-            return;
-        }
+    if (!wa_id_of(from, w)) {
+        dead(c, m, "message without a valid from");
+        return;
+    }
+    if (!mid) {
+        dead(c, m, "message without id");
+        return;
+    }
     long long ts = num_of(m, "timestamp");
     cJSON *op = op_new(c, "in");
     cJSON_AddStringToObject(op, "w", w);
@@ -263,11 +252,10 @@ static void parse_message(struct pctx *c, const cJSON *m)
         return;
     const char *hash = cJSON_IsObject(idn) ? str_of(idn, "hash") : NULL;
     long long cts = cJSON_IsObject(idn) ? num_of(idn, "created_timestamp") : -1;
-    if (!hash || cts < 0 || strlen(hash) > 200)
-        {
-            dead(c, m, "message identity without hash or created_timestamp, or a hash over 200 bytes");
-            return;
-        }
+    if (!hash || cts < 0 || strlen(hash) > 200) {
+        dead(c, m, "message identity without hash or created_timestamp, or a hash over 200 bytes");
+        return;
+    }
     const cJSON *ackd = cJSON_GetObjectItemCaseSensitive(idn, "acknowledged");
     cJSON *iop = op_new(c, "id");
     cJSON_AddStringToObject(iop, "w", w);
@@ -287,11 +275,10 @@ static void parse_message(struct pctx *c, const cJSON *m)
 
 static void parse_contact(struct pctx *c, const cJSON *ct)
 {
-    if (!cJSON_IsObject(ct))
-        {
-            dead(c, ct, "contact is not an object");
-            return;
-        }
+    if (!cJSON_IsObject(ct)) {
+        dead(c, ct, "contact is not an object");
+        return;
+    }
     const char *status = str_of(ct, "status");
     const char *wa = str_of(ct, "wa_id");
     char w[PHONE_MAX];
@@ -300,19 +287,17 @@ static void parse_contact(struct pctx *c, const cJSON *ct)
         bool ok = false;
         for (size_t i = 0; i < 4; i++)
             ok = ok || strcmp(status, known[i]) == 0;
-        if (!ok)
-            {
-                dead(c, ct, "contact status is not processing, valid, invalid or failed");
-                return;
-            }
+        if (!ok) {
+            dead(c, ct, "contact status is not processing, valid, invalid or failed");
+            return;
+        }
         const char *input = str_of(ct, "input");
         char in[PHONE_MAX];
         if (!input || phone_normalise(input, c->home_cc, in, sizeof in, NULL) != 0) {
-            if (!wa_id_of(wa, in))
-                {
-                    dead(c, ct, "contact check without a dialable input");
-                    return;
-                }
+            if (!wa_id_of(wa, in)) {
+                dead(c, ct, "contact check without a dialable input");
+                return;
+            }
         }
         cJSON *op = op_new(c, "cc");
         cJSON_AddStringToObject(op, "in", in);
@@ -325,11 +310,10 @@ static void parse_contact(struct pctx *c, const cJSON *ct)
     }
     if (!wa)
         wa = str_of(ct, "user_id");
-    if (!wa_id_of(wa, w))
-        {
-            dead(c, ct, "contact without status or a valid wa_id");
-            return;
-        }
+    if (!wa_id_of(wa, w)) {
+        dead(c, ct, "contact without status or a valid wa_id");
+        return;
+    }
     const cJSON *prof = cJSON_GetObjectItemCaseSensitive(ct, "profile");
     const char *name = cJSON_IsObject(prof) ? str_of(prof, "name") : NULL;
     cJSON *op = op_new(c, "prof");
@@ -340,18 +324,16 @@ static void parse_contact(struct pctx *c, const cJSON *ct)
 
 static void parse_status(struct pctx *c, const cJSON *s)
 {
-    if (!cJSON_IsObject(s))
-        {
-            dead(c, s, "status is not an object");
-            return;
-        }
+    if (!cJSON_IsObject(s)) {
+        dead(c, s, "status is not an object");
+        return;
+    }
     const char *id = str_of(s, "id");
     const char *st = str_of(s, "status");
-    if (!id || !st)
-        {
-            dead(c, s, "status without id or status");
-            return;
-        }
+    if (!id || !st) {
+        dead(c, s, "status without id or status");
+        return;
+    }
     const char *rcpt = str_of(s, "recipient_id");
     if (!rcpt)
         rcpt = str_of(s, "recipient_user_id");
@@ -382,17 +364,15 @@ static void parse_status(struct pctx *c, const cJSON *s)
 
 static void parse_error(struct pctx *c, const cJSON *e)
 {
-    if (!cJSON_IsObject(e))
-        {
-            dead(c, e, "error is not an object");
-            return;
-        }
+    if (!cJSON_IsObject(e)) {
+        dead(c, e, "error is not an object");
+        return;
+    }
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
-    if (!cJSON_IsNumber(code))
-        {
-            dead(c, e, "error without a numeric code");
-            return;
-        }
+    if (!cJSON_IsNumber(code)) {
+        dead(c, e, "error without a numeric code");
+        return;
+    }
     const char *title = str_of(e, "title");
     if (!title)
         title = str_of(e, "message");
