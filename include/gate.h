@@ -1,6 +1,11 @@
-/* gate — the send decision: may this user be sent this type of message now?
- * gate_decide() is pure (facts in, decision out); the routes fetch the facts for one
- * or many users in one Redis round trip and answer 200 (allowed) or 423 (denied). */
+/* gate — the send decision: may this recipient be sent this type of message now?
+ *
+ * A recipient (recipient.h) may name more than one user waguard knows (a bare number
+ * that is one country's wa_id and another's dialled number, a number a contact check
+ * mapped to another wa_id, a user id linked to a wa_id).  The facts of every user it
+ * names come in one Redis round trip (src/lua/gate.lua); gate_decide() is pure for one
+ * user, gate_decide_all() takes the strictest over the users that are known: the gate
+ * fails closed, never open.  The routes answer 200 (allowed) or 423 (denied). */
 #ifndef WAGUARD_GATE_H
 #define WAGUARD_GATE_H
 
@@ -10,6 +15,7 @@
 
 #include "config.h"
 #include "metrics.h"
+#include "recipient.h"
 #include "server.h"
 
 /* What Redis knows of one user (one HMGET of its hash); strings borrowed from the reply. */
@@ -24,22 +30,42 @@ struct gate_facts {
     const char *contact;     /* contact-check status, NULL when none */
 };
 
+#define GATE_MAX_CONSIDERED 4
+
 struct gate_decision {
     bool allowed;
     bool reason[REASON_COUNT];
+    /* the known users the recipient could name, when more than one (borrowed) */
+    int nconsidered;
+    const char *considered[GATE_MAX_CONSIDERED];
 };
 
 void gate_decide(const struct config *cfg, const struct gate_facts *f, const char *type,
                  long long now_s, struct gate_decision *d);
 
-/* The contract's decision object.  Returns a new cJSON object. */
+/* One user the recipient names, as the gate script returns it. */
+struct gate_user {
+    const char *wa_id;          /* borrowed */
+    bool known;                 /* waguard has a record of this user */
+    struct gate_facts facts;
+};
+
+/* The decision for a recipient naming users[0..n): the strictest over the known ones
+ * (the first user when none is known).  Returns the index of the user the answer
+ * reports: the first known one that is refused, else the first known one. */
+int gate_decide_all(const struct config *cfg, const struct gate_user *users, int n, const char *type,
+                    long long now_s, struct gate_decision *d);
+
+/* The contract's decision object, plus "considered" when the recipient named more
+ * than one known user.  Returns a new cJSON object. */
 cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const struct gate_decision *d);
 
-/* Fetches the facts of one user and decides; cb gets the decision (and the facts, whose
- * strings live only during the call).  Returns 0 when cb will be called. */
+/* Fetches the facts of every user the recipient names and decides; cb gets the user the
+ * answer reports, its facts and the decision (strings live only during the call).
+ * Returns 0 when cb will be called (always, unless out of memory). */
 typedef void gate_cb(struct app *app, const char *wa_id, const struct gate_facts *f,
                      const struct gate_decision *d, void *arg);
-int gate_check(struct app *app, const char *wa_id, const char *type, gate_cb *cb, void *arg)
+int gate_check(struct app *app, const struct recipient *rcpt, const char *type, gate_cb *cb, void *arg)
     __attribute__((warn_unused_result));
 
 /* Counts a decision in the metrics. */

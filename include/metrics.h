@@ -37,7 +37,7 @@ struct metrics {
     unsigned long long requests[ROUTE_COUNT][600];     /* by route and HTTP status */
     struct histogram latency[ROUTE_COUNT];
     unsigned long long items[ITEM_COUNT];
-    unsigned long long duplicates, late, webhook_auth_failures;
+    unsigned long long duplicates, late, future, webhook_auth_failures;
     unsigned long long ack_attempts[ACK_OUTCOME_COUNT];
     unsigned long long upstream_requests[600];         /* by status; 0 = no answer */
     struct histogram upstream_latency;

@@ -25,7 +25,7 @@ struct request {
     long long start_ms;
     char caller[64];                /* the token's name, "anonymous" without tokens (a copy:
                                        a reload may free the token list meanwhile) */
-    char arg[2][128];               /* path segments the route captured, decoded */
+    char arg[2][160];               /* path segments the route captured, decoded */
     void *data;                     /* the handler's own state, freed with free_data */
     void (*free_data)(void *data);
 };

@@ -3,17 +3,7 @@
  * The envelope (On-Premises: top-level contacts/messages/statuses/errors; Cloud API:
  * the same arrays inside entry[].changes[].value) is kept apart from the item handlers,
  * so both platforms share them.  Each understood item becomes one or more operations,
- * JSON objects with a short "k" (kind):
- *   id    identity observed: w (wa_id), h (hash), t (ms), src ("system"|"message"),
- *         ack (the WABA client says it is acknowledged; "message" only), mid
- *   in    inbound message: w, t (s, 0 = now), mid, type
- *   num   number change: w (old), nw (new), t, mid
- *   sys   other system message: w, st (system type), t, mid
- *   cc    contact-check result: in (normalised input), raw, st, w (only when valid)
- *   prof  sender profile: w, name
- *   st    message status: id, st, w, t, codes
- *   err   error outside any message: code, title, details
- *   dead  an item that could not be understood: reason, item (its JSON text)
+ * JSON objects built by ops.h (see there for every kind).
  * The parser never fails on an item: what it cannot understand becomes "dead". */
 #ifndef WAGUARD_WEBHOOK_PARSE_H
 #define WAGUARD_WEBHOOK_PARSE_H

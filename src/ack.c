@@ -11,9 +11,11 @@
 #include <event2/event.h>
 
 #include "metrics.h"
-#include "phone.h"
+#include "ops.h"
+#include "recipient.h"
 #include "store.h"
 #include "upstream.h"
+#include "wtime.h"
 
 #define POLL_MS 500
 
@@ -30,7 +32,7 @@ struct ack {
 
 struct job {
     struct app *app;
-    char wa_id[PHONE_MAX];
+    char wa_id[RECIPIENT_MAX];
     char hash[256];
     long long ts_ms;
     long long attempts;
@@ -158,19 +160,17 @@ static void on_identity(struct app *app, const struct upstream_reply *rep, void 
     if (cJSON_IsArray(c))
         c = cJSON_GetArrayItem(c, 0);
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(c, "hash");
-    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(c, "created_timestamp");
-    const cJSON *ack = cJSON_GetObjectItemCaseSensitive(c, "acknowledged");
-    bool acked = cJSON_IsTrue(ack) || (cJSON_IsString(ack) && strcmp(ack->valuestring, "true") == 0);
-    if (!cJSON_IsString(h)) {
+    bool acked = ops_acknowledged(cJSON_GetObjectItemCaseSensitive(c, "acknowledged"));
+    if (!cJSON_IsString(h) || !ops_hash_valid(h->valuestring)) {
         cJSON_Delete(o);
         snprintf(j->answer + strlen(j->answer), sizeof j->answer - strlen(j->answer),
-                 "; GET identity answered without contacts.hash");
+                 "; GET identity answered without a usable contacts.hash");
         fail(j);
         return;
     }
-    long long their_ts = cJSON_IsNumber(ts) ? (long long)ts->valuedouble : 0;
-    if (their_ts > 0 && their_ts < 100000000000LL)
-        their_ts *= 1000;
+    long long their_ts;
+    if (wtime_parse(cJSON_GetObjectItemCaseSensitive(c, "created_timestamp"), &their_ts) != 0)
+        their_ts = 0;
     if (strcmp(h->valuestring, j->hash) == 0 && acked) {
         cJSON_Delete(o);
         app->metrics->ack_attempts[ACK_RECONCILED]++;
@@ -185,14 +185,8 @@ static void on_identity(struct app *app, const struct upstream_reply *rep, void 
                    j->wa_id, h->valuestring, j->hash);
         app->metrics->ack_attempts[ACK_RECONCILED]++;
         cJSON *ops = cJSON_CreateArray();
-        cJSON *op = cJSON_CreateObject();
-        cJSON_AddStringToObject(op, "k", "id");
-        cJSON_AddStringToObject(op, "w", j->wa_id);
-        cJSON_AddStringToObject(op, "h", h->valuestring);
-        cJSON_AddNumberToObject(op, "t", (double)their_ts);
-        cJSON_AddStringToObject(op, "src", "reconcile");
-        cJSON_AddBoolToObject(op, "ack", acked);
-        cJSON_AddItemToArray(ops, op);
+        ops_identity(ops, (struct ops_user){ j->wa_id, NULL }, h->valuestring, their_ts, OPS_RECONCILE,
+                     acked, NULL, false);
         cJSON_Delete(o);
         char *json = cJSON_PrintUnformatted(ops);
         cJSON_Delete(ops);

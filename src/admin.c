@@ -1,11 +1,12 @@
 /* admin — see include/admin.h */
 #include "admin.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ack.h"
-#include "phone.h"
+#include "recipient.h"
 #include "store.h"
 
 /* ---- GET /v1/identities?state=pending|failed&limit=N&cursor=C --------- */
@@ -46,7 +47,7 @@ void admin_list(struct request *r)
 {
     if (request_authorize(r, ROLE_ADMIN) != 0)
         return;
-    char state[16], limit_s[16], cursor[PHONE_MAX];
+    char state[16], limit_s[16], cursor[RECIPIENT_MAX];
     const char *st = request_query(r, "state", state, sizeof state);
     if (!st)
         st = "pending";
@@ -129,10 +130,21 @@ static void on_get(struct app *app, redisReply *reply, void *arg)
     request_reply_json(r, 200, o);
 }
 
+/* An operator names a user as WhatsApp does (a wa_id or user id, taken as it is; the
+ * scripts follow a linked user id to its record), or by a dialable number. */
 static int normalise_arg(struct request *r)
 {
     const char *why;
-    if (phone_normalise(r->arg[0], r->app->cfg->home_country_code, r->arg[1], sizeof r->arg[1], &why) != 0) {
+    char id[RECIPIENT_MAX];
+    if (recipient_from_whatsapp(r->arg[0], id, NULL) == 0) {
+        snprintf(r->arg[1], sizeof r->arg[1], "%s", id);
+        return 0;
+    }
+    if (recipient_dial(r->arg[0], r->app->cfg->home_country_code, id, &why) == 0) {
+        snprintf(r->arg[1], sizeof r->arg[1], "%s", id);
+        return 0;
+    }
+    {
         request_reply_error(r, 400, "Bad wa_id", "%s: %s", r->arg[0], why);
         return -1;
     }

@@ -1,15 +1,15 @@
 /* gate — see include/gate.h */
 #include "gate.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "phone.h"
 #include "store.h"
 
-#define GATE_FIELDS 8
-#define GATE_HMGET "HMGET %s:user:{%s} id_hash id_ts id_ack last_in blocked moved_to contact contact_at"
+#define GATE_VALUES 10          /* per user, in gate.lua's order */
 #define GATE_BATCH_MAX 1000
+#define GATE_SPEC_MAX (RECIPIENT_FORMS * (RECIPIENT_MAX + 4))
 
 void gate_decide(const struct config *cfg, const struct gate_facts *f, const char *type,
                  long long now_s, struct gate_decision *d)
@@ -27,12 +27,44 @@ void gate_decide(const struct config *cfg, const struct gate_facts *f, const cha
         !(f->contact && strcmp(f->contact, "valid") == 0) &&
         !(f->last_in && now_s - f->last_in <= 7 * 86400);
     d->reason[REASON_OUTSIDE_SESSION_WINDOW] = cfg->session_window &&
-        strcmp(type, "template") != 0 && (f->last_in == 0 || now_s - f->last_in > 86400);
+        strcmp(type, "template") != 0 && strcmp(type, "hsm") != 0 &&
+        (f->last_in == 0 || now_s - f->last_in > 86400);
     d->reason[REASON_NUMBER_CHANGED] = f->moved_to != NULL;
     d->allowed = true;
     for (int i = 0; i < REASON_COUNT; i++)
         if (d->reason[i])
             d->allowed = false;
+}
+
+int gate_decide_all(const struct config *cfg, const struct gate_user *users, int n, const char *type,
+                    long long now_s, struct gate_decision *d)
+{
+    int known = 0, report = -1, first_known = -1;
+    struct gate_decision all = { .allowed = true };
+    for (int i = 0; i < n; i++) {
+        if (!users[i].known && !users[i].facts.store_down)
+            continue;
+        struct gate_decision one;
+        gate_decide(cfg, &users[i].facts, type, now_s, &one);
+        all.allowed = all.allowed && one.allowed;
+        for (int r = 0; r < REASON_COUNT; r++)
+            all.reason[r] = all.reason[r] || one.reason[r];
+        if (first_known < 0)
+            first_known = i;
+        if (report < 0 && !one.allowed)
+            report = i;
+        if (known < GATE_MAX_CONSIDERED)
+            all.considered[known] = users[i].wa_id;
+        known++;
+    }
+    if (known == 0) {
+        /* Nobody waguard knows: the most likely user, with no record. */
+        gate_decide(cfg, &users[0].facts, type, now_s, d);
+        return 0;
+    }
+    all.nconsidered = known > 1 ? (known < GATE_MAX_CONSIDERED ? known : GATE_MAX_CONSIDERED) : 0;
+    *d = all;
+    return report >= 0 ? report : first_known;
 }
 
 cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const struct gate_decision *d)
@@ -54,6 +86,11 @@ cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const s
     }
     if (f->moved_to)
         cJSON_AddStringToObject(o, "new_wa_id", f->moved_to);
+    if (d->nconsidered > 1) {
+        cJSON *c = cJSON_AddArrayToObject(o, "considered");
+        for (int i = 0; i < d->nconsidered; i++)
+            cJSON_AddItemToArray(c, cJSON_CreateString(d->considered[i]));
+    }
     return o;
 }
 
@@ -69,77 +106,112 @@ void gate_count(struct app *app, const struct gate_decision *d)
             m->reasons[i]++;
 }
 
+/* ---- reading the gate script's answer ---------------------------------- */
+
 static const char *str_or_null(const redisReply *e)
 {
     return e->type == REDIS_REPLY_STRING && e->len > 0 ? e->str : NULL;
 }
 
-/* Reads the values of one user (GATE_FIELDS of them, in GATE_HMGET's order). */
-static void facts_from(const redisReply *reply, size_t user, struct gate_facts *f)
+/* Reads one user's GATE_VALUES values.  Values of a shape that makes no sense leave the
+ * user as "store down": the decision then refuses (fail = closed). */
+static void user_from(redisReply *const *e, struct gate_user *u, long long now_ms)
 {
-    redisReply *const *e = reply->element + user * GATE_FIELDS;
-    memset(f, 0, sizeof *f);
-    f->hash = str_or_null(e[0]);
-    f->ts_ms = f->hash && e[1]->type == REDIS_REPLY_STRING ? atoll(e[1]->str) : 0;
-    f->acked = e[2]->type == REDIS_REPLY_STRING && strcmp(e[2]->str, "1") == 0;
-    f->last_in = e[3]->type == REDIS_REPLY_STRING ? atoll(e[3]->str) : 0;
-    f->blocked = e[4]->type == REDIS_REPLY_STRING && strcmp(e[4]->str, "1") == 0;
-    f->moved_to = str_or_null(e[5]);
-    f->contact = str_or_null(e[6]);
+    memset(u, 0, sizeof *u);
+    if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_INTEGER) {
+        u->facts.store_down = true;
+        u->wa_id = "?";
+        return;
+    }
+    u->wa_id = e[0]->str;
+    u->known = e[1]->integer == 1;
+    struct gate_facts *f = &u->facts;
+    f->hash = str_or_null(e[2]);
+    f->ts_ms = f->hash && e[3]->type == REDIS_REPLY_STRING ? atoll(e[3]->str) : 0;
+    f->acked = e[4]->type == REDIS_REPLY_STRING && strcmp(e[4]->str, "1") == 0;
+    f->last_in = e[5]->type == REDIS_REPLY_STRING ? atoll(e[5]->str) : 0;
+    f->blocked = e[6]->type == REDIS_REPLY_STRING && strcmp(e[6]->str, "1") == 0;
+    f->moved_to = str_or_null(e[7]);
+    f->contact = str_or_null(e[8]);
     /* A contact check is good for 7 days, as the WABA client caches it. */
-    long long at = e[7]->type == REDIS_REPLY_STRING ? atoll(e[7]->str) : 0;
-    if (f->contact && app_wall_ms() - at > 7LL * 86400 * 1000)
+    long long at = e[9]->type == REDIS_REPLY_STRING ? atoll(e[9]->str) : 0;
+    if (f->contact && now_ms - at > 7LL * 86400 * 1000)
         f->contact = NULL;
 }
 
-static bool reply_ok(const redisReply *reply, size_t users)
+/* Walks the answer for one recipient starting at element *pos; fills up to max users.
+ * Returns how many, or -1 when the answer is not what gate.lua returns. */
+static int users_from(const redisReply *reply, size_t *pos, struct gate_user *users, int max, long long now_ms)
 {
-    return reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == users * GATE_FIELDS;
+    if (*pos >= reply->elements || reply->element[*pos]->type != REDIS_REPLY_INTEGER)
+        return -1;
+    long long n = reply->element[*pos]->integer;
+    if (n < 1 || n > max || *pos + 1 + (size_t)n * GATE_VALUES > reply->elements)
+        return -1;
+    (*pos)++;
+    for (long long i = 0; i < n; i++) {
+        user_from(reply->element + *pos, &users[i], now_ms);
+        *pos += GATE_VALUES;
+    }
+    return (int)n;
 }
 
-/* ---- one user, for other modules -------------------------------------- */
+#define GATE_MAX_USERS (RECIPIENT_FORMS * 2)
+
+/* The decision for one recipient from the answer (or the store being down), counted. */
+static int decide_from(struct app *app, const redisReply *reply, size_t *pos, const struct recipient *rcpt,
+                       const char *type, struct gate_user *users, struct gate_decision *d)
+{
+    long long now_ms = app_wall_ms();
+    int n = reply ? users_from(reply, pos, users, GATE_MAX_USERS, now_ms) : -1;
+    if (n < 0) {
+        memset(&users[0], 0, sizeof users[0]);
+        users[0].wa_id = rcpt->form[0].key;
+        users[0].facts.store_down = true;
+        n = 1;
+    }
+    int at = gate_decide_all(app->cfg, users, n, type, now_ms / 1000, d);
+    if (users[at].facts.store_down && d->allowed)
+        app->metrics->fail_open++;
+    gate_count(app, d);
+    return at;
+}
+
+/* ---- one recipient, for other modules --------------------------------- */
 
 struct check {
     gate_cb *cb;
     void *arg;
-    char wa_id[PHONE_MAX];
+    struct recipient rcpt;
     char type[32];
 };
-
-static void decide_and_call(struct app *app, struct check *c, const struct gate_facts *f)
-{
-    struct gate_decision d;
-    gate_decide(app->cfg, f, c->type, app_wall_ms() / 1000, &d);
-    if (f->store_down && d.allowed)
-        app->metrics->fail_open++;
-    gate_count(app, &d);
-    c->cb(app, c->wa_id, f, &d, c->arg);
-}
 
 static void on_facts(struct app *app, redisReply *reply, void *arg)
 {
     struct check *c = arg;
-    struct gate_facts f = { .store_down = true };
-    if (reply_ok(reply, 1))
-        facts_from(reply, 0, &f);
-    decide_and_call(app, c, &f);
+    struct gate_user users[GATE_MAX_USERS];
+    struct gate_decision d;
+    size_t pos = 0;
+    bool ok = reply && reply->type == REDIS_REPLY_ARRAY;
+    int at = decide_from(app, ok ? reply : NULL, &pos, &c->rcpt, c->type, users, &d);
+    c->cb(app, users[at].wa_id, &users[at].facts, &d, c->arg);
     free(c);
 }
 
-int gate_check(struct app *app, const char *wa_id, const char *type, gate_cb *cb, void *arg)
+int gate_check(struct app *app, const struct recipient *rcpt, const char *type, gate_cb *cb, void *arg)
 {
     struct check *c = calloc(1, sizeof *c);
     if (!c)
         return -1;
     c->cb = cb;
     c->arg = arg;
-    snprintf(c->wa_id, sizeof c->wa_id, "%s", wa_id);
+    c->rcpt = *rcpt;
     snprintf(c->type, sizeof c->type, "%s", type);
-    if (store_command(app, on_facts, c, GATE_HMGET, app->cfg->key_prefix, wa_id) != 0) {
-        struct gate_facts f = { .store_down = true };
-        decide_and_call(app, c, &f);
-        free(c);
-    }
+    char spec[GATE_SPEC_MAX];
+    const char *argv[] = { spec };
+    if (recipient_spec(rcpt, spec, sizeof spec) != 0 ||
+        store_eval(app, SCRIPT_GATE, 1, argv, NULL, on_facts, c) != 0)
+        on_facts(app, NULL, c);
     return 0;
 }
 
@@ -163,14 +235,15 @@ void gate_get(struct request *r)
 {
     if (request_authorize(r, ROLE_API) != 0)
         return;
-    char w[PHONE_MAX], tbuf[32];
+    struct recipient rcpt;
+    char tbuf[32];
     const char *why;
-    if (phone_normalise(r->arg[0], r->app->cfg->home_country_code, w, sizeof w, &why) != 0) {
+    if (recipient_parse(r->arg[0], r->app->cfg->home_country_code, &rcpt, &why) != 0) {
         request_reply_error(r, 400, "Bad wa_id", "%s: %s", r->arg[0], why);
         return;
     }
     request_hold(r);
-    if (gate_check(r->app, w, type_param(r, tbuf, sizeof tbuf), answer_one, r) != 0)
+    if (gate_check(r->app, &rcpt, type_param(r, tbuf, sizeof tbuf), answer_one, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");
 }
 
@@ -179,13 +252,13 @@ void gate_get(struct request *r)
 struct batch {
     char type[32];
     size_t n;
-    char (*ids)[PHONE_MAX];
+    struct recipient *rcpt;
 };
 
 static void free_batch(void *p)
 {
     struct batch *b = p;
-    free(b->ids);
+    free(b->rcpt);
     free(b);
 }
 
@@ -193,20 +266,17 @@ static void on_batch_facts(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
     struct batch *b = r->data;
-    bool ok = reply_ok(reply, b->n);
-    long long now = app_wall_ms() / 1000;
+    bool ok = reply && reply->type == REDIS_REPLY_ARRAY;
+    size_t pos = 0;
     cJSON *o = cJSON_CreateObject();
     cJSON *results = cJSON_AddArrayToObject(o, "results");
     for (size_t i = 0; i < b->n; i++) {
-        struct gate_facts f = { .store_down = true };
-        if (ok)
-            facts_from(reply, i, &f);
+        struct gate_user users[GATE_MAX_USERS];
         struct gate_decision d;
-        gate_decide(app->cfg, &f, b->type, now, &d);
-        if (f.store_down && d.allowed)
-            app->metrics->fail_open++;
-        gate_count(app, &d);
-        cJSON_AddItemToArray(results, gate_decision_json(b->ids[i], &f, &d));
+        int at = decide_from(app, ok ? reply : NULL, &pos, &b->rcpt[i], b->type, users, &d);
+        if (ok && users[at].facts.store_down)
+            ok = false;         /* out of step with the answer: the rest fail closed too */
+        cJSON_AddItemToArray(results, gate_decision_json(users[at].wa_id, &users[at].facts, &d));
     }
     request_reply_json(r, 200, o);
 }
@@ -234,9 +304,15 @@ void gate_batch(struct request *r)
     }
     struct batch *b = calloc(1, sizeof *b);
     if (b)
-        b->ids = calloc((size_t)n + 1, sizeof *b->ids);
-    if (!b || !b->ids) {
+        b->rcpt = calloc((size_t)n + 1, sizeof *b->rcpt);
+    char (*specs)[GATE_SPEC_MAX] = calloc((size_t)n + 1, sizeof *specs);
+    const char **argv = calloc((size_t)n + 1, sizeof *argv);
+    if (!b || !b->rcpt || !specs || !argv) {
+        if (b)
+            free(b->rcpt);
         free(b);
+        free(specs);
+        free(argv);
         cJSON_Delete(in);
         request_reply_error(r, 500, "Internal error", "out of memory");
         return;
@@ -248,23 +324,21 @@ void gate_batch(struct request *r)
     cJSON_ArrayForEach(it, ids) {
         const char *why = "not a string";
         if (!cJSON_IsString(it) ||
-            phone_normalise(it->valuestring, app->cfg->home_country_code, b->ids[b->n], PHONE_MAX, &why) != 0) {
+            recipient_parse(it->valuestring, app->cfg->home_country_code, &b->rcpt[b->n], &why) != 0 ||
+            recipient_spec(&b->rcpt[b->n], specs[b->n], GATE_SPEC_MAX) != 0) {
             request_reply_error(r, 400, "Bad wa_id", "wa_ids[%zu]: %s", b->n, why);
             cJSON_Delete(in);
+            free(specs);
+            free(argv);
             return;
         }
+        argv[b->n] = specs[b->n];
         b->n++;
     }
     cJSON_Delete(in);
-    const char **argv = calloc(b->n + 1, sizeof *argv);
-    if (!argv) {
-        request_reply_error(r, 500, "Internal error", "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < b->n; i++)
-        argv[i] = b->ids[i];
     request_hold(r);
     if (b->n == 0 || store_eval(app, SCRIPT_GATE, (int)b->n, argv, NULL, on_batch_facts, r) != 0)
         on_batch_facts(app, NULL, r);
+    free(specs);
     free(argv);
 }

@@ -134,6 +134,9 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, co
     put(&o, "waguard_webhook_duplicates_total %llu\n", m->duplicates);
     head(&o, "waguard_identity_late_total", "counter", "Identity notifications older than the recorded one, ignored.");
     put(&o, "waguard_identity_late_total %llu\n", m->late);
+    head(&o, "waguard_identity_future_total", "counter",
+         "Identity times later than Redis's clock by over 2 minutes, recorded at the time received.");
+    put(&o, "waguard_identity_future_total %llu\n", m->future);
     head(&o, "waguard_dead_letters_total", "counter", "Webhook items that could not be understood, kept in the dead-letter stream.");
     put(&o, "waguard_dead_letters_total %llu\n", m->items[ITEM_DEAD_LETTER]);
     head(&o, "waguard_webhook_auth_failures_total", "counter", "Webhook requests refused for their credentials.");

@@ -5,10 +5,12 @@
 #include <string.h>
 
 #include "gate.h"
-#include "phone.h"
+#include "ops.h"
+#include "recipient.h"
 #include "store.h"
 #include "upstream.h"
 #include "webhook.h"
+#include "wtime.h"
 
 enum record { REC_NONE, REC_CONTACTS, REC_IDENTITY_GET, REC_IDENTITY_PUT, REC_BLOCK, REC_CLOUD_BLOCK };
 
@@ -16,7 +18,8 @@ struct fwd {
     enum record rec;
     enum evhttp_cmd_type method;
     char path[1024];
-    char wa_id[PHONE_MAX];
+    char wa_id[RECIPIENT_MAX];
+    struct recipient rcpt;      /* who the path or the body names */
     char hash[256];             /* PUT identity: the hash sent */
     int block;                  /* 1 block, 0 unblock, -1 neither */
     char *body;                 /* what is forwarded (owned) */
@@ -80,14 +83,19 @@ static void on_recorded(struct app *app, redisReply *reply, void *arg)
     answer_upstream(r);
 }
 
-static cJSON *op(cJSON *ops, const char *kind, const char *w)
+/* The users a block names, for the apply script to resolve like the gate does. */
+static void block_op(cJSON *ops, const struct recipient *rcpt, bool blocked)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "k", kind);
-    if (w)
-        cJSON_AddStringToObject(o, "w", w);
-    cJSON_AddItemToArray(ops, o);
-    return o;
+    char spec[RECIPIENT_FORMS * (RECIPIENT_MAX + 4)];
+    if (recipient_spec(rcpt, spec, sizeof spec) == 0)
+        ops_block(ops, spec, blocked);
+}
+
+/* A 2xx answer that carries a non-empty errors[] did not do what was asked. */
+static bool answer_has_errors(const cJSON *ans)
+{
+    const cJSON *errs = cJSON_GetObjectItemCaseSensitive(ans, "errors");
+    return cJSON_IsArray(errs) && cJSON_GetArraySize(errs) > 0;
 }
 
 /* What a 2xx answer tells us, as operations for the apply script (NULL: nothing). */
@@ -95,6 +103,13 @@ static cJSON *ops_from_answer(struct app *app, struct fwd *f)
 {
     cJSON *ops = cJSON_CreateArray();
     cJSON *ans = cJSON_ParseWithLength(f->answer ? f->answer : "", f->answer_len);
+    if (answer_has_errors(ans)) {
+        log_warn(&app->log, "proxy", "the WABA client answered %s with %d and errors[]: nothing recorded",
+                 f->path, f->status);
+        cJSON_Delete(ans);
+        cJSON_Delete(ops);
+        return NULL;
+    }
     switch (f->rec) {
     case REC_CONTACTS: {
         const cJSON *c;
@@ -102,39 +117,29 @@ static cJSON *ops_from_answer(struct app *app, struct fwd *f)
             const cJSON *in = cJSON_GetObjectItemCaseSensitive(c, "input");
             const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "status");
             const cJSON *wa = cJSON_GetObjectItemCaseSensitive(c, "wa_id");
-            char n[PHONE_MAX], w[PHONE_MAX];
+            char n[RECIPIENT_MAX], w[RECIPIENT_MAX];
             if (!cJSON_IsString(in) || !cJSON_IsString(st) ||
-                phone_normalise(in->valuestring, app->cfg->home_country_code, n, sizeof n, NULL) != 0)
+                recipient_dial(in->valuestring, app->cfg->home_country_code, n, NULL) != 0)
                 continue;
-            cJSON *o = op(ops, "cc", NULL);
-            cJSON_AddStringToObject(o, "in", n);
-            cJSON_AddStringToObject(o, "raw", in->valuestring);
-            cJSON_AddStringToObject(o, "st", st->valuestring);
-            if (cJSON_IsString(wa) && strcmp(st->valuestring, "valid") == 0 &&
-                phone_normalise(wa->valuestring, NULL, w, sizeof w, NULL) == 0)
-                cJSON_AddStringToObject(o, "w", w);
+            bool valid = strcmp(st->valuestring, "valid") == 0 && cJSON_IsString(wa) &&
+                         recipient_from_whatsapp(wa->valuestring, w, NULL) == 0;
+            ops_contact_check(ops, n, in->valuestring, st->valuestring, valid ? w : NULL);
         }
         break;
     }
     case REC_IDENTITY_GET: {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(ans, "contacts");
         const cJSON *h = cJSON_GetObjectItemCaseSensitive(c, "hash");
-        const cJSON *ts = cJSON_GetObjectItemCaseSensitive(c, "created_timestamp");
-        const cJSON *ack = cJSON_GetObjectItemCaseSensitive(c, "acknowledged");
-        if (cJSON_IsString(h) && cJSON_IsNumber(ts)) {
-            cJSON *o = op(ops, "id", f->wa_id);
-            cJSON_AddStringToObject(o, "h", h->valuestring);
-            double t = ts->valuedouble < 1e11 ? ts->valuedouble * 1000 : ts->valuedouble;
-            cJSON_AddNumberToObject(o, "t", t);
-            cJSON_AddStringToObject(o, "src", "lookup");
-            cJSON_AddBoolToObject(o, "ack", cJSON_IsTrue(ack) ||
-                                  (cJSON_IsString(ack) && strcmp(ack->valuestring, "true") == 0));
-        }
+        long long t;
+        if (cJSON_IsString(h) && ops_hash_valid(h->valuestring) &&
+            wtime_parse(cJSON_GetObjectItemCaseSensitive(c, "created_timestamp"), &t) == 0 && t > 0)
+            ops_identity(ops, (struct ops_user){ f->wa_id, NULL }, h->valuestring, t, OPS_LOOKUP,
+                         ops_acknowledged(cJSON_GetObjectItemCaseSensitive(c, "acknowledged")), NULL, false);
         break;
     }
     case REC_BLOCK:
         if (f->block >= 0)
-            cJSON_AddNumberToObject(op(ops, "blk", f->wa_id), "b", f->block);
+            block_op(ops, &f->rcpt, f->block == 1);
         break;
     case REC_CLOUD_BLOCK: {
         cJSON *req = cJSON_ParseWithLength(f->body ? f->body : "", f->len);
@@ -143,10 +148,10 @@ static cJSON *ops_from_answer(struct app *app, struct fwd *f)
             const cJSON *who = cJSON_GetObjectItemCaseSensitive(u, "user");
             if (!cJSON_IsString(who))
                 who = cJSON_GetObjectItemCaseSensitive(u, "user_id");
-            char w[PHONE_MAX];
+            struct recipient rc;
             if (cJSON_IsString(who) &&
-                phone_normalise(who->valuestring, app->cfg->home_country_code, w, sizeof w, NULL) == 0)
-                cJSON_AddNumberToObject(op(ops, "blk", w), "b", f->block);
+                recipient_parse(who->valuestring, app->cfg->home_country_code, &rc, NULL) == 0)
+                block_op(ops, &rc, f->block == 1);
         }
         cJSON_Delete(req);
         break;
@@ -253,48 +258,146 @@ static void on_gate(struct app *app, const char *wa_id, const struct gate_facts 
     forward(r);
 }
 
-static void gated_send(struct request *r, const char *to_key, const char *alt_key)
+/* ---- strict send bodies -------------------------------------------------- */
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The first key that appears twice in one object anywhere in v, or NULL.  cJSON keeps
+ * the first of two equal keys while other parsers (the WABA client's among them) may
+ * take the last: a body that says two things is refused, not guessed at. */
+static const char *duplicate_key(const cJSON *v)
+{
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v))
+        return NULL;
+    int n = cJSON_GetArraySize(v);
+    if (cJSON_IsObject(v) && n > 1) {
+        const char **names = malloc((size_t)n * sizeof *names);
+        if (!names)
+            return "(out of memory)";
+        int k = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, v) names[k++] = c->string;
+        qsort(names, (size_t)n, sizeof *names, cmp_names);
+        const char *dup = NULL;
+        for (int i = 1; i < n && !dup; i++)
+            if (strcmp(names[i - 1], names[i]) == 0)
+                dup = names[i];
+        free(names);
+        if (dup)
+            return dup;
+    }
+    const cJSON *c;
+    cJSON_ArrayForEach(c, v) {
+        const char *d = duplicate_key(c);
+        if (d)
+            return d;
+    }
+    return NULL;
+}
+
+/* A Cloud API read receipt and nothing else: {"messaging_product","status":"read",
+ * "message_id"[,"typing_indicator"]}.  No one is sent anything. */
+static bool is_read_receipt(const cJSON *msg)
+{
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(msg, "status");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "message_id");
+    if (!cJSON_IsString(st) || strcmp(st->valuestring, "read") != 0 || !cJSON_IsString(id))
+        return false;
+    static const char *const allowed[] = { "messaging_product", "status", "message_id", "typing_indicator" };
+    const cJSON *c;
+    cJSON_ArrayForEach(c, msg) {
+        bool ok = false;
+        for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+            ok = ok || strcmp(c->string, allowed[i]) == 0;
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* Refuses a gated body that is not one clear message to one recipient.  Returns 0 with
+ * f->rcpt and type filled, or -1 after answering 400. */
+static int read_send_body(struct request *r, struct fwd *f, bool cloud, char *type, size_t typelen,
+                          bool *receipt)
+{
+    cJSON *msg = cJSON_ParseWithLength(f->body ? f->body : "", f->len);
+    const char *why = NULL, *dup;
+    *receipt = false;
+    if (!cJSON_IsObject(msg)) {
+        cJSON_Delete(msg);
+        request_reply_error(r, 400, "Bad request", "the message needs a JSON object body");
+        return -1;
+    }
+    if ((dup = duplicate_key(msg)) != NULL) {
+        request_reply_error(r, 400, "Bad request", "the key \"%.100s\" appears twice in one object: "
+                            "a body must say one thing", dup);
+        cJSON_Delete(msg);
+        return -1;
+    }
+    const cJSON *to = cJSON_GetObjectItemCaseSensitive(msg, "to");
+    const cJSON *rc = cJSON_GetObjectItemCaseSensitive(msg, "recipient");
+    if (to && rc) {
+        cJSON_Delete(msg);
+        request_reply_error(r, 400, "Bad request", "the recipient is named in more than one field "
+                            "(\"to\" and \"recipient\"): name it once");
+        return -1;
+    }
+    if (cloud && !to && !rc && is_read_receipt(msg)) {
+        cJSON_Delete(msg);
+        *receipt = true;
+        return 0;
+    }
+    const cJSON *who = to ? to : rc;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(msg, "type");
+    if (t && !cJSON_IsString(t))
+        why = "\"type\" is not a string";
+    else if (!cJSON_IsString(who))
+        why = cloud ? "\"to\" (or \"recipient\") is missing or not a string" : "\"to\" is missing or not a string";
+    else if (recipient_parse(who->valuestring, r->app->cfg->home_country_code, &f->rcpt, &why) != 0)
+        ;
+    else {
+        snprintf(type, typelen, "%s", t ? t->valuestring : "text");
+        snprintf(f->wa_id, sizeof f->wa_id, "%s", f->rcpt.form[0].key);
+    }
+    cJSON_Delete(msg);
+    if (why) {
+        request_reply_error(r, 400, "Bad request", "the message's recipient: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static void gated_send(struct request *r, bool cloud)
 {
     if (request_authorize(r, ROLE_API) != 0)
         return;
     struct fwd *f = fwd_new(r, REC_NONE);
     if (!f)
         return;
-    cJSON *msg = cJSON_ParseWithLength(f->body ? f->body : "", f->len);
-    const cJSON *to = cJSON_GetObjectItemCaseSensitive(msg, to_key);
-    if (!cJSON_IsString(to) && alt_key)
-        to = cJSON_GetObjectItemCaseSensitive(msg, alt_key);
-    const cJSON *status = cJSON_GetObjectItemCaseSensitive(msg, "status");
-    if (alt_key && cJSON_IsString(status) && !cJSON_IsString(to)) {
-        /* Cloud API "mark as read" ({"status":"read","message_id":…}): no one is sent anything. */
-        cJSON_Delete(msg);
+    char t[32];
+    bool receipt;
+    if (read_send_body(r, f, cloud, t, sizeof t, &receipt) != 0)
+        return;
+    if (receipt) {
         forward(r);
         return;
     }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(msg, "type");
-    char t[32];
-    snprintf(t, sizeof t, "%s", cJSON_IsString(type) ? type->valuestring : "text");
-    const char *why = "missing";
-    if (!cJSON_IsObject(msg) || !cJSON_IsString(to) ||
-        phone_normalise(to->valuestring, r->app->cfg->home_country_code, f->wa_id, sizeof f->wa_id, &why) != 0) {
-        cJSON_Delete(msg);
-        request_reply_error(r, 400, "Bad request", "the message needs a JSON body with \"%s\": %s", to_key, why);
-        return;
-    }
-    cJSON_Delete(msg);
     request_hold(r);
-    if (gate_check(r->app, f->wa_id, t, on_gate, r) != 0)
+    if (gate_check(r->app, &f->rcpt, t, on_gate, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");
 }
 
 void proxy_messages(struct request *r)
 {
-    gated_send(r, "to", NULL);
+    gated_send(r, false);
 }
 
 void proxy_cloud_messages(struct request *r)
 {
-    gated_send(r, "to", "recipient");
+    gated_send(r, true);
 }
 
 /* ---- recorded forwards ------------------------------------------------- */
@@ -320,17 +423,19 @@ void proxy_identity(struct request *r)
     if (!f)
         return;
     const char *why;
-    if (phone_normalise(r->arg[0], r->app->cfg->home_country_code, f->wa_id, sizeof f->wa_id, &why) != 0) {
+    if (recipient_parse(r->arg[0], r->app->cfg->home_country_code, &f->rcpt, &why) != 0) {
         request_reply_error(r, 400, "Bad wa_id", "%s: %s", r->arg[0], why);
         return;
     }
+    /* the WABA client's own name for the user: as it is, or the dialled number's digits */
+    snprintf(f->wa_id, sizeof f->wa_id, "%s", f->rcpt.form[0].key);
     snprintf(f->path, sizeof f->path, "/v1/contacts/%s/identity", f->wa_id);
     if (put) {
         cJSON *b = cJSON_ParseWithLength(f->body ? f->body : "", f->len);
         const cJSON *h = cJSON_GetObjectItemCaseSensitive(b, "hash");
-        if (!cJSON_IsString(h) || strlen(h->valuestring) >= sizeof f->hash) {
+        if (!cJSON_IsString(h) || !ops_hash_valid(h->valuestring)) {
             cJSON_Delete(b);
-            request_reply_error(r, 400, "Bad request", "expected {\"hash\":\"…\"} (at most 255 bytes)");
+            request_reply_error(r, 400, "Bad request", "expected {\"hash\":\"…\"} (1 to 200 bytes of base64)");
             return;
         }
         snprintf(f->hash, sizeof f->hash, "%s", h->valuestring);
@@ -347,7 +452,7 @@ void proxy_block(struct request *r)
     if (!f)
         return;
     const char *why;
-    if (phone_normalise(r->arg[0], r->app->cfg->home_country_code, f->wa_id, sizeof f->wa_id, &why) != 0) {
+    if (recipient_parse(r->arg[0], r->app->cfg->home_country_code, &f->rcpt, &why) != 0) {
         request_reply_error(r, 400, "Bad phone number", "%s: %s", r->arg[0], why);
         return;
     }

@@ -82,7 +82,7 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
     cJSON *ops = r->data;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 6) {
         log_warn(&app->log, "webhook", "Redis did not confirm a webhook (%s): answering 503",
                  reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
         request_reply_error(r, 503, "Store unavailable", "the webhook was not recorded; retry later (%s)",
@@ -91,7 +91,7 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
     }
     long long accepted = reply->element[0]->integer, dup = reply->element[1]->integer,
               late = reply->element[2]->integer, dead = reply->element[3]->integer,
-              queued = reply->element[4]->integer;
+              queued = reply->element[4]->integer, future = reply->element[5]->integer;
     struct metrics *m = app->metrics;
     const cJSON *op;
     cJSON_ArrayForEach(op, ops) {
@@ -110,6 +110,10 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
     }
     m->duplicates += (unsigned long long)dup;
     m->late += (unsigned long long)late;
+    m->future += (unsigned long long)future;
+    if (future)
+        log_warn(&app->log, "webhook", "%lld identity time(s) later than Redis's clock: recorded at the time "
+                 "received instead (check the WABA host's clock)", future);
     if (late)
         log_notice(&app->log, "webhook", "%lld identity notification(s) older than the recorded one ignored", late);
     if (queued)

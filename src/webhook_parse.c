@@ -1,17 +1,19 @@
 /* webhook_parse — see include/webhook_parse.h
  *
  * Reads top to bottom: webhook_parse() picks the envelope, parse_value() hands each
- * array to its item handler, and each handler turns one item into operations or a
- * dead letter with the reason. */
+ * array to its item handler, and each handler turns one item into operations (ops.h)
+ * or a dead letter with the reason.  Users are named through recipient.h, times read
+ * through wtime.h: no rule about either is written here. */
 #include "webhook_parse.h"
 
-#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdbool.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "phone.h"
+#include "ops.h"
+#include "recipient.h"
+#include "wtime.h"
 
 struct pctx {
     struct webhook_batch *b;
@@ -27,85 +29,81 @@ static const char *str_of(const cJSON *o, const char *key)
     return (cJSON_IsString(v) && v->valuestring[0] != '\0') ? v->valuestring : NULL;
 }
 
-/* A timestamp given as a string or a number; returns -1 when absent or malformed. */
-static long long num_of(const cJSON *o, const char *key)
+/* A time in ms; 0 when absent (then the time it reaches Redis counts), -1 when present
+ * but not a time. */
+static long long time_of(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsNumber(v)) {
-        if (v->valuedouble < 0 || v->valuedouble > 9e15)
-            return -1;
-        return (long long)v->valuedouble;
-    }
-    if (cJSON_IsString(v)) {
-        char *end;
-        errno = 0;
-        long long n = strtoll(v->valuestring, &end, 10);
-        if (errno || end == v->valuestring || *end != '\0' || n < 0 || n > 9000000000000000LL)
-            return -1;
-        return n;
-    }
-    return -1;
+    long long ms;
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    return wtime_parse(v, &ms) == 0 ? ms : -1;
 }
 
 static void dead(struct pctx *c, const cJSON *item, const char *reason)
 {
-    cJSON *op = cJSON_CreateObject();
-    cJSON_AddStringToObject(op, "k", "dead");
-    cJSON_AddStringToObject(op, "reason", reason);
-    char *text = cJSON_PrintUnformatted(item);
-    cJSON_AddStringToObject(op, "item", text ? text : "");
-    cJSON_free(text);
-    cJSON_AddItemToArray(c->b->ops, op);
+    ops_dead(c->b->ops, reason, item);
     c->b->dead++;
 }
 
-static cJSON *op_new(struct pctx *c, const char *kind)
+/* The user an item names: a wa_id handed out by WhatsApp (wa_key) and/or a user id
+ * (uid_key).  Returns false when neither is a valid id. */
+struct user_buf {
+    char w[RECIPIENT_MAX];
+    char u[RECIPIENT_MAX];
+    struct ops_user ref;
+};
+
+static bool user_of(const cJSON *o, const char *wa_key, const char *uid_key, struct user_buf *ub)
 {
-    cJSON *op = cJSON_CreateObject();
-    cJSON_AddStringToObject(op, "k", kind);
-    cJSON_AddItemToArray(c->b->ops, op);
-    return op;
+    const char *wa = wa_key ? str_of(o, wa_key) : NULL;
+    const char *uid = uid_key ? str_of(o, uid_key) : NULL;
+    bool have_w = wa && recipient_from_whatsapp(wa, ub->w, NULL) == 0;
+    bool have_u = uid && recipient_is_user_id(uid);
+    if (have_u)
+        snprintf(ub->u, sizeof ub->u, "%s", uid);
+    if (!have_w && !have_u)
+        return false;
+    if (!have_w)
+        snprintf(ub->w, sizeof ub->w, "%s", ub->u);
+    ub->ref.w = ub->w;
+    ub->ref.u = have_w && have_u ? ub->u : NULL;
+    return true;
 }
 
-/* A wa_id as WhatsApp sends it (international, no '+'), or a BSUID. */
-static bool wa_id_of(const char *raw, char out[PHONE_MAX])
+static bool hash_ok(struct pctx *c, const cJSON *item, const char *hash, const char *what)
 {
-    return raw && phone_normalise(raw, NULL, out, PHONE_MAX, NULL) == 0;
+    if (ops_hash_valid(hash))
+        return true;
+    char reason[128];
+    snprintf(reason, sizeof reason, "%s is not 1 to 200 bytes of base64", what);
+    dead(c, item, reason);
+    return false;
 }
 
 /* Cloud API identity check: the identity_key_hash of an inbound message's contact
  * and a status's recipient_identity_key_hash are observations of the user's hash.
  * They are part of that message or status (key: its duplicate check) and ordered by
- * its timestamp (seconds; 0: when it reaches Redis). */
-static void cloud_identity(struct pctx *c, const char *w, const char *hash, const char *key, long long ts)
+ * its timestamp (0: when it reaches Redis). */
+static void cloud_identity(struct pctx *c, const cJSON *item, struct ops_user who, const char *hash,
+                           const char *key, long long t_ms)
 {
-    if (!hash)
+    if (!hash || !hash_ok(c, item, hash, "identity_key_hash"))
         return;
-    if (strlen(hash) > 200) {
-        dead(c, NULL, "identity_key_hash longer than 200 bytes");
-        return;
-    }
-    cJSON *op = op_new(c, "id");
-    cJSON_AddStringToObject(op, "w", w);
-    cJSON_AddStringToObject(op, "h", hash);
-    cJSON_AddNumberToObject(op, "t", ts > 0 ? (double)ts * 1000.0 : 0);
-    cJSON_AddStringToObject(op, "src", "cloud");
-    if (key)
-        cJSON_AddStringToObject(op, "mid", key);
-    cJSON_AddBoolToObject(op, "part", 1);
+    ops_identity(c->b->ops, who, hash, t_ms, OPS_CLOUD, false, key, true);
     c->b->identities++;
 }
 
-/* The identity_key_hash the contacts array gives for user w, or NULL. */
-static const char *contact_key_hash(const struct pctx *c, const char *w)
+/* The identity_key_hash the contacts array gives for the user, or NULL. */
+static const char *contact_key_hash(const struct pctx *c, struct ops_user who)
 {
     const cJSON *ct;
     cJSON_ArrayForEach(ct, c->contacts) {
-        const char *id = str_of(ct, "wa_id");
-        if (!id)
-            id = str_of(ct, "user_id");
-        char cw[PHONE_MAX];
-        if (wa_id_of(id, cw) && strcmp(cw, w) == 0)
+        struct user_buf cu = { 0 };
+        if (!user_of(ct, "wa_id", "user_id", &cu))
+            continue;
+        if (strcmp(cu.w, who.w) == 0 || (who.u && cu.ref.u && strcmp(cu.ref.u, who.u) == 0) ||
+            (who.u && strcmp(cu.w, who.u) == 0) || (cu.ref.u && strcmp(cu.ref.u, who.w) == 0))
             return str_of(ct, "identity_key_hash");
     }
     return NULL;
@@ -115,65 +113,73 @@ static const char *contact_key_hash(const struct pctx *c, const char *w)
 
 static void parse_identity_change(struct pctx *c, const cJSON *m, const cJSON *sys, const char *mid)
 {
-    const char *who = str_of(sys, "customer");
-    if (!who)
-        who = str_of(sys, "user");
-    if (!who)
-        who = str_of(m, "from");
-    char w[PHONE_MAX];
-    const char *hash = str_of(sys, "identity");
-    long long ts = num_of(m, "timestamp");
-    if (!wa_id_of(who, w)) {
+    struct user_buf ub = { 0 };
+    if (!user_of(sys, "customer", NULL, &ub) && !user_of(sys, "user", NULL, &ub) &&
+        !user_of(m, "from", "from_user_id", &ub)) {
         dead(c, m, "user_identity_changed without a valid system.customer, system.user or from");
         return;
     }
+    const char *hash = str_of(sys, "identity");
+    long long t = time_of(m, "timestamp");
     if (!hash) {
         dead(c, m, "user_identity_changed without system.identity");
         return;
     }
-    if (strlen(hash) > 200) {
-        dead(c, m, "system.identity longer than 200 bytes");
+    if (!hash_ok(c, m, hash, "system.identity"))
         return;
-    }
-    if (ts < 0) {
+    if (t <= 0) {
         dead(c, m, "user_identity_changed without a valid timestamp");
         return;
     }
-    cJSON *op = op_new(c, "id");
-    cJSON_AddStringToObject(op, "w", w);
-    cJSON_AddStringToObject(op, "h", hash);
-    cJSON_AddNumberToObject(op, "t", (double)ts * 1000.0);
-    cJSON_AddStringToObject(op, "src", "system");
-    if (mid)
-        cJSON_AddStringToObject(op, "mid", mid);
+    ops_identity(c->b->ops, ub.ref, hash, t, OPS_SYSTEM, false, mid, false);
     c->b->identities++;
     c->b->items++;
 }
 
 static void parse_number_change(struct pctx *c, const cJSON *m, const cJSON *sys, const char *mid)
 {
+    char nw[RECIPIENT_MAX];
     const char *nw_raw = str_of(sys, "new_wa_id");
     if (!nw_raw)
         nw_raw = str_of(sys, "wa_id");
-    const char *old_raw = str_of(m, "from");
-    if (!old_raw)
-        old_raw = str_of(sys, "customer");
-    char oldw[PHONE_MAX], nw[PHONE_MAX];
-    if (!wa_id_of(old_raw, oldw)) {
+    struct user_buf old = { 0 };
+    if (!user_of(m, "from", NULL, &old) && !user_of(sys, "customer", NULL, &old)) {
         dead(c, m, "number change without a valid from");
         return;
     }
-    if (!wa_id_of(nw_raw, nw)) {
+    if (recipient_from_whatsapp(nw_raw, nw, NULL) != 0) {
         dead(c, m, "number change without a valid system.new_wa_id or system.wa_id");
         return;
     }
-    long long ts = num_of(m, "timestamp");
-    cJSON *op = op_new(c, "num");
-    cJSON_AddStringToObject(op, "w", oldw);
-    cJSON_AddStringToObject(op, "nw", nw);
-    cJSON_AddNumberToObject(op, "t", ts < 0 ? 0 : (double)ts);
-    if (mid)
-        cJSON_AddStringToObject(op, "mid", mid);
+    long long t = time_of(m, "timestamp");
+    ops_number(c->b->ops, old.w, nw, t < 0 ? 0 : t, mid);
+    c->b->items++;
+}
+
+static void parse_system(struct pctx *c, const cJSON *m, const char *mid)
+{
+    const cJSON *sys = cJSON_GetObjectItemCaseSensitive(m, "system");
+    const char *st = cJSON_IsObject(sys) ? str_of(sys, "type") : NULL;
+    if (!st) {
+        dead(c, m, "system message without system.type");
+        return;
+    }
+    if (strcmp(st, "user_identity_changed") == 0) {
+        parse_identity_change(c, m, sys, mid);
+        return;
+    }
+    if (strcmp(st, "user_changed_number") == 0 || strcmp(st, "customer_changed_number") == 0) {
+        parse_number_change(c, m, sys, mid);
+        return;
+    }
+    struct user_buf ub = { 0 };
+    if (!user_of(sys, "customer", NULL, &ub) && !user_of(m, "from", "from_user_id", &ub) &&
+        !user_of(sys, NULL, "user_id", &ub)) {
+        dead(c, m, "system message without a valid user");
+        return;
+    }
+    long long t = time_of(m, "timestamp");
+    ops_system(c->b->ops, ub.ref, st, t < 0 ? 0 : t, mid);
     c->b->items++;
 }
 
@@ -185,93 +191,46 @@ static void parse_message(struct pctx *c, const cJSON *m)
     }
     const char *mid = str_of(m, "id");
     const char *type = str_of(m, "type");
-    const cJSON *sys = cJSON_GetObjectItemCaseSensitive(m, "system");
-
     if (type && strcmp(type, "system") == 0) {
-        const char *st = cJSON_IsObject(sys) ? str_of(sys, "type") : NULL;
-        if (!st) {
-            dead(c, m, "system message without system.type");
-            return;
-        }
-        if (strcmp(st, "user_identity_changed") == 0)
-            {
-                parse_identity_change(c, m, sys, mid);
-                return;
-            }
-        if (strcmp(st, "user_changed_number") == 0 || strcmp(st, "customer_changed_number") == 0)
-            {
-                parse_number_change(c, m, sys, mid);
-                return;
-            }
-        const char *who = str_of(sys, "customer");
-        if (!who)
-            who = str_of(m, "from");
-        if (!who)
-            who = str_of(m, "from_user_id");
-        char w[PHONE_MAX];
-        if (!wa_id_of(who, w)) {
-            dead(c, m, "system message without a valid user");
-            return;
-        }
-        long long ts = num_of(m, "timestamp");
-        cJSON *op = op_new(c, "sys");
-        cJSON_AddStringToObject(op, "w", w);
-        cJSON_AddStringToObject(op, "st", st);
-        cJSON_AddNumberToObject(op, "t", ts < 0 ? 0 : (double)ts);
-        if (mid)
-            cJSON_AddStringToObject(op, "mid", mid);
-        c->b->items++;
+        parse_system(c, m, mid);
         return;
     }
 
     /* An ordinary inbound message: the sender's 24-hour window, and with
      * show_security_notifications its identity. */
-    const char *from = str_of(m, "from");
-    if (!from)
-        from = str_of(m, "from_user_id");
-    char w[PHONE_MAX];
-    if (!wa_id_of(from, w)) {
-        dead(c, m, "message without a valid from");
+    struct user_buf ub = { 0 };
+    if (!user_of(m, "from", "from_user_id", &ub)) {
+        dead(c, m, "message without a valid from or from_user_id");
         return;
     }
     if (!mid) {
         dead(c, m, "message without id");
         return;
     }
-    long long ts = num_of(m, "timestamp");
-    cJSON *op = op_new(c, "in");
-    cJSON_AddStringToObject(op, "w", w);
-    cJSON_AddNumberToObject(op, "t", ts < 0 ? 0 : (double)ts);
-    cJSON_AddStringToObject(op, "mid", mid);
-    cJSON_AddStringToObject(op, "type", type ? type : "unknown");
+    long long t = time_of(m, "timestamp");
+    if (t < 0)
+        t = 0;
+    ops_inbound(c->b->ops, ub.ref, t, mid, type);
     c->b->items++;
-    cloud_identity(c, w, contact_key_hash(c, w), mid, ts);
+    cloud_identity(c, m, ub.ref, contact_key_hash(c, ub.ref), mid, t);
 
     const cJSON *idn = cJSON_GetObjectItemCaseSensitive(m, "identity");
     if (idn == NULL)
         return;
     const char *hash = cJSON_IsObject(idn) ? str_of(idn, "hash") : NULL;
-    long long cts = cJSON_IsObject(idn) ? num_of(idn, "created_timestamp") : -1;
-    if (!hash || cts < 0 || strlen(hash) > 200) {
-        dead(c, m, "message identity without hash or created_timestamp, or a hash over 200 bytes");
+    long long cts = cJSON_IsObject(idn) ? time_of(idn, "created_timestamp") : -1;
+    if (!hash || cts <= 0) {
+        dead(c, m, "message identity without hash or a valid created_timestamp");
         return;
     }
-    const cJSON *ackd = cJSON_GetObjectItemCaseSensitive(idn, "acknowledged");
-    cJSON *iop = op_new(c, "id");
-    cJSON_AddStringToObject(iop, "w", w);
-    cJSON_AddStringToObject(iop, "h", hash);
-    /* created_timestamp is documented in milliseconds; a seconds value is scaled. */
-    cJSON_AddNumberToObject(iop, "t", (double)(cts < 100000000000LL ? cts * 1000 : cts));
-    cJSON_AddStringToObject(iop, "src", "message");
-    cJSON_AddBoolToObject(iop, "ack", cJSON_IsTrue(ackd) ||
-                          (cJSON_IsString(ackd) && strcmp(ackd->valuestring, "true") == 0));
-    cJSON_AddStringToObject(iop, "mid", mid);
-    cJSON_AddBoolToObject(iop, "part", 1);      /* shares the message's duplicate check */
+    if (!hash_ok(c, m, hash, "identity.hash"))
+        return;
+    ops_identity(c->b->ops, ub.ref, hash, cts, OPS_MESSAGE,
+                 ops_acknowledged(cJSON_GetObjectItemCaseSensitive(idn, "acknowledged")), mid, true);
     c->b->identities++;
 }
 
 /* ---- contacts, statuses, errors -------------------------------------- */
-
 
 static void parse_contact(struct pctx *c, const cJSON *ct)
 {
@@ -280,9 +239,8 @@ static void parse_contact(struct pctx *c, const cJSON *ct)
         return;
     }
     const char *status = str_of(ct, "status");
-    const char *wa = str_of(ct, "wa_id");
-    char w[PHONE_MAX];
     if (status) {
+        /* A contact check's result (the callback of a non-blocking check). */
         static const char *const known[] = { "processing", "valid", "invalid", "failed" };
         bool ok = false;
         for (size_t i = 0; i < 4; i++)
@@ -292,33 +250,26 @@ static void parse_contact(struct pctx *c, const cJSON *ct)
             return;
         }
         const char *input = str_of(ct, "input");
-        char in[PHONE_MAX];
-        if (!input || phone_normalise(input, c->home_cc, in, sizeof in, NULL) != 0) {
-            if (!wa_id_of(wa, in)) {
+        char in[RECIPIENT_MAX], w[RECIPIENT_MAX];
+        bool have_w = recipient_from_whatsapp(str_of(ct, "wa_id"), w, NULL) == 0;
+        if (!input || recipient_dial(input, c->home_cc, in, NULL) != 0) {
+            if (!have_w) {
                 dead(c, ct, "contact check without a dialable input");
                 return;
             }
+            memcpy(in, w, sizeof in);
         }
-        cJSON *op = op_new(c, "cc");
-        cJSON_AddStringToObject(op, "in", in);
-        cJSON_AddStringToObject(op, "raw", input ? input : "");
-        cJSON_AddStringToObject(op, "st", status);
-        if (wa && strcmp(status, "valid") == 0 && wa_id_of(wa, w))
-            cJSON_AddStringToObject(op, "w", w);
+        ops_contact_check(c->b->ops, in, input, status, have_w && strcmp(status, "valid") == 0 ? w : NULL);
         c->b->items++;
         return;
     }
-    if (!wa)
-        wa = str_of(ct, "user_id");
-    if (!wa_id_of(wa, w)) {
-        dead(c, ct, "contact without status or a valid wa_id");
+    struct user_buf ub = { 0 };
+    if (!user_of(ct, "wa_id", "user_id", &ub)) {
+        dead(c, ct, "contact without status or a valid wa_id or user_id");
         return;
     }
     const cJSON *prof = cJSON_GetObjectItemCaseSensitive(ct, "profile");
-    const char *name = cJSON_IsObject(prof) ? str_of(prof, "name") : NULL;
-    cJSON *op = op_new(c, "prof");
-    cJSON_AddStringToObject(op, "w", w);
-    cJSON_AddStringToObject(op, "name", name ? name : "");
+    ops_profile(c->b->ops, ub.ref, cJSON_IsObject(prof) ? str_of(prof, "name") : NULL);
     c->b->items++;
 }
 
@@ -330,35 +281,22 @@ static void parse_status(struct pctx *c, const cJSON *s)
     }
     const char *id = str_of(s, "id");
     const char *st = str_of(s, "status");
-    if (!id || !st) {
-        dead(c, s, "status without id or status");
+    if (!id || !st || strlen(id) > 256 || strlen(st) > 64) {
+        dead(c, s, "status without id or status (or one over 256 bytes)");
         return;
     }
-    const char *rcpt = str_of(s, "recipient_id");
-    if (!rcpt)
-        rcpt = str_of(s, "recipient_user_id");
-    char w[PHONE_MAX] = "";
-    if (rcpt && !wa_id_of(rcpt, w))
-        w[0] = '\0';
-    cJSON *op = op_new(c, "st");
-    cJSON_AddStringToObject(op, "id", id);
-    cJSON_AddStringToObject(op, "st", st);
-    cJSON_AddStringToObject(op, "w", w);
-    long long ts = num_of(s, "timestamp");
-    cJSON_AddNumberToObject(op, "t", ts < 0 ? 0 : (double)ts);
-    cJSON *codes = cJSON_AddArrayToObject(op, "codes");
-    const cJSON *errs = cJSON_GetObjectItemCaseSensitive(s, "errors");
-    const cJSON *e;
-    cJSON_ArrayForEach(e, errs) {
-        const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
-        if (cJSON_IsNumber(code))
-            cJSON_AddItemToArray(codes, cJSON_CreateNumber(code->valuedouble));
-    }
+    struct user_buf ub = { 0 };
+    bool have = user_of(s, "recipient_id", "recipient_user_id", &ub);
+    long long t = time_of(s, "timestamp");
+    if (t < 0)
+        t = 0;
+    ops_status(c->b->ops, id, st, have ? ub.ref : (struct ops_user){ "", NULL }, t,
+               cJSON_GetObjectItemCaseSensitive(s, "errors"));
     c->b->items++;
-    if (w[0]) {
+    if (have) {
         char key[600];
-        snprintf(key, sizeof key, "st:%.280s:%.280s", id, st);
-        cloud_identity(c, w, str_of(s, "recipient_identity_key_hash"), key, ts);
+        snprintf(key, sizeof key, "st:%s:%s", id, st);
+        cloud_identity(c, s, ub.ref, str_of(s, "recipient_identity_key_hash"), key, t);
     }
 }
 
@@ -369,18 +307,14 @@ static void parse_error(struct pctx *c, const cJSON *e)
         return;
     }
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
-    if (!cJSON_IsNumber(code)) {
-        dead(c, e, "error without a numeric code");
+    if (!cJSON_IsNumber(code) || !isfinite(code->valuedouble) || fabs(code->valuedouble) >= 1e12) {
+        dead(c, e, "error without a numeric code (finite, under 10^12)");
         return;
     }
     const char *title = str_of(e, "title");
     if (!title)
         title = str_of(e, "message");
-    const char *details = str_of(e, "details");
-    cJSON *op = op_new(c, "err");
-    cJSON_AddNumberToObject(op, "code", code->valuedouble);
-    cJSON_AddStringToObject(op, "title", title ? title : "");
-    cJSON_AddStringToObject(op, "details", details ? details : "");
+    ops_error(c->b->ops, floor(code->valuedouble), title, str_of(e, "details"));
     c->b->items++;
 }
 
@@ -396,10 +330,8 @@ static void each(struct pctx *c, const cJSON *value, const char *key, item_fn *f
     if (!cJSON_IsArray(arr)) {
         char reason[64];
         snprintf(reason, sizeof reason, "%s is not an array", key);
-        {
-            dead(c, arr, reason);
-            return;
-        }
+        dead(c, arr, reason);
+        return;
     }
     const cJSON *it;
     cJSON_ArrayForEach(it, arr)

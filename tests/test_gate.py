@@ -170,8 +170,13 @@ def test_route_plus_sign_encoded_and_identity(waguard):
 
 def test_home_country_code_other(waguard_factory):
     wg = waguard_factory({"gate": {"home_country_code": "91"}})
+    # Bare digits nobody is known by: the answer names them as given (a wa_id) ...
     d = check_gate_response(wg.gate("6315551002", type="template"))
-    assert d["wa_id"] == "916315551002", d
+    assert d["wa_id"] == "6315551002", d
+    # ... but the same digits dialled in India name a known Indian user, who is refused.
+    ok(wg.webhook(identity_change("916315551002", "IN1=", T0)))
+    d = check_gate_response(wg.gate("6315551002", type="template"))
+    assert d["wa_id"] == "916315551002" and d["reasons"] == ["identity_unacknowledged"], d
     d = check_gate_response(wg.gate("+1-631-555-1002", type="template"))
     assert d["wa_id"] == "16315551002", d
     d = check_gate_response(wg.gate("+54 9 11 5612-1008", type="template"))

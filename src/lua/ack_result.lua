@@ -5,7 +5,7 @@
 -- An acknowledgement applies while the hash is still the newest (compare and set);
 -- a retry or a failure only while the same worker still holds the lease and the
 -- identity is not acknowledged.  Returns 1 when applied, 0 when not.
-local w, h, outcome, who, answer, lease = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9]
+local w, h, outcome, who, answer, lease = canon(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9]
 local k = ukey(w)
 local cur = redis.call('HMGET', k, 'id_hash', 'id_ack', 'id_lease', 'id_requested_by')
 local holder = lease ~= '' and cur[3] == lease

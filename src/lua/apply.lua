@@ -2,7 +2,8 @@
 -- ARGV[3] a JSON array of bodies, each {"a": "auto"|"manual" (the ack policy),
 -- "o": [operations, see include/webhook_parse.h]}: the store groups the bodies that
 -- arrive together into one call.  ARGV[4] first_seen (trust|hold), ARGV[5] the events
--- stream's cap.  Returns, for each body, { accepted, duplicates, late, dead, queued }.
+-- stream's cap.  Returns, for each body, { accepted, duplicates, late, dead, queued,
+-- future } (future: identity times later than Redis's clock, replaced by it).
 local bodies = cjson.decode(ARGV[3])
 local cfg = { ack = 'auto', first_seen = ARGV[4], maxlen = ARGV[5] }
 local EVENTS = P .. ':events'
@@ -30,6 +31,63 @@ local function fresh(mid, part)
   seen[mid] = s
   if not s then res.dup = res.dup + 1 end
   return s
+end
+
+-- The newer of two identities: the later time, a tie broken by the hash.
+local function newer(t1, h1, t2, h2)
+  return t1 > t2 or (t1 == t2 and h1 > h2)
+end
+
+-- A stored identity time beyond Redis's clock (recorded before times were checked) is
+-- older than anything real.
+local function stored_ts(v)
+  local t = tonumber(v) or 0
+  if t > NOW + FUTURE_MS then return -1 end
+  return t
+end
+
+-- The record kept under user id u alone moves into wa_id w's: the newer identity
+-- (with its acknowledgement work), the later inbound time, a block, the profile.
+local function merge(u, w)
+  local fu, kw = redis.call('HGETALL', ukey(u)), ukey(w)
+  local a = {}
+  for i = 1, #fu, 2 do a[fu[i]] = fu[i + 1] end
+  local cur = redis.call('HMGET', kw, 'id_hash', 'id_ts', 'last_in', 'blocked', 'name', 'contact')
+  if a.id_hash and (not cur[1] or newer(stored_ts(a.id_ts), a.id_hash, stored_ts(cur[2]), cur[1])) then
+    for f, v in pairs(a) do
+      if string.sub(f, 1, 3) == 'id_' then redis.call('HSET', kw, f, v) end
+    end
+    if not a.id_ack or a.id_ack ~= '1' then redis.call('HSET', kw, 'id_ack', 0) end
+    for _, z in ipairs({ QUEUE, SINCE, PENDING, FAILED }) do
+      local sc = redis.call('ZSCORE', z, u)
+      if sc then redis.call('ZADD', z, sc, w) end
+    end
+  end
+  if (tonumber(a.last_in) or 0) > (tonumber(cur[3]) or 0) then redis.call('HSET', kw, 'last_in', a.last_in) end
+  if a.blocked == '1' then redis.call('HSET', kw, 'blocked', 1) end
+  if a.name and not cur[5] then redis.call('HSET', kw, 'name', a.name) end
+  if a.contact and not cur[6] then redis.call('HSET', kw, 'contact', a.contact, 'contact_at', a.contact_at or NOW) end
+  local hist = redis.call('LRANGE', ukey(u) .. ':history', 0, 49)
+  for i = #hist, 1, -1 do redis.call('LPUSH', kw .. ':history', hist[i]) end
+  redis.call('LTRIM', kw .. ':history', 0, 49)
+  for _, z in ipairs({ QUEUE, SINCE, PENDING, FAILED }) do redis.call('ZREM', z, u) end
+  redis.call('DEL', ukey(u), ukey(u) .. ':history', ukey(u) .. ':acks')
+  event('linked', w, { 'user_id', u, 'merged', 1 })
+end
+
+-- A wa_id and a user id seen together name one record, the wa_id's.
+local function link(u, w)
+  local cur = redis.call('GET', akey(u))
+  if cur == w then return end
+  redis.call('SET', akey(u), w)
+  redis.call('HSET', ukey(w), 'user_id', u)
+  if not cur and redis.call('EXISTS', ukey(u)) == 1 then merge(u, w) end
+end
+
+-- The record an operation names (op.w, op.u: see include/ops.h).
+local function who(op)
+  if op.u and op.u ~= '' and op.w ~= '' then link(op.u, op.w) end
+  return canon(op.w)
 end
 
 local function record_identity(w, h, t, ackd, src)
@@ -62,12 +120,20 @@ local handlers = {}
 
 handlers.id = function(op)
   if not fresh(op.mid, op.part) then return end
+  op.w = who(op)
   -- Learnt by the worker that holds this user: its lease ends here.
   if op.src == 'reconcile' then redis.call('HDEL', ukey(op.w), 'id_lease') end
   local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack')
   local ackd = op.ack == true
-  -- Cloud API hashes come without a time: the time they reach us orders them.
+  -- Cloud API hashes come without a time: the time they reach us orders them; a time
+  -- ahead of Redis's clock (a skewed WABA host, a unit mix-up) would hide every real
+  -- change after it, so the time it reached us stands in for it.
   if op.t == 0 then op.t = NOW end
+  if op.t > NOW + FUTURE_MS then
+    res.future = res.future + 1
+    event('identity_future', op.w, { 'hash', op.h, 'created_ms', op.t })
+    op.t = NOW
+  end
   if not cur[1] then
     -- First hash seen for this user.  A system message is always a change; a hash
     -- carried by a message is trusted when the WABA client says it is acknowledged,
@@ -79,8 +145,8 @@ handlers.id = function(op)
       mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')
     end
   else
-    local ct = tonumber(cur[2]) or 0
-    if op.t < ct or (op.t == ct and op.h < cur[1]) then
+    local ct = stored_ts(cur[2])
+    if not newer(op.t, op.h, ct, cur[1]) then
       res.late = res.late + 1
       event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
       return
@@ -92,9 +158,10 @@ end
 
 handlers['in'] = function(op)
   if not fresh(op.mid) then return end
+  op.w = who(op)
   local now_s = math.floor(NOW / 1000)
   local t = op.t
-  if t == 0 or t > now_s + 300 then t = now_s end
+  if t == 0 or t * 1000 > NOW + FUTURE_MS then t = now_s end
   local k = ukey(op.w)
   local cur = redis.call('HMGET', k, 'last_in', 'moved_at')
   if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, 'last_in', t) end
@@ -116,27 +183,35 @@ end
 
 handlers.sys = function(op)
   if not fresh(op.mid) then return end
+  op.w = who(op)
   event('system', op.w, { 'type', op.st })
   res.accepted = res.accepted + 1
 end
 
+-- A contact check maps the normalised number it was asked for (op.in) to the wa_id
+-- it answered (op.w, when valid): the gate asked with that number decides for the
+-- wa_id (gate.lua).  The status goes to the wa_id's record, or, with no wa_id, to a
+-- record of the number itself, so require_valid_contact can refuse it.
 handlers.cc = function(op)
-  local function put(n)
-    local k = ckey(n)
-    -- "processing" is no result: it never replaces a final one.
-    if op.st == 'processing' and redis.call('HEXISTS', k, 'status') == 1 then return end
-    redis.call('HSET', k, 'status', op.st, 'input', op.raw, 'wa_id', op.w or '', 'at', NOW)
-    redis.call('EXPIRE', k, WEEK)
+  local k, n = ckey(op['in']), op['in']
+  -- "processing" is no result: it never replaces a final one.
+  if op.st == 'processing' and redis.call('HEXISTS', k, 'status') == 1 then return end
+  redis.call('HSET', k, 'status', op.st, 'input', op.raw, 'wa_id', op.w or '', 'at', NOW)
+  redis.call('EXPIRE', k, WEEK)
+  if op.w then
+    redis.call('HSET', ukey(op.w), 'contact', op.st, 'contact_at', NOW)
+    -- an earlier answer without a wa_id left a record of the number: it no longer applies
+    if op.w ~= n then redis.call('HDEL', ukey(n), 'contact', 'contact_at') end
+  else
     redis.call('HSET', ukey(n), 'contact', op.st, 'contact_at', NOW)
   end
-  put(op['in'])
-  if op.w and op.w ~= op['in'] then put(op.w) end
   event('contact_check', op.w or op['in'], { 'status', op.st, 'input', op.raw })
   res.accepted = res.accepted + 1
 end
 
 -- The sender's profile describes a message; it is not an item of its own.
 handlers.prof = function(op)
+  op.w = who(op)
   if op.name ~= '' then redis.call('HSET', ukey(op.w), 'name', op.name) end
 end
 
@@ -149,8 +224,9 @@ handlers.st = function(op)
     res.dup = res.dup + 1
     return
   end
+  if op.w ~= '' then op.w = who(op) end
   local codes = {}
-  for i = 1, #op.codes do codes[i] = tostring(op.codes[i]) end
+  for i = 1, #op.codes do codes[i] = string.format('%d', op.codes[i]) end
   event('status', op.w, { 'id', op.id, 'status', op.st, 'codes', table.concat(codes, ',') })
   res.accepted = res.accepted + 1
 end
@@ -160,9 +236,17 @@ handlers.err = function(op)
   res.accepted = res.accepted + 1
 end
 
+-- A block names a recipient as a caller does (op.w: recipient forms): blocking marks
+-- every user it could name that waguard knows, and the most likely one; unblocking
+-- only the most likely one, so that no other user's block is lifted by a guess.
 handlers.blk = function(op)
-  redis.call('HSET', ukey(op.w), 'blocked', op.b)
-  event(op.b == 1 and 'blocked' or 'unblocked', op.w, {})
+  local users = users_of(op.w)
+  for i, w in ipairs(users) do
+    if i == 1 or (op.b == 1 and redis.call('EXISTS', ukey(w)) == 1) then
+      redis.call('HSET', ukey(w), 'blocked', op.b)
+      event(op.b == 1 and 'blocked' or 'unblocked', w, {})
+    end
+  end
   res.accepted = res.accepted + 1
 end
 
@@ -171,21 +255,38 @@ handlers.dead = function(op)
   res.dead = res.dead + 1
 end
 
+-- Errors that say Redis itself cannot take writes now: the body is not recorded and
+-- is answered 503, so the WABA client sends it again.
+local function transient(err)
+  local e = tostring(err)
+  return string.find(e, 'OOM', 1, true) or string.find(e, 'READONLY', 1, true) or
+         string.find(e, 'MISCONF', 1, true) or string.find(e, 'NOREPLICAS', 1, true) or
+         string.find(e, 'BUSY', 1, true)
+end
+
 local out = {}
 for b, body in ipairs(bodies) do
-  res = { accepted = 0, dup = 0, late = 0, dead = 0, queued = 0 }
+  res = { accepted = 0, dup = 0, late = 0, dead = 0, queued = 0, future = 0 }
   cfg.ack = body.a
-  -- One body that fails (a bug, or a value of a shape no handler expects) gets an
-  -- error of its own (503: the WABA client sends it again); the others stand.
-  local ok, err = pcall(function()
-    for _, op in ipairs(body.o) do
-      handlers[op.k](op)
+  local failed
+  for _, op in ipairs(body.o) do
+    -- An operation that fails (a value of a shape no handler expects, a bug) becomes
+    -- a dead letter with the reason; the rest of the body stands and is answered 200.
+    local ok, err = pcall(handlers[op.k] or function() error('unknown operation ' .. tostring(op.k)) end, op)
+    if not ok then
+      if transient(err) then
+        failed = err
+        break
+      end
+      local enc_ok, item = pcall(cjson.encode, op)
+      pcall(handlers.dead, { reason = 'the store could not apply it: ' .. tostring(err),
+                             item = enc_ok and item or tostring(op.k) })
     end
-  end)
-  if ok then
-    out[b] = { res.accepted, res.dup, res.late, res.dead, res.queued }
+  end
+  if failed then
+    out[b] = redis.error_reply('ERR apply: ' .. tostring(failed))
   else
-    out[b] = redis.error_reply('ERR apply: ' .. tostring(err))
+    out[b] = { res.accepted, res.dup, res.late, res.dead, res.queued, res.future }
   end
 end
 return out

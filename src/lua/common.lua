@@ -9,10 +9,44 @@ do
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local WEEK = 604800
+-- An identity or message time later than Redis's clock by more than this is not
+-- believed: it is replaced by the time it reached us (see include/wtime.h).
+local FUTURE_MS = 120000
 local function ukey(w) return P .. ':user:{' .. w .. '}' end
 local function ckey(n) return P .. ':contact:{' .. n .. '}' end
+-- A business-scoped user id seen with a wa_id names that wa_id's record.
+local function akey(u) return P .. ':alias:{' .. u .. '}' end
+local function is_uid(x) return string.find(x, '^%u%u%.') ~= nil end
+
+-- The record a handed-out id names: a linked user id names its wa_id's.
+local function canon(x)
+  if x and x ~= '' and is_uid(x) then return redis.call('GET', akey(x)) or x end
+  return x
+end
 local QUEUE, SINCE = P .. ':ack:queue', P .. ':ack:since'
 local PENDING, FAILED = P .. ':identities:pending', P .. ':identities:failed'
+
+-- The users a recipient names, most likely first: spec holds the forms that
+-- recipient_spec() writes ("i:KEY d:KEY", include/recipient.h).  An i form is a wa_id
+-- or user id taken as it is; a d form, a normalised dialled number, names the wa_id a
+-- contact check mapped it to, then itself.
+local function users_of(spec)
+  local users, seen = {}, {}
+  local function add(w)
+    if w and w ~= '' and not seen[w] then
+      seen[w] = true
+      users[#users + 1] = w
+    end
+  end
+  for kind, key in string.gmatch(spec, '(%a):(%S+)') do
+    if kind == 'd' then
+      local m = redis.call('HGET', ckey(key), 'wa_id')
+      if m and m ~= '' then add(canon(m)) end
+    end
+    add(canon(key))
+  end
+  return users
+end
 
 -- Appends to a capped stream; extra is a flat list of field, value.
 local function xadd(stream, maxlen, extra)

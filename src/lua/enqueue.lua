@@ -1,6 +1,6 @@
 -- enqueue: operator ARGV[4] asks for the acknowledgement of wa_id ARGV[3] now.
 -- Returns -1 when no identity is known, 0 when it is already acknowledged, 1 when queued.
-local w = ARGV[3]
+local w = canon(ARGV[3])
 local k = ukey(w)
 local v = redis.call('HMGET', k, 'id_hash', 'id_ack')
 if not v[1] then return -1 end

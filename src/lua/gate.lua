@@ -1,11 +1,19 @@
--- gate: what a send decision needs, for ARGV[3..] wa_ids, in one round trip (a batch;
--- one user is a plain HMGET of the same fields, see src/gate.c).
--- Returns 8 values a user: id_hash, id_ts, id_ack, last_in, blocked, moved_to,
+-- gate: what send decisions need, in one round trip.  ARGV[3..] one recipient each, as
+-- the forms recipient_spec() writes (users_of() in common.lua says what they name).
+-- Returns, for each recipient, the number of users it names, then for each user 10
+-- values: key, exists (1|0), id_hash, id_ts, id_ack, last_in, blocked, moved_to,
 -- contact (status of the last contact check), contact_at (ms).
 local out = {}
 for i = 3, #ARGV do
-  local v = redis.call('HMGET', ukey(ARGV[i]), 'id_hash', 'id_ts', 'id_ack', 'last_in', 'blocked',
-                       'moved_to', 'contact', 'contact_at')
-  for j = 1, 8 do out[#out + 1] = v[j] end
+  local users = users_of(ARGV[i])
+  out[#out + 1] = #users
+  for _, w in ipairs(users) do
+    local k = ukey(w)
+    local v = redis.call('HMGET', k, 'id_hash', 'id_ts', 'id_ack', 'last_in', 'blocked',
+                         'moved_to', 'contact', 'contact_at')
+    out[#out + 1] = w
+    out[#out + 1] = redis.call('EXISTS', k)
+    for j = 1, 8 do out[#out + 1] = v[j] end
+  end
 end
 return out
