@@ -45,6 +45,7 @@ struct config {
     char *redis_password;      /* from password_file, or NULL */
     char *key_prefix;
     long events_maxlen;
+    long redis_timeout_ms;     /* the handshake and every command; then reconnect */
 
     /* [upstream] */
     enum upstream_api api;
@@ -57,6 +58,7 @@ struct config {
     char *ca_file;
     long timeout_ms;
     long max_in_flight;
+    long queue_max;            /* requests waiting for a connection, at most */
 
     /* [webhook] */
     char *webhook_path;
@@ -84,12 +86,20 @@ struct config {
     /* [log] */
     enum log_level log_level;
     enum log_format log_format;
+
+    /* config_reload: the restart-only keys whose new values were not taken ("" none) */
+    char restart_kept[256];
 };
 
 #define CONFIG_DEFAULT_PATH "/etc/waguard/waguard.conf"
 
 /* Loads and validates path into *cfg (zeroed first).  Returns 0, or -1 with err set. */
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+/* As config_load, for a reload beside the running configuration: keys that need a
+ * restart keep running's values (named in cfg->restart_kept), and are put back before
+ * validation, so that no check passes on a value that will not run. */
+int config_reload(const char *path, const struct config *running, struct config *cfg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void config_free(struct config *cfg);
 

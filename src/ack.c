@@ -38,6 +38,7 @@ struct job {
     long long attempts;
     char who[64];
     char lease[32];              /* the lease it was claimed with: fences the outcome */
+    long long claimed_ms;        /* monotonic: when the lease was taken */
     char answer[512];
 };
 
@@ -201,6 +202,24 @@ static void on_identity(struct app *app, const struct upstream_reply *rep, void 
     fail(j);
 }
 
+/* ---- the lease ----------------------------------------------------------- */
+
+/* A call to the WABA client may start only while the lease still covers its whole
+ * time (timeout_ms, queue included, plus a margin for recording the outcome); else the
+ * job is abandoned and another claim takes it up when the lease runs out, so that two
+ * instances never both wait on a call for one user. */
+static bool lease_allows(struct app *app, struct job *j, const char *what)
+{
+    long long left = app->cfg->lease_s * 1000 - (app_mono_ms() - j->claimed_ms);
+    if (left > app->cfg->timeout_ms + app->cfg->timeout_ms / 2)
+        return true;
+    log_warn(&app->log, "ack", "%s: %lld ms left of the lease, too little for %s (timeout %ld ms); "
+             "leaving it to the next claim", j->wa_id, left, what, app->cfg->timeout_ms);
+    app->ack->in_flight--;
+    free(j);
+    return false;
+}
+
 /* ---- PUT ----------------------------------------------------------------- */
 
 static void on_put(struct app *app, const struct upstream_reply *rep, void *arg)
@@ -217,7 +236,9 @@ static void on_put(struct app *app, const struct upstream_reply *rep, void *arg)
         retry(j);
         return;
     }
-    char path[160];
+    if (!lease_allows(app, j, "the identity GET"))
+        return;
+    char path[200];
     snprintf(path, sizeof path, "/v1/contacts/%s/identity", j->wa_id);
     if (upstream_request(app, EVHTTP_REQ_GET, path, NULL, 0, on_identity, j) != 0)
         retry(j);
@@ -233,7 +254,9 @@ static void start(struct app *app, struct job *j)
         record(j, "ok", 0);
         return;
     }
-    char path[160], body[400];
+    if (!lease_allows(app, j, "the PUT"))
+        return;
+    char path[200], body[400];
     snprintf(path, sizeof path, "/v1/contacts/%s/identity", j->wa_id);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "hash", j->hash);
@@ -274,6 +297,7 @@ static void on_claimed(struct app *app, redisReply *reply, void *arg)
         j->ts_ms = atoll(e[3]->str);
         snprintf(j->who, sizeof j->who, "%s", e[4]->str);
         snprintf(j->lease, sizeof j->lease, "%s", e[5]->str);
+        j->claimed_ms = app_mono_ms();
         start(app, j);
     }
     if (a->again || (long long)n > 0) {

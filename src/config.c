@@ -49,6 +49,7 @@ static const struct key keys[] = {
     { "redis", "password_file", K_SECRET, F(redis_password), "", 0, 0, NULL },
     { "redis", "key_prefix", K_STR, F(key_prefix), "waguard", 0, 0, NULL },
     { "redis", "events_maxlen", K_INT, F(events_maxlen), "100000", 100, 100000000, NULL },
+    { "redis", "timeout_ms", K_INT, F(redis_timeout_ms), "3000", 100, 600000, NULL },
     { "upstream", "api", K_ENUM, F(api), "onprem", 0, 0, e_api },
     { "upstream", "url", K_STR, F(upstream_url), "https://127.0.0.1:9090", 0, 0, NULL },
     { "upstream", "auth", K_ENUM, F(auth), "none", 0, 0, e_auth },
@@ -59,6 +60,7 @@ static const struct key keys[] = {
     { "upstream", "ca_file", K_STR, F(ca_file), "", 0, 0, NULL },
     { "upstream", "timeout_ms", K_INT, F(timeout_ms), "5000", 10, 600000, NULL },
     { "upstream", "max_in_flight", K_INT, F(max_in_flight), "16", 1, 1024, NULL },
+    { "upstream", "queue_max", K_INT, F(queue_max), "1000", 1, 1000000, NULL },
     { "webhook", "path", K_STR, F(webhook_path), "/webhook", 0, 0, NULL },
     { "webhook", "token_file", K_SECRET, F(webhook_token), "", 0, 0, NULL },
     { "webhook", "hmac_secret_file", K_SECRET, F(hmac_secret), "", 0, 0, NULL },
@@ -473,6 +475,35 @@ static size_t key_index(const char *section, const char *name)
     abort(); /* a programming error: every name used here is in the table */
 }
 
+/* Keys that take effect only at a start: a reload keeps their running values, and
+ * puts them back *before* validating, so every check sees what will really run. */
+static const char *const restart_only[][2] = {
+    { "server", "listen" }, { "redis", "url" }, { "redis", "key_prefix" },
+    { "redis", "password_file" }, { "webhook", "path" },
+};
+
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL) == (b == NULL) && (a == NULL || strcmp(a, b) == 0);
+}
+
+static void keep_running(struct config *cfg, const struct config *running)
+{
+    cfg->restart_kept[0] = '\0';
+    for (size_t r = 0; r < sizeof restart_only / sizeof restart_only[0]; r++) {
+        const struct key *k = &keys[key_index(restart_only[r][0], restart_only[r][1])];
+        char **nv = (char **)((char *)cfg + k->off);
+        char *const *ov = (char *const *)((const char *)running + k->off);
+        if (same_str(*nv, *ov))
+            continue;
+        free(*nv);
+        *nv = *ov ? strdup(*ov) : NULL;
+        size_t used = strlen(cfg->restart_kept);
+        snprintf(cfg->restart_kept + used, sizeof cfg->restart_kept - used, "%s%s.%s",
+                 used ? ", " : "", k->section, k->name);
+    }
+}
+
 /* Checks that concern several keys, or the shape of one beyond its type. */
 static void validate(struct parse_state *ps, struct config *cfg)
 {
@@ -525,7 +556,7 @@ static void validate(struct parse_state *ps, struct config *cfg)
     }
 }
 
-int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+static int load(const char *path, const struct config *running, struct config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     struct parse_state ps = { .path = path, .err = err, .errlen = errlen };
@@ -563,6 +594,8 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < NKEYS && !ps.failed; i++)
         convert(&ps, i, cfg);
     cfg->path = strdup(path);
+    if (!ps.failed && running)
+        keep_running(cfg, running);
     if (!ps.failed)
         validate(&ps, cfg);
     for (size_t i = 0; i < NKEYS; i++)
@@ -572,6 +605,16 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
+{
+    return load(path, NULL, cfg, err, errlen);
+}
+
+int config_reload(const char *path, const struct config *running, struct config *cfg, char *err, size_t errlen)
+{
+    return load(path, running, cfg, err, errlen);
 }
 
 void config_free(struct config *cfg)

@@ -40,42 +40,29 @@ static void usage(FILE *out)
 
 /* ---- reload ------------------------------------------------------------ */
 
-/* Settings that need a restart keep their running value; the change is logged. */
-static void keep_restart_settings(struct app *app, struct config *old, struct config *n)
-{
-    struct { const char *name; char **o, **v; } keep[] = {
-        { "server.listen", &old->listen, &n->listen },
-        { "redis.url", &old->redis_url, &n->redis_url },
-        { "redis.key_prefix", &old->key_prefix, &n->key_prefix },
-        { "webhook.path", &old->webhook_path, &n->webhook_path },
-        { "redis.password_file", &old->redis_password, &n->redis_password },
-    };
-    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
-        char *ov = *keep[i].o, *nv = *keep[i].v;
-        if ((ov == NULL) == (nv == NULL) && (ov == NULL || strcmp(ov, nv) == 0))
-            continue;
-        log_warn(&app->log, "main", "%s changed in %s: it needs a restart; keeping the running value",
-                 keep[i].name, n->path);
-        free(nv);
-        *keep[i].v = ov ? strdup(ov) : NULL;
-    }
-}
-
+/* Builds everything the new file needs (configuration with the restart-only keys put
+ * back and validated, token files, the TLS context), and only then swaps it in; any
+ * refusal keeps the running configuration whole and counts as a failed reload. */
 static void reload(struct app *app)
 {
     sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading %s",
                (unsigned long long)app_mono_ms() * 1000ULL, app->cfg->path);
     struct config *n = calloc(1, sizeof *n);
-    char err[1024];
-    if (!n || config_load(app->cfg->path, n, err, sizeof err) != 0) {
-        app->metrics->reload_failures++;
-        log_error(&app->log, "main", "reload refused, the running configuration stays: %s",
-                  n ? err : "out of memory");
+    struct upstream_prep *up = NULL;
+    char err[1024] = "out of memory";
+    if (!n || config_reload(app->cfg->path, app->cfg, n, err, sizeof err) != 0 ||
+        upstream_prepare(n, &up, err, sizeof err) != 0) {
+        if (n && n->path)
+            config_free(n);
         free(n);
+        app->metrics->reload_failures++;
+        log_error(&app->log, "main", "reload refused, the running configuration stays: %s", err);
         sd_notify(0, "READY=1\nSTATUS=running; the last reload was refused (see the log)");
         return;
     }
-    keep_restart_settings(app, app->cfg, n);
+    if (n->restart_kept[0])
+        log_warn(&app->log, "main", "%s changed in %s: it needs a restart; keeping the running value",
+                 n->restart_kept, n->path);
     if (app->prev_cfg) {
         config_free(app->prev_cfg);
         free(app->prev_cfg);
@@ -85,8 +72,7 @@ static void reload(struct app *app)
     app->log.level = n->log_level;
     app->log.format = n->log_format;
     server_reconfigure(app);
-    if (upstream_reconfigure(app, err, sizeof err) != 0)
-        log_error(&app->log, "main", "upstream settings not applied: %s", err);
+    upstream_apply(app, up);
     app->metrics->reloads++;
     log_notice(&app->log, "main", "configuration reloaded from %s", n->path);
     sd_notify(0, "READY=1\nSTATUS=running");
@@ -231,6 +217,18 @@ int main(int argc, char **argv)
         free(metrics);
         return EXIT_CONFIG;
     }
+    /* What the configuration needs beyond its keys (the TLS context from ca_file) is
+     * built now, so that a file that cannot work stops here with EXIT_CONFIG. */
+    struct upstream_prep *prep = NULL;
+    if (upstream_prepare(cfg, &prep, err, sizeof err) != 0) {
+        const char *js = getenv("JOURNAL_STREAM");
+        fprintf(stderr, "%swaguard: %s: %s\n", js && *js ? "<3>" : "", path, err);
+        config_free(cfg);
+        free(cfg);
+        free(metrics);
+        return EXIT_CONFIG;
+    }
+    upstream_prep_free(prep);
     if (check) {
         printf("waguard: %s is valid\n", path);
         config_free(cfg);

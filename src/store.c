@@ -1,10 +1,13 @@
 /* store — see include/store.h
  *
- * Connection life: connect → (AUTH, SELECT, SCRIPT LOAD …, PING) → ready.  A lost
- * connection is freed by hiredis after our disconnect callback; a timer then connects
- * again with a growing delay.  A health timer PINGs every second and drops a
- * connection whose PING has gone unanswered for 3 s, so a hung Redis answers 503
- * instead of holding requests forever. */
+ * Connection life: connect → (AUTH, SELECT, SCRIPT LOAD …, PING) → ready.  A refused
+ * AUTH or SELECT is not ready: the connection is dropped and made again later, and
+ * nothing is written meanwhile (a database that cannot be selected is never replaced by
+ * database 0).  A lost connection is freed by hiredis after our disconnect callback; a
+ * timer then connects again with a growing delay.  A health timer PINGs an idle
+ * connection every second and drops one whose handshake, or whose oldest command, has
+ * gone unanswered for [redis] timeout_ms, so a hung Redis answers 503 instead of
+ * holding requests forever. */
 #include "store.h"
 
 #include <stdarg.h>
@@ -42,6 +45,10 @@ struct store {
     struct event *health;
     long long backoff_ms;
     long long ping_sent_ms;      /* 0: no PING outstanding */
+    long long connect_ms;        /* when this connection was started */
+    int pending;                 /* commands sent, not yet answered */
+    long long progress_ms;       /* the last answer, or when pending went from 0 to 1 */
+    bool handshake_failed;       /* AUTH or SELECT refused on this connection */
     char status[256];
     bool ever_connected;
     bool closing;                /* store_free: no reconnecting */
@@ -144,11 +151,21 @@ static void schedule_reconnect(struct app *app)
     st->backoff_ms = st->backoff_ms * 2 > 5000 ? 5000 : st->backoff_ms * 2;
 }
 
+static void sent_one(struct store *st)
+{
+    if (st->pending++ == 0)
+        st->progress_ms = app_mono_ms();
+}
+
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     struct call *c = priv;
     struct app *app = c->app;
     redisReply *reply = r;
+    if (reply && app->store->pending > 0) {
+        app->store->pending--;
+        app->store->progress_ms = app_mono_ms();
+    }
     if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
         c->argc > 0 && app->store->ac) {
         /* Redis lost its scripts: load them again, and send this call whole. */
@@ -161,8 +178,10 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         c->argvlen[1] = strlen(script_src[c->script]);
         int argc = c->argc;
         c->argc = 0;
-        if (redisAsyncCommandArgv(ac, on_reply, c, argc, c->argv, c->argvlen) == REDIS_OK)
+        if (redisAsyncCommandArgv(ac, on_reply, c, argc, c->argv, c->argvlen) == REDIS_OK) {
+            sent_one(app->store);
             return;
+        }
     }
     if (!reply) {
         app->store->ready = false;
@@ -181,10 +200,26 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     call_free(c);
 }
 
+/* AUTH and SELECT: a refusal makes the whole handshake fail (on_handshake). */
+static void on_handshake_step(struct app *app, redisReply *reply, void *arg)
+{
+    struct store *st = app->store;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        st->handshake_failed = true;
+        set_status(st, "Redis refused %s: %s", (const char *)arg, reply ? reply->str : "connection lost");
+    }
+}
+
 static void on_handshake(struct app *app, redisReply *reply, void *arg)
 {
     struct store *st = app->store;
     (void)arg;
+    if (st->handshake_failed && reply && reply->type != REDIS_REPLY_ERROR) {
+        log_error(&app->log, "store", "%s; not using this connection, connecting again", st->status);
+        if (st->ac)
+            redisAsyncDisconnect(st->ac);    /* on_disconnect schedules the next try */
+        return;
+    }
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         set_status(st, "Redis refused the handshake: %s", reply ? reply->str : "connection lost");
         log_error(&app->log, "store", "%s; connecting again", st->status);
@@ -220,6 +255,7 @@ static int send_argv(struct app *app, store_cb *cb, void *arg, int argc, const c
         free(c);
         return -1;
     }
+    sent_one(st);
     return 0;
 }
 
@@ -235,16 +271,17 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     /* Handshake, pipelined: the PING answers last. */
+    st->handshake_failed = false;
     if (app->cfg->redis_password) {
         const char *a[] = { "AUTH", app->cfg->redis_password };
-        if (send_argv(app, NULL, NULL, 2, a, NULL) != 0)
+        if (send_argv(app, on_handshake_step, "AUTH", 2, a, NULL) != 0)
             return;
     }
     if (st->db) {
         char db[16];
         snprintf(db, sizeof db, "%d", st->db);
         const char *a[] = { "SELECT", db };
-        if (send_argv(app, NULL, NULL, 2, a, NULL) != 0)
+        if (send_argv(app, on_handshake_step, "SELECT", 2, a, NULL) != 0)
             return;
     }
     for (int s = 0; s < SCRIPT_COUNT; s++) {
@@ -263,7 +300,9 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     st->ac = NULL;
     st->ready = false;
     st->ping_sent_ms = 0;
-    set_status(st, "lost the connection to Redis: %s", status == REDIS_OK ? "closed" : ac->errstr);
+    st->pending = 0;
+    if (!st->handshake_failed)
+        set_status(st, "lost the connection to Redis: %s", status == REDIS_OK ? "closed" : ac->errstr);
     if (st->closing)
         return;
     log_warn(&app->log, "store", "%s; reconnecting", st->status);
@@ -288,6 +327,8 @@ static void connect_now(struct app *app)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     st->ac = ac;
+    st->connect_ms = app_mono_ms();
+    st->pending = 0;
     set_status(st, "connecting to Redis");
 }
 
@@ -300,9 +341,29 @@ static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
 
 static void on_pong(struct app *app, redisReply *reply, void *arg)
 {
+    (void)app;
+    (void)reply;
     (void)arg;
-    if (reply && reply->type != REDIS_REPLY_ERROR)
-        app->store->ping_sent_ms = 0;
+}
+
+/* Drops the connection (from a timer, never inside a hiredis callback): pending
+ * callbacks get NULL, and a new connection is made after the backoff. */
+static void drop(struct app *app, const char *why)
+{
+    struct store *st = app->store;
+    redisAsyncContext *ac = st->ac;
+    bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+    log_error(&app->log, "store", "%s; dropping the connection", why);
+    st->ready = false;
+    set_status(st, "%s", why);
+    st->handshake_failed = true;       /* keeps this status over on_disconnect's */
+    redisAsyncFree(ac);                 /* callbacks get NULL; on_disconnect reconnects */
+    if (!connected) {
+        /* hiredis calls no disconnect callback for a connection that never connected */
+        st->ac = NULL;
+        st->pending = 0;
+        schedule_reconnect(app);
+    }
 }
 
 static void on_health_timer(evutil_socket_t fd, short what, void *arg)
@@ -311,19 +372,22 @@ static void on_health_timer(evutil_socket_t fd, short what, void *arg)
     struct store *st = app->store;
     (void)fd;
     (void)what;
-    if (!st->ac || !st->ready)
+    if (!st->ac)
         return;
-    long long now = app_mono_ms();
-    if (st->ping_sent_ms && now - st->ping_sent_ms > 3000) {
-        log_error(&app->log, "store", "Redis has not answered a PING for %lld ms; dropping the connection",
-                  now - st->ping_sent_ms);
-        st->ready = false;
-        set_status(st, "Redis stopped answering");
-        redisAsyncContext *ac = st->ac;
-        redisAsyncFree(ac);     /* callbacks get NULL; on_disconnect reconnects */
+    long long now = app_mono_ms(), limit = app->cfg->redis_timeout_ms;
+    char why[160];
+    if (!st->ready && now - st->connect_ms > limit) {
+        snprintf(why, sizeof why, "Redis did not complete the connection and handshake within %lld ms", limit);
+        drop(app, why);
         return;
     }
-    if (!st->ping_sent_ms) {
+    if (st->pending > 0 && now - st->progress_ms > limit) {
+        snprintf(why, sizeof why, "Redis has not answered for %lld ms (%d command(s) waiting)",
+                 now - st->progress_ms, st->pending);
+        drop(app, why);
+        return;
+    }
+    if (st->ready && st->pending == 0 && now - st->ping_sent_ms >= 1000) {
         const char *ping[] = { "PING" };
         if (send_argv(app, on_pong, NULL, 1, ping, NULL) == 0)
             st->ping_sent_ms = now;
@@ -354,8 +418,8 @@ int store_new(struct app *app, char *err, size_t errlen)
     st->flush = event_new(app->base, -1, 0, on_flush, app);
     st->reconnect = evtimer_new(app->base, on_reconnect_timer, app);
     st->health = event_new(app->base, -1, EV_PERSIST, on_health_timer, app);
-    struct timeval sec = { 1, 0 };
-    event_add(st->health, &sec);
+    struct timeval tick = { 0, 100 * 1000 };
+    event_add(st->health, &tick);
     connect_now(app);
     return 0;
 }
@@ -439,6 +503,7 @@ int store_eval(struct app *app, enum store_script s, int argc, const char **argv
         call_free(c);
         return -1;
     }
+    sent_one(st);
     return 0;
 }
 
@@ -459,6 +524,7 @@ int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...
         free(c);
         return -1;
     }
+    sent_one(st);
     return 0;
 }
 

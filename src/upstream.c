@@ -29,11 +29,34 @@
 
 #define MAX_RESPONSE_BYTES (16L << 20)
 
+struct gen;
+
 struct slot {
-    struct upstream *up;
+    struct gen *gen;
     struct evhttp_connection *evcon;
     bool busy;
     bool dead;
+};
+
+/* The connections of one configuration.  A reload makes a new generation; the old one
+ * is retired, its idle connections closed at once and its busy ones when their
+ * request finishes (freed from pump(), never inside a connection's own callback). */
+struct gen {
+    struct gen *next;            /* in the retired list */
+    struct slot *slots;
+    int nslots;
+    int busy;
+    SSL_CTX *ssl;
+    bool https;
+    char host[256];
+    int port;
+    char base_path[256];
+};
+
+/* What a configuration needs, built (and checked) before it replaces the running one. */
+struct upstream_prep {
+    struct gen *gen;
+    char ident[1024];
 };
 
 struct ureq {
@@ -48,6 +71,7 @@ struct ureq {
     bool is_login;
     bool retried_401;
     const char *error;          /* set by the error callback */
+    long long enq_ms;           /* when it was queued: timeout_ms counts from here */
     long long start_ms;
     struct slot *slot;
     char token_used[512];
@@ -58,17 +82,18 @@ TAILQ_HEAD(ureq_queue, ureq);
 
 struct upstream {
     struct app *app;
-    bool https;
-    char host[256];
-    int port;
-    char base_path[256];
-    SSL_CTX *ssl;
-    struct slot *slots;
-    int nslots;
+    struct gen *cur;             /* the running configuration's connections */
+    struct gen *retired;         /* earlier ones with requests still in flight */
     struct ureq_queue queue;
+    int queued;
     struct ureq_queue sent;     /* in flight on a connection */
+    struct ureq_queue refused;  /* refused at enqueue: answered from pump() */
     int in_flight;
     struct event *pump_ev;
+    struct event *sweep_ev;     /* expires requests that waited too long */
+    int login_failures;          /* in a row: logins back off */
+    long long login_retry_ms;    /* monotonic: no login before this */
+    char login_why[256];
     /* auth = login */
     char *token;
     char *token_ident;           /* url, auth, user and password the token was got with */
@@ -79,7 +104,7 @@ struct upstream {
 
 /* ---- settings ------------------------------------------------------------ */
 
-static int parse_url(struct upstream *up, const char *url, char *err, size_t errlen)
+static int parse_url(struct gen *up, const char *url, char *err, size_t errlen)
 {
     const char *p;
     if (strncmp(url, "https://", 8) == 0) {
@@ -163,9 +188,9 @@ static void slot_drop(struct slot *s)
     s->dead = false;
 }
 
-static int slot_open(struct upstream *up, struct slot *s)
+static int slot_open(struct app *app, struct slot *s)
 {
-    struct app *app = up->app;
+    const struct gen *up = s->gen;
     if (up->https) {
         SSL *ssl = SSL_new(up->ssl);
         if (!ssl)
@@ -191,8 +216,6 @@ static int slot_open(struct upstream *up, struct slot *s)
     }
     if (!s->evcon)
         return -1;
-    struct timeval tv = { app->cfg->timeout_ms / 1000, (app->cfg->timeout_ms % 1000) * 1000 };
-    evhttp_connection_set_timeout_tv(s->evcon, &tv);
     evhttp_connection_set_retries(s->evcon, 0);
     evhttp_connection_set_max_body_size(s->evcon, MAX_RESPONSE_BYTES);
     evhttp_connection_set_closecb(s->evcon, on_conn_close, s);
@@ -251,6 +274,8 @@ static void on_login(struct app *app, const struct upstream_reply *rep, void *ar
             up->token_refresh_at = expires - margin;
             log_info(&app->log, "upstream", "logged in to the WABA client as %s; token valid until %lld",
                      app->cfg->username, expires);
+            up->login_failures = 0;
+            up->login_retry_ms = 0;
             cJSON_Delete(o);
             pump_soon(up);
             return;
@@ -262,7 +287,16 @@ static void on_login(struct app *app, const struct upstream_reply *rep, void *ar
     } else {
         snprintf(why, sizeof why, "login got no answer: %s", rep->error ? rep->error : "?");
     }
-    log_error(&app->log, "upstream", "cannot log in to the WABA client as %s: %s", app->cfg->username, why);
+    up->login_failures++;
+    long long backoff = 1000;
+    for (int i = 1; i < up->login_failures && backoff < 60000; i++)
+        backoff *= 2;
+    if (backoff > 60000)
+        backoff = 60000;
+    up->login_retry_ms = app_mono_ms() + backoff;
+    snprintf(up->login_why, sizeof up->login_why, "%.250s", why);
+    log_error(&app->log, "upstream", "cannot log in to the WABA client as %s (%d failure(s) in a row; next "
+              "try in %lld ms): %s", app->cfg->username, up->login_failures, backoff, why);
     fail_waiting(up, why);
 }
 
@@ -346,6 +380,7 @@ static void on_done(struct evhttp_request *req, void *arg)
     struct upstream *up = u->app->upstream;
     struct slot *s = u->slot;
     s->busy = false;
+    s->gen->busy--;
     up->in_flight--;
     TAILQ_REMOVE(&up->sent, u, link);
     struct upstream_reply rep = { .body = "", .len = 0 };
@@ -353,7 +388,7 @@ static void on_done(struct evhttp_request *req, void *arg)
     if (rep.status == 0) {
         s->dead = true;       /* a fresh connection next time */
         rep.error = u->error ? u->error : "could not connect, or the connection failed";
-        if (up->https && tls_error(s, u->errbuf, sizeof u->errbuf))
+        if (s->gen->https && tls_error(s, u->errbuf, sizeof u->errbuf))
             rep.error = u->errbuf;
     } else {
         /* A NUL after the body makes it a C string for the callbacks. */
@@ -413,19 +448,23 @@ static void add_auth(struct upstream *up, struct ureq *u, struct evkeyvalq *h)
     }
 }
 
-static int dispatch(struct upstream *up, struct ureq *u, struct slot *s)
+/* Sends u on slot s, with what is left of its time (timeout_ms from the enqueue). */
+static int dispatch(struct upstream *up, struct ureq *u, struct slot *s, long long left_ms)
 {
+    const struct gen *g = s->gen;
     if (s->dead)
         slot_drop(s);
-    if (!s->evcon && slot_open(up, s) != 0)
+    if (!s->evcon && slot_open(up->app, s) != 0)
         return -1;
+    struct timeval tv = { (time_t)(left_ms / 1000), (suseconds_t)(left_ms % 1000) * 1000 };
+    evhttp_connection_set_timeout_tv(s->evcon, &tv);
     struct evhttp_request *req = evhttp_request_new(on_done, u);
     if (!req)
         return -1;
     evhttp_request_set_error_cb(req, on_error);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char hostport[300];
-    snprintf(hostport, sizeof hostport, strchr(up->host, ':') ? "[%s]:%d" : "%s:%d", up->host, up->port);
+    snprintf(hostport, sizeof hostport, strchr(g->host, ':') ? "[%s]:%d" : "%s:%d", g->host, g->port);
     evhttp_add_header(h, "Host", hostport);
     evhttp_add_header(h, "Accept", "application/json");
     evhttp_add_header(h, "User-Agent", "waguard/" WAGUARD_VERSION);
@@ -436,9 +475,10 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s)
             evbuffer_add(evhttp_request_get_output_buffer(req), u->body, u->len);
     }
     char full[2048];
-    snprintf(full, sizeof full, "%s%s", up->base_path, u->path);
+    snprintf(full, sizeof full, "%s%s", g->base_path, u->path);
     u->slot = s;
     s->busy = true;
+    s->gen->busy++;
     up->in_flight++;
     TAILQ_INSERT_TAIL(&up->sent, u, link);
     if (!u->start_ms)
@@ -446,6 +486,7 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s)
     if (evhttp_make_request(s->evcon, req, u->method, full) != 0) {
         /* libevent freed req; the connection is suspect */
         s->busy = false;
+        s->gen->busy--;
         s->dead = true;
         up->in_flight--;
         TAILQ_REMOVE(&up->sent, u, link);
@@ -454,15 +495,84 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s)
     return 0;
 }
 
+static void gen_free(struct gen *g)
+{
+    for (int i = 0; i < g->nslots; i++)
+        slot_drop(&g->slots[i]);
+    free(g->slots);
+    if (g->ssl)
+        SSL_CTX_free(g->ssl);
+    free(g);
+}
+
+/* Retired generations whose last request has finished are freed here, outside any
+ * connection's callback. */
+static void free_retired(struct upstream *up)
+{
+    struct gen **pp = &up->retired;
+    while (*pp) {
+        struct gen *g = *pp;
+        if (g->busy == 0) {
+            *pp = g->next;
+            gen_free(g);
+        } else {
+            pp = &g->next;
+        }
+    }
+}
+
+static void fail_now(struct upstream *up, struct ureq *u, const char *why)
+{
+    struct upstream_reply rep = { .status = 0, .body = "", .error = why };
+    if (u->is_login)
+        up->logging_in = false;
+    finish(up, u, &rep);
+}
+
+/* Requests that have waited timeout_ms since they were queued fail: the time a caller
+ * (an acknowledgement under a lease) waits is bounded by it, queue included. */
+static void expire_queued(struct upstream *up)
+{
+    long long now = app_mono_ms(), limit = up->app->cfg->timeout_ms;
+    struct ureq *u, *next;
+    for (u = TAILQ_FIRST(&up->queue); u; u = next) {
+        next = TAILQ_NEXT(u, link);
+        if (now - u->enq_ms < limit)
+            continue;
+        TAILQ_REMOVE(&up->queue, u, link);
+        up->queued--;
+        snprintf(u->errbuf, sizeof u->errbuf, "timed out: waited %lld ms for a connection to the WABA client",
+                 now - u->enq_ms);
+        fail_now(up, u, u->errbuf);
+    }
+}
+
 static void pump(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream *up = arg;
     struct app *app = up->app;
     (void)fd;
     (void)what;
+    free_retired(up);
+    struct ureq *u;
+    while ((u = TAILQ_FIRST(&up->refused)) != NULL) {
+        TAILQ_REMOVE(&up->refused, u, link);
+        fail_now(up, u, u->errbuf);
+    }
+    expire_queued(up);
     while (!TAILQ_EMPTY(&up->queue)) {
-        struct ureq *u = TAILQ_FIRST(&up->queue);
+        u = TAILQ_FIRST(&up->queue);
         if (!u->is_login && app->cfg->auth == AUTH_LOGIN && !token_fresh(up)) {
+            long long wait = up->login_retry_ms - app_mono_ms();
+            if (!up->logging_in && wait > 0) {
+                /* Logins back off after failures: a locked WABA account helps no one. */
+                TAILQ_REMOVE(&up->queue, u, link);
+                up->queued--;
+                snprintf(u->errbuf, sizeof u->errbuf, "not logged in (next login try in %lld ms): %.180s",
+                         wait, up->login_why);
+                fail_now(up, u, u->errbuf);
+                continue;
+            }
             if (!up->logging_in)
                 start_login(up);
             if (TAILQ_FIRST(&up->queue) == u)
@@ -470,27 +580,47 @@ static void pump(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         struct slot *s = NULL;
-        for (int i = 0; i < up->nslots && !s; i++)
-            if (!up->slots[i].busy)
-                s = &up->slots[i];
+        for (int i = 0; i < up->cur->nslots && !s; i++)
+            if (!up->cur->slots[i].busy)
+                s = &up->cur->slots[i];
         if (!s)
             return;
         TAILQ_REMOVE(&up->queue, u, link);
-        if (dispatch(up, u, s) != 0) {
-            struct upstream_reply rep = { .status = 0, .body = "", .error = "cannot open a connection" };
-            if (u->is_login)
-                up->logging_in = false;
-            finish(up, u, &rep);
+        up->queued--;
+        long long left = app->cfg->timeout_ms - (app_mono_ms() - u->enq_ms);
+        if (left <= 0) {
+            fail_now(up, u, "timed out waiting for a connection to the WABA client");
+            continue;
         }
+        if (dispatch(up, u, s, left) != 0)
+            fail_now(up, u, "cannot open a connection");
     }
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    (void)fd;
+    (void)what;
+    if (!TAILQ_EMPTY(&up->queue) || up->retired)
+        pump_soon(up);
 }
 
 static int enqueue(struct upstream *up, struct ureq *u, bool front)
 {
-    if (front)
-        TAILQ_INSERT_HEAD(&up->queue, u, link);
-    else
-        TAILQ_INSERT_TAIL(&up->queue, u, link);
+    if (!u->enq_ms)
+        u->enq_ms = app_mono_ms();
+    if (!u->is_login && up->queued >= up->app->cfg->queue_max) {
+        snprintf(u->errbuf, sizeof u->errbuf, "the queue to the WABA client is full (%d waiting; "
+                 "[upstream] queue_max)", up->queued);
+        TAILQ_INSERT_TAIL(&up->refused, u, link);
+    } else {
+        if (front)
+            TAILQ_INSERT_HEAD(&up->queue, u, link);
+        else
+            TAILQ_INSERT_TAIL(&up->queue, u, link);
+        up->queued++;
+    }
     pump_soon(up);
     return 0;
 }
@@ -501,6 +631,7 @@ static void fail_waiting(struct upstream *up, const char *why)
     struct ureq_queue q;
     TAILQ_INIT(&q);
     TAILQ_CONCAT(&q, &up->queue, link);
+    up->queued = 0;
     struct ureq *u;
     while ((u = TAILQ_FIRST(&q)) != NULL) {
         TAILQ_REMOVE(&q, u, link);
@@ -538,55 +669,74 @@ int upstream_request(struct app *app, enum evhttp_cmd_type method, const char *p
 
 /* ---- life -------------------------------------------------------------- */
 
-static int configure(struct upstream *up, const struct config *cfg, char *err, size_t errlen)
+int upstream_prepare(const struct config *cfg, struct upstream_prep **out, char *err, size_t errlen)
 {
-    struct upstream tmp = { 0 };
-    if (parse_url(&tmp, cfg->upstream_url, err, errlen) != 0)
-        return -1;
-    SSL_CTX *ssl = NULL;
-    if (tmp.https && !(ssl = make_ssl_ctx(cfg, err, errlen)))
-        return -1;
-    struct slot *slots = calloc((size_t)cfg->max_in_flight, sizeof *slots);
-    if (!slots) {
-        SSL_CTX_free(ssl);
+    struct upstream_prep *p = calloc(1, sizeof *p);
+    struct gen *g = calloc(1, sizeof *g);
+    if (!p || !g) {
+        free(p);
+        free(g);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* Connections in use finish on the old settings; idle ones are closed now. */
-    for (int i = 0; i < up->nslots; i++) {
-        if (!up->slots[i].busy)
-            slot_drop(&up->slots[i]);
-        else
-            log_notice(&up->app->log, "upstream", "a request in flight finishes on the old connection");
+    p->gen = g;
+    if (parse_url(g, cfg->upstream_url, err, errlen) != 0 ||
+        (g->https && !(g->ssl = make_ssl_ctx(cfg, err, errlen)))) {
+        upstream_prep_free(p);
+        return -1;
     }
-    bool any_busy = false;
-    for (int i = 0; i < up->nslots; i++)
-        any_busy = any_busy || up->slots[i].busy;
-    if (!any_busy) {
-        free(up->slots);
-        if (up->ssl)
-            SSL_CTX_free(up->ssl);
-    } /* else: leaked on purpose until exit; reloads with requests in flight are rare */
-    up->slots = slots;
-    up->nslots = (int)cfg->max_in_flight;
-    for (int i = 0; i < up->nslots; i++)
-        up->slots[i].up = up;
-    up->ssl = ssl;
-    up->https = tmp.https;
-    memcpy(up->host, tmp.host, sizeof up->host);
-    up->port = tmp.port;
-    memcpy(up->base_path, tmp.base_path, sizeof up->base_path);
-    /* A login token stays good unless where or as whom we log in changed. */
-    char ident[1024];
-    snprintf(ident, sizeof ident, "%s|%d|%s|%s", cfg->upstream_url, (int)cfg->auth, cfg->username,
+    g->slots = calloc((size_t)cfg->max_in_flight, sizeof *g->slots);
+    if (!g->slots) {
+        upstream_prep_free(p);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    g->nslots = (int)cfg->max_in_flight;
+    for (int i = 0; i < g->nslots; i++)
+        g->slots[i].gen = g;
+    snprintf(p->ident, sizeof p->ident, "%s|%d|%s|%s", cfg->upstream_url, (int)cfg->auth, cfg->username,
              cfg->password ? cfg->password : "");
-    if (!up->token_ident || strcmp(up->token_ident, ident) != 0) {
+    *out = p;
+    return 0;
+}
+
+void upstream_prep_free(struct upstream_prep *p)
+{
+    if (!p)
+        return;
+    if (p->gen)
+        gen_free(p->gen);
+    free(p);
+}
+
+void upstream_apply(struct app *app, struct upstream_prep *p)
+{
+    struct upstream *up = app->upstream;
+    struct gen *old = up->cur;
+    up->cur = p->gen;
+    p->gen = NULL;
+    if (old) {
+        /* Connections in use finish on the old settings; idle ones are closed now. */
+        for (int i = 0; i < old->nslots; i++)
+            if (!old->slots[i].busy)
+                slot_drop(&old->slots[i]);
+        if (old->busy)
+            log_notice(&app->log, "upstream", "%d request(s) in flight finish on the old connections", old->busy);
+        old->next = up->retired;
+        up->retired = old;
+        free_retired(up);
+    }
+    /* A login token stays good unless where or as whom we log in changed. */
+    if (!up->token_ident || strcmp(up->token_ident, p->ident) != 0) {
         free(up->token);
         up->token = NULL;
         free(up->token_ident);
-        up->token_ident = strdup(ident);
+        up->token_ident = strdup(p->ident);
+        up->login_failures = 0;
+        up->login_retry_ms = 0;
     }
-    return 0;
+    upstream_prep_free(p);
+    pump_soon(up);
 }
 
 int upstream_new(struct app *app, char *err, size_t errlen)
@@ -599,16 +749,17 @@ int upstream_new(struct app *app, char *err, size_t errlen)
     up->app = app;
     TAILQ_INIT(&up->queue);
     TAILQ_INIT(&up->sent);
+    TAILQ_INIT(&up->refused);
     app->upstream = up;
     up->pump_ev = event_new(app->base, -1, 0, pump, up);
-    if (!up->pump_ev || configure(up, app->cfg, err, errlen) != 0)
+    up->sweep_ev = event_new(app->base, -1, EV_PERSIST, on_sweep, up);
+    struct upstream_prep *p;
+    if (!up->pump_ev || !up->sweep_ev || upstream_prepare(app->cfg, &p, err, errlen) != 0)
         return -1;
+    upstream_apply(app, p);
+    struct timeval tv = { 0, 100 * 1000 };
+    event_add(up->sweep_ev, &tv);
     return 0;
-}
-
-int upstream_reconfigure(struct app *app, char *err, size_t errlen)
-{
-    return configure(app->upstream, app->cfg, err, errlen);
 }
 
 void upstream_free(struct app *app)
@@ -618,24 +769,28 @@ void upstream_free(struct app *app)
         return;
     /* Connections first (libevent drops their requests without calling back), then
      * every request still waiting or in flight gets its answer: none. */
-    for (int i = 0; i < up->nslots; i++)
-        if (up->slots[i].evcon) {
-            evhttp_connection_set_closecb(up->slots[i].evcon, NULL, NULL);
-            evhttp_connection_free(up->slots[i].evcon);
-            up->slots[i].evcon = NULL;
-        }
+    for (struct gen *g = up->cur; g; g = g == up->cur ? up->retired : g->next)
+        for (int i = 0; i < g->nslots; i++)
+            slot_drop(&g->slots[i]);
     TAILQ_CONCAT(&up->sent, &up->queue, link);
+    TAILQ_CONCAT(&up->sent, &up->refused, link);
     struct ureq *u;
     while ((u = TAILQ_FIRST(&up->sent)) != NULL) {
         TAILQ_REMOVE(&up->sent, u, link);
         struct upstream_reply rep = { .status = 0, .body = "", .error = "waguard is stopping" };
         finish(up, u, &rep);
     }
-    free(up->slots);
-    if (up->ssl)
-        SSL_CTX_free(up->ssl);
+    if (up->cur)
+        gen_free(up->cur);
+    while (up->retired) {
+        struct gen *g = up->retired;
+        up->retired = g->next;
+        gen_free(g);
+    }
     if (up->pump_ev)
         event_free(up->pump_ev);
+    if (up->sweep_ev)
+        event_free(up->sweep_ev);
     free(up->token);
     free(up->token_ident);
     free(up);
