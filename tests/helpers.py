@@ -33,6 +33,39 @@ def new_wa_id():
     return "1631555%04d" % (next(_wa_counter) % 10000)
 
 
+# Users from several countries, with the shapes their numbers really have.  Each entry:
+# country calling code, a wa_id template (%04d is filled), and how a person there types
+# the same number (international, with '+').  Mexico and Argentina dial differently from
+# their wa_id: the contact check maps the dialled number to the wa_id.
+WORLD = {
+    "US": ("1", "1415555%04d", lambda w: "+1 (%s) %s-%s" % (w[1:4], w[4:7], w[7:])),
+    "GB": ("44", "44770090%04d", lambda w: "+44 %s %s" % (w[2:6], w[6:])),
+    "IN": ("91", "9198765%04d1", lambda w: "+91 %s %s" % (w[2:7], w[7:])),
+    "BR": ("55", "55119876%04d1", lambda w: "+55 %s %s-%s" % (w[2:4], w[4:9], w[9:])),
+    "DE": ("49", "49151234%04d", lambda w: "+49 %s %s" % (w[2:5], w[5:])),
+    "AR": ("54", "549115612%04d", lambda w: "+54 9 %s %s-%s" % (w[3:5], w[5:9], w[9:])),
+    "MX": ("52", "521551234%04d", lambda w: "+52 %s %s %s" % (w[3:5], w[5:9], w[9:])),
+    "PH": ("63", "63917555%04d", lambda w: "+63 %s %s %s" % (w[2:5], w[5:8], w[8:])),
+    "ID": ("62", "62812345%04d", lambda w: "+62 %s-%s-%s" % (w[2:5], w[5:9], w[9:])),
+    "NG": ("234", "234803555%04d", lambda w: "+234 %s %s %s" % (w[3:6], w[6:9], w[9:])),
+}
+_world_counter = itertools.count(1)
+
+
+def world_wa_id(country):
+    """A fresh wa_id of a user in `country` (a WORLD key), unique within the session."""
+    return WORLD[country][1] % (next(_world_counter) % 10000)
+
+
+def world_dialled(country, wa_id):
+    """How a person types wa_id's number, with '+' and the country's own grouping.  For MX
+    the result is the dialled number without the mobile '1' (it maps to the wa_id only
+    through a contact check); for the others it names the wa_id by itself."""
+    if country == "MX":
+        return "+52 %s %s %s" % (wa_id[3:5], wa_id[5:9], wa_id[9:])
+    return WORLD[country][2](wa_id)
+
+
 def new_msg_id(prefix="gBGGFlA5FpafAgkOuJbRq"):
     return "%s%08d-t" % (prefix, next(_msg_counter))
 
