@@ -115,6 +115,9 @@ _KNOB_DEFAULTS = {
     "home_country_code": "1",
     # None: every well-formed number is valid; else a list/set of valid wa_ids or inputs.
     "valid_numbers": None,
+    # {normalised dialled number: wa_id} for countries whose wa_id is not the dialled number
+    # (Mexico's mobile '1', Argentina's '9'): POST /v1/contacts answers that wa_id.
+    "wa_id_map": {},
     # Numbers (inputs or wa_ids) answered "invalid" / "failed" by POST /v1/contacts.
     "invalid_numbers": [],
     "failed_numbers": [],
@@ -1068,7 +1071,7 @@ class WabaSim:
             return "invalid", None
         if self.valid_numbers is not None and not names & set(self.valid_numbers):
             return "invalid", None
-        return "valid", wa
+        return "valid", (self.wa_id_map or {}).get(wa, wa)
 
     def _check_contacts(self, body):
         if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):

@@ -90,8 +90,11 @@ local function who(op)
   return canon(op.w)
 end
 
-local function record_identity(w, h, t, ackd, src)
+-- rx: t is the time it reached us standing in for a time that could not be believed;
+-- such a record is ordered before any other hash that arrives after it.
+local function record_identity(w, h, t, ackd, src, rx)
   local k = ukey(w)
+  if rx then redis.call('HSET', k, 'id_rx', 1) else redis.call('HDEL', k, 'id_rx') end
   if ackd then
     redis.call('HSET', k, 'id_hash', h, 'id_ts', t, 'id_attempts', 0)
     mark_acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
@@ -123,8 +126,9 @@ handlers.id = function(op)
   op.w = who(op)
   -- Learnt by the worker that holds this user: its lease ends here.
   if op.src == 'reconcile' then redis.call('HDEL', ukey(op.w), 'id_lease') end
-  local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack')
+  local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack', 'id_rx')
   local ackd = op.ack == true
+  local rx = false
   -- Cloud API hashes come without a time: the time they reach us orders them; a time
   -- ahead of Redis's clock (a skewed WABA host, a unit mix-up) would hide every real
   -- change after it, so the time it reached us stands in for it.
@@ -133,25 +137,27 @@ handlers.id = function(op)
     res.future = res.future + 1
     event('identity_future', op.w, { 'hash', op.h, 'created_ms', op.t })
     op.t = NOW
+    rx = true
   end
   if not cur[1] then
     -- First hash seen for this user.  A system message is always a change; a hash
     -- carried by a message is trusted when the WABA client says it is acknowledged,
     -- a Cloud API one when first_seen = trust.
     local trusted = cfg.first_seen == 'trust' and (ackd or op.src == 'cloud')
-    record_identity(op.w, op.h, op.t, trusted, op.src)
+    record_identity(op.w, op.h, op.t, trusted, op.src, rx)
   elseif cur[1] == op.h then
     if ackd and cur[3] ~= '1' then
       mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')
     end
   else
     local ct = stored_ts(cur[2])
+    if cur[4] == '1' then ct = -1 end      -- its time was not believed: anything later wins
     if not newer(op.t, op.h, ct, cur[1]) then
       res.late = res.late + 1
       event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
       return
     end
-    record_identity(op.w, op.h, op.t, ackd, op.src)
+    record_identity(op.w, op.h, op.t, ackd, op.src, rx)
   end
   if not op.part then res.accepted = res.accepted + 1 end
 end
