@@ -473,6 +473,13 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s, long lo
         evhttp_add_header(h, "Content-Type", "application/json");
         if (u->len)
             evbuffer_add(evhttp_request_get_output_buffer(req), u->body, u->len);
+        /* libevent adds Content-Length itself only to POST and PUT; a DELETE with a
+         * body (Cloud unblock) without one would leave its bytes to the next request. */
+        if (u->method != EVHTTP_REQ_POST && u->method != EVHTTP_REQ_PUT) {
+            char cl[32];
+            snprintf(cl, sizeof cl, "%zu", u->len);
+            evhttp_add_header(h, "Content-Length", cl);
+        }
     }
     char full[2048];
     snprintf(full, sizeof full, "%s%s", g->base_path, u->path);

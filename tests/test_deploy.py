@@ -42,6 +42,7 @@ KEYS = {
         "password_file": "",
         "key_prefix": "waguard",
         "events_maxlen": "100000",
+        "timeout_ms": "3000",
     },
     "upstream": {
         "api": "onprem",
@@ -54,6 +55,7 @@ KEYS = {
         "ca_file": "",
         "timeout_ms": "5000",
         "max_in_flight": "16",
+        "queue_max": "1000",
     },
     "webhook": {
         "path": "/webhook",
