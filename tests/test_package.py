@@ -187,6 +187,23 @@ def test_lintian_reports_no_errors_or_warnings(deb):
                 assert lines[0].startswith("#"), "%s: override without a comment: %s" % (f.name, block)
 
 
+def test_deployment_notes_are_the_readme_section_and_name_the_package_steps():
+    """The package ships deploy/DEPLOYING.md as the deployment notes: it is the README's
+    "Deploying" section, which starts with the newcomer's steps on a fresh machine."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Deploying beside the WABA client")
+    section = readme[start:readme.index("\n## ", start + 3)].rstrip("\n") + "\n"
+    assert (ROOT / "deploy" / "DEPLOYING.md").read_text() == section
+    steps = section[:section.index("### 1.")]
+    for step in ("make deb", "apt install ./build/waguard_*.deb",
+                 "cp /etc/waguard/waguard.conf.example /etc/waguard/waguard.conf",
+                 "systemctl start waguard"):
+        assert step in steps, step
+    dropin = (ROOT / "debian" / "waguard-wait-for-configuration.conf").read_text()
+    assert "ConditionPathExists=/etc/waguard/waguard.conf\n" in dropin
+    assert "ConditionPathExists=/etc/waguard/waguard.conf" in section
+
+
 # ------------------------------------------------------------------ a throw-away root
 
 
