@@ -218,6 +218,15 @@ class Root:
         (self.admin / "available").touch()
         (path / "var" / "log").mkdir()
         self._seed(deb)
+        # debhelper 13.11's restart snippet and postrm call systemctl and
+        # deb-systemd-invoke whenever this machine runs systemd, DPKG_ROOT or not: these
+        # stand-ins keep the scripts away from this machine's services.
+        self.bin = path.parent / "stubs"
+        self.bin.mkdir()
+        for tool in ("systemctl", "deb-systemd-invoke"):
+            stub = self.bin / tool
+            stub.write_text("#!/bin/sh\necho \"%s $*\" >> \"%s\"\n" % (tool, path.parent / "stubs.log"))
+            stub.chmod(0o755)
 
     def _seed(self, deb):
         """This machine's status records of the packages waguard depends on (with empty
@@ -240,7 +249,8 @@ class Root:
                "--log=%s" % self.p("/var/log/dpkg.log")]
         if os.geteuid() != 0:
             cmd.append("--force-not-root")
-        return run(cmd + list(args), check=check)
+        env = dict(os.environ, PATH="%s:%s" % (self.bin, os.environ.get("PATH", "/usr/bin:/bin")))
+        return run(cmd + list(args), check=check, env=env)
 
     def status(self):
         res = run(["dpkg-query", "--admindir=%s" % self.admin, "-W",
