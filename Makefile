@@ -32,12 +32,12 @@ LIB_OBJ   := $(patsubst src/%.c,build/obj/%.o,$(LIB_SRC)) build/obj/lua.o
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,build/unit/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration run bench install uninstall clean
+.PHONY: all deps test unit integration run bench install uninstall clean deb
 
 all: build/waguard
 
 build/obj/%.o: src/%.c $(wildcard include/*.h) | build/obj
-	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) $(CFLAGS) -MMD -c -o $@ $<
+	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -c -o $@ $<
 
 # The Redis scripts live in src/lua/ as Lua; each is compiled in as a C string with
 # src/lua/common.lua in front of it.
@@ -50,7 +50,7 @@ build/gen/lua.c: $(LUA) src/lua/common.lua | build/obj
 	    echo ';'; done; } > $@
 
 build/obj/lua.o: build/gen/lua.c
-	$(CC) $(BASE_CFLAGS) $(CFLAGS) -c -o $@ $<
+	$(CC) $(BASE_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 build/waguard: $(OBJ)
 	$(CC) $(LDFLAGS) -o $@ $(OBJ) $(PKG_LIBS) -lm
@@ -65,12 +65,14 @@ build/unit/%: tests/unit/%.c tests/unit/unit.h $(LIB_OBJ) | build/unit
 # Install what a fresh Debian machine lacks, only when something is missing.
 DEB_PKGS := build-essential pkg-config libevent-dev libcjson-dev libhiredis-dev libinih-dev \
             libsystemd-dev libssl-dev check redis-server python3-pytest python3-requests \
-            python3-redis wrk openssl curl prometheus nginx-light man-db groff-base
+            python3-redis wrk openssl curl prometheus nginx-light man-db groff-base \
+            debhelper dpkg-dev lintian
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@if ! pkg-config --exists $(PKGS) check 2>/dev/null || ! command -v redis-server >/dev/null \
 	    || ! $(PY) -c 'import pytest, requests, redis' 2>/dev/null || ! command -v wrk >/dev/null \
-	    || ! command -v promtool >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }; then \
+	    || ! command -v promtool >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } \
+	    || ! command -v dh >/dev/null || ! command -v dpkg-buildpackage >/dev/null || ! command -v lintian >/dev/null; then \
 	  echo "make deps: installing Debian packages: $(DEB_PKGS)"; \
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $(DEB_PKGS); \
 	fi
@@ -107,7 +109,22 @@ install: build/waguard
 	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf"; \
 	else install -m 0644 deploy/waguard.conf $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf; fi
 	install -m 0644 deploy/waguard.conf deploy/redis-waguard.conf deploy/nginx-waguard.conf \
-	    deploy/waguard.rules.yml README.md $(DESTDIR)$(DOCDIR)/
+	    deploy/waguard.rules.yml deploy/grafana-waguard.json deploy/DEPLOYING.md README.md \
+	    $(DESTDIR)$(DOCDIR)/
+
+# The Debian package (debian/, debhelper): built with dpkg-buildpackage in a copy of
+# the tree under build/deb/, so neither the working tree nor its build/ are touched;
+# the .deb is copied to build/waguard_$(VERSION)_<arch>.deb.
+DEB_STAGE := build/deb/waguard-$(VERSION)
+deb: deps
+	rm -rf build/deb build/waguard_*.deb
+	mkdir -p $(DEB_STAGE)
+	tar -c --exclude-vcs --exclude=./build --exclude=./.run --exclude=__pycache__ \
+	    --exclude=.pytest_cache --exclude=./debian/waguard --exclude=./debian/.debhelper . \
+	    | tar -x -C $(DEB_STAGE)
+	cd $(DEB_STAGE) && dpkg-buildpackage -us -uc -b
+	cp build/deb/waguard_$(VERSION)_*.deb build/
+	@ls build/waguard_$(VERSION)_*.deb
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/waguard $(DESTDIR)$(UNITDIR)/waguard.service \
