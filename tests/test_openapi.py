@@ -342,3 +342,22 @@ def test_planned_routes_that_are_built_answer_as_documented(procs):
         tok = ADMIN_TOKEN if p.startswith("/v1/identities") else API_TOKEN
         d.check(requests.request(m.upper(), wg.url + path, headers=api(tok), json=bodies.get(p), timeout=5), p, m)
         d.check(requests.request(m.upper(), wg.url + path, json=bodies.get(p), timeout=5), p, m, status=401)
+
+
+# ----------------------------------------------------------------------------- links
+
+def test_the_documentation_links_only_to_files_in_the_repository():
+    """README.md, docs/ and deploy/*.md: every Markdown link is relative and names a file or
+    directory of the repository (a clone has nothing outside it)."""
+    files = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "deploy").glob("*.md"))
+    link = re.compile(r"\]\(([^)\s]+)\)")
+    checked = 0
+    for f in files:
+        for target in link.findall(f.read_text()):
+            where = "%s: link %s" % (f.relative_to(ROOT), target)
+            assert not re.match(r"[a-z]+:", target), where + " leaves the repository"
+            path = (f.parent / target.split("#")[0]).resolve()
+            assert path == ROOT or ROOT in path.parents, where + " points outside the repository"
+            assert path.exists(), where + " names a file that does not exist"
+            checked += 1
+    assert checked >= 10, checked
