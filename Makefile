@@ -32,7 +32,7 @@ LIB_OBJ   := $(patsubst src/%.c,build/obj/%.o,$(LIB_SRC)) build/obj/lua.o
 UNIT_SRC  := $(wildcard tests/unit/*.c)
 UNIT_BIN  := $(patsubst tests/unit/%.c,build/unit/%,$(UNIT_SRC))
 
-.PHONY: all deps test unit integration run bench install uninstall clean deb
+.PHONY: all deps test unit integration lint-openapi run bench install uninstall clean deb
 
 all: build/waguard
 
@@ -66,15 +66,21 @@ build/unit/%: tests/unit/%.c tests/unit/unit.h $(LIB_OBJ) | build/unit
 DEB_PKGS := build-essential pkg-config libevent-dev libcjson-dev libhiredis-dev libinih-dev \
             libsystemd-dev libssl-dev check redis-server python3-pytest python3-requests \
             python3-redis wrk openssl curl prometheus nginx-light man-db groff-base \
-            debhelper dpkg-dev lintian
+            debhelper dpkg-dev lintian python3-jsonschema python3-yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@if ! pkg-config --exists $(PKGS) check 2>/dev/null || ! command -v redis-server >/dev/null \
-	    || ! $(PY) -c 'import pytest, requests, redis' 2>/dev/null || ! command -v wrk >/dev/null \
+	    || ! $(PY) -c 'import pytest, requests, redis, jsonschema, yaml' 2>/dev/null || ! command -v wrk >/dev/null \
 	    || ! command -v promtool >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } \
 	    || ! command -v dh >/dev/null || ! command -v dpkg-buildpackage >/dev/null || ! command -v lintian >/dev/null; then \
 	  echo "make deps: installing Debian packages: $(DEB_PKGS)"; \
 	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $(DEB_PKGS); \
+	fi
+	@# Node for the OpenAPI linter; only when there is no npm (a nodejs from elsewhere, such as
+	@# NodeSource's, carries its own npm and conflicts with Debian's npm package).
+	@if ! command -v npm >/dev/null; then \
+	  echo "make deps: installing Debian packages: nodejs npm"; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y nodejs npm; \
 	fi
 
 unit: $(UNIT_BIN)
@@ -83,9 +89,20 @@ unit: $(UNIT_BIN)
 integration: build/waguard
 	$(PY) -m pytest -q tests
 
+# docs/openapi.yaml, linted by Redocly's CLI (the version pinned in package-lock.json; rules in
+# redocly.yaml).  npm ci runs again only when the lock file changes.
+REDOCLY := node_modules/.bin/redocly
+$(REDOCLY): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --prefer-offline
+	@touch $@
+
+lint-openapi: $(REDOCLY)
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(REDOCLY) lint
+
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory lint-openapi
 	@$(MAKE) --no-print-directory integration
 
 # A private Redis on a unix socket, the WABA simulator and waguard in the foreground.
