@@ -29,6 +29,15 @@ struct token_list {
     size_t n;
 };
 
+/* [hold]: a sensitive category of sends, held for a while after an identity change. */
+#define CONFIG_HOLD_MAX 16
+struct hold_category {
+    char *name;                /* "authentication", or any name the operator gives */
+    long seconds;              /* <name>_s: the hold time; 0 = off */
+    char **templates;          /* <name>_templates: template names in the category */
+    size_t ntemplates;
+};
+
 struct config {
     char *path;                /* the file it came from */
 
@@ -83,6 +92,10 @@ struct config {
     bool session_window;
     char *home_country_code;
 
+    /* [hold] */
+    struct hold_category holds[CONFIG_HOLD_MAX];
+    size_t nholds;
+
     /* [log] */
     enum log_level log_level;
     enum log_format log_format;
@@ -102,6 +115,11 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 int config_reload(const char *path, const struct config *running, struct config *cfg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void config_free(struct config *cfg);
+
+/* The [hold] category named name, or NULL. */
+const struct hold_category *config_hold(const struct config *cfg, const char *name);
+/* The [hold] category whose templates include template_name, or NULL. */
+const struct hold_category *config_hold_for_template(const struct config *cfg, const char *template_name);
 
 /* True when listen names a loopback address (127.0.0.0/8, ::1, localhost) or a unix socket. */
 bool config_listen_is_local(const char *listen);

@@ -28,6 +28,8 @@ struct gate_facts {
     bool blocked;
     const char *moved_to;    /* the user's new number, NULL when none */
     const char *contact;     /* contact-check status, NULL when none */
+    long long changed_ms;    /* when the newest identity change reached Redis; 0 none */
+    const char *hold_released; /* "CHANGED_MS:category" or "CHANGED_MS:*" an operator lifted */
 };
 
 #define GATE_MAX_CONSIDERED 4
@@ -35,13 +37,21 @@ struct gate_facts {
 struct gate_decision {
     bool allowed;
     bool reason[REASON_COUNT];
+    long long hold_until;    /* with identity_recently_changed: unix seconds */
     /* the known users the recipient could name, when more than one (borrowed) */
     int nconsidered;
     const char *considered[GATE_MAX_CONSIDERED];
 };
 
-void gate_decide(const struct config *cfg, const struct gate_facts *f, const char *type,
-                 long long now_s, struct gate_decision *d);
+/* What is asked: the message type ("text" by default; "template" and the legacy "hsm"
+ * are exempt from the 24-hour rule) and the [hold] category it belongs to, if any. */
+struct gate_ask {
+    const char *type;
+    const struct hold_category *hold;   /* borrowed from the running config, or NULL */
+};
+
+void gate_decide(const struct config *cfg, const struct gate_facts *f, const struct gate_ask *ask,
+                 long long now_ms, struct gate_decision *d);
 
 /* One user the recipient names, as the gate script returns it. */
 struct gate_user {
@@ -53,8 +63,8 @@ struct gate_user {
 /* The decision for a recipient naming users[0..n): the strictest over the known ones
  * (the first user when none is known).  Returns the index of the user the answer
  * reports: the first known one that is refused, else the first known one. */
-int gate_decide_all(const struct config *cfg, const struct gate_user *users, int n, const char *type,
-                    long long now_s, struct gate_decision *d);
+int gate_decide_all(const struct config *cfg, const struct gate_user *users, int n, const struct gate_ask *ask,
+                    long long now_ms, struct gate_decision *d);
 
 /* The contract's decision object, plus "considered" when the recipient named more
  * than one known user.  Returns a new cJSON object. */
@@ -65,7 +75,14 @@ cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const s
  * Returns 0 when cb will be called (always, unless out of memory). */
 typedef void gate_cb(struct app *app, const char *wa_id, const struct gate_facts *f,
                      const struct gate_decision *d, void *arg);
-int gate_check(struct app *app, const struct recipient *rcpt, const char *type, gate_cb *cb, void *arg)
+/* category: the [hold] category of the send, or NULL */
+int gate_check(struct app *app, const struct recipient *rcpt, const char *type, const char *category,
+               gate_cb *cb, void *arg) __attribute__((warn_unused_result));
+
+/* The users a recipient names and their facts, without deciding (the identity-change
+ * check): users NULL and n -1 when Redis did not answer.  Strings live during the call. */
+typedef void gate_fetch_cb(struct app *app, const struct gate_user *users, int n, void *arg);
+int gate_fetch(struct app *app, const struct recipient *rcpt, gate_fetch_cb *cb, void *arg)
     __attribute__((warn_unused_result));
 
 /* Counts a decision in the metrics. */

@@ -10,7 +10,7 @@ enum route {
     ROUTE_WEBHOOK, ROUTE_WEBHOOK_VERIFY, ROUTE_GATE, ROUTE_GATE_BATCH, ROUTE_MESSAGES,
     ROUTE_CONTACTS, ROUTE_IDENTITY_PROXY, ROUTE_BLOCK, ROUTE_BLOCKLIST, ROUTE_CLOUD_MESSAGES,
     ROUTE_CLOUD_BLOCK, ROUTE_IDENTITIES, ROUTE_IDENTITY, ROUTE_IDENTITY_ACK, ROUTE_HEALTHZ,
-    ROUTE_READYZ, ROUTE_METRICS, ROUTE_OTHER, ROUTE_COUNT
+    ROUTE_READYZ, ROUTE_METRICS, ROUTE_IDENTITY_RELEASE, ROUTE_IDENTITY_CHANGE_CHECK, ROUTE_OTHER, ROUTE_COUNT
 };
 
 enum item_kind {
@@ -22,7 +22,8 @@ enum ack_outcome { ACK_OK, ACK_RETRY, ACK_RECONCILED, ACK_FAILED, ACK_OUTCOME_CO
 
 enum reason {
     REASON_IDENTITY_UNACKNOWLEDGED, REASON_BLOCKED, REASON_CONTACT_INVALID,
-    REASON_OUTSIDE_SESSION_WINDOW, REASON_NUMBER_CHANGED, REASON_STORE_UNAVAILABLE, REASON_COUNT
+    REASON_OUTSIDE_SESSION_WINDOW, REASON_NUMBER_CHANGED, REASON_STORE_UNAVAILABLE,
+    REASON_IDENTITY_RECENTLY_CHANGED, REASON_COUNT
 };
 
 #define METRICS_BUCKETS 13
@@ -45,6 +46,12 @@ struct metrics {
     unsigned long long decisions_allowed, decisions_denied, fail_open;
     unsigned long long reasons[REASON_COUNT];
     unsigned long long reloads, reload_failures;
+    /* account-takeover holds, by category name */
+    struct metrics_hold {
+        char category[64];
+        unsigned long long applied, lifted;
+    } holds[32];
+    int nholds;
 };
 
 /* Gauges read from Redis for one scrape; negative values are left out. */
@@ -59,6 +66,8 @@ const char *metrics_route_name(enum route r);
 const char *metrics_reason_name(enum reason r);
 const char *metrics_item_name(enum item_kind k);
 void metrics_observe(struct histogram *h, double seconds);
+/* The hold counters of a category (added on first use); NULL when the table is full. */
+struct metrics_hold *metrics_hold(struct metrics *m, const char *category);
 
 /* Renders everything.  Returns a malloc'd string the caller frees, or NULL. */
 char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, const char *version);

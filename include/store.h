@@ -16,7 +16,7 @@
 
 enum store_script {
     SCRIPT_APPLY, SCRIPT_GATE, SCRIPT_CLAIM, SCRIPT_ACK_RESULT, SCRIPT_ENQUEUE,
-    SCRIPT_LIST, SCRIPT_GET, SCRIPT_STATS, SCRIPT_COUNT
+    SCRIPT_LIST, SCRIPT_GET, SCRIPT_STATS, SCRIPT_RELEASE, SCRIPT_COUNT
 };
 
 /* reply: borrowed, valid during the call only; NULL when Redis did not answer.

@@ -197,3 +197,78 @@ void admin_ack(struct request *r)
     if (store_eval(r->app, SCRIPT_ENQUEUE, 2, argv, NULL, on_enqueued, r) != 0)
         on_enqueued(r->app, NULL, r);
 }
+
+/* ---- POST /v1/identities/{wa_id}/release -------------------------------- */
+
+struct release {
+    char category[64];           /* "*": every category */
+};
+
+static void on_released(struct app *app, redisReply *reply, void *arg)
+{
+    struct request *r = arg;
+    struct release *rel = r->data;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == -1) {
+        request_reply_error(r, 404, "Not found", "%s has no identity change on record: nothing is held", r->arg[1]);
+        return;
+    }
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+        request_reply_error(r, 503, "Store unavailable", "%s",
+                            reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
+        return;
+    }
+    for (size_t i = 0; i < app->cfg->nholds; i++) {
+        const struct hold_category *h = &app->cfg->holds[i];
+        if (h->seconds > 0 && (strcmp(rel->category, "*") == 0 || strcmp(rel->category, h->name) == 0)) {
+            struct metrics_hold *mh = metrics_hold(app->metrics, h->name);
+            if (mh)
+                mh->lifted++;
+        }
+    }
+    log_notice(&app->log, "admin", "%s lifted the %s hold of %s (change at %s)", r->caller,
+               rel->category, reply->element[0]->str, reply->element[1]->str);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "wa_id", reply->element[0]->str);
+    cJSON_AddBoolToObject(o, "released", 1);
+    cJSON_AddStringToObject(o, "category", rel->category);
+    cJSON_AddNumberToObject(o, "changed_at", (double)(atoll(reply->element[1]->str) / 1000));
+    cJSON_AddStringToObject(o, "hash", reply->element[2]->str);
+    cJSON_AddStringToObject(o, "released_by", r->caller);
+    request_reply_json(r, 200, o);
+}
+
+void admin_release(struct request *r)
+{
+    if (request_authorize(r, ROLE_ADMIN) != 0 || normalise_arg(r) != 0)
+        return;
+    size_t len;
+    const char *body = request_body(r, &len);
+    cJSON *in = cJSON_ParseWithLength(body, len);
+    const cJSON *why = cJSON_GetObjectItemCaseSensitive(in, "reason");
+    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(in, "category");
+    bool cat_ok = !cat || (cJSON_IsString(cat) && cat->valuestring[0] && strlen(cat->valuestring) < 64 &&
+                           strspn(cat->valuestring, "abcdefghijklmnopqrstuvwxyz0123456789_") ==
+                               strlen(cat->valuestring));
+    if (!cJSON_IsObject(in) || !cJSON_IsString(why) || !why->valuestring[0] || strlen(why->valuestring) > 500 ||
+        !cat_ok) {
+        cJSON_Delete(in);
+        request_reply_error(r, 400, "Bad request", "expected {\"reason\":\"why the hold is lifted\"} (at most "
+                            "500 characters), optionally with \"category\" (default: every category)");
+        return;
+    }
+    struct release *rel = calloc(1, sizeof *rel);
+    if (!rel) {
+        cJSON_Delete(in);
+        request_reply_error(r, 500, "Internal error", "out of memory");
+        return;
+    }
+    snprintf(rel->category, sizeof rel->category, "%s", cat ? cat->valuestring : "*");
+    r->data = rel;
+    r->free_data = free;
+    const char *argv[] = { r->arg[1], r->caller, rel->category, why->valuestring };
+    request_hold(r);
+    int rc = store_eval(r->app, SCRIPT_RELEASE, 4, argv, NULL, on_released, r);
+    cJSON_Delete(in);
+    if (rc != 0)
+        on_released(r->app, NULL, r);
+}

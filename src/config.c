@@ -89,11 +89,22 @@ struct raw {
     char origin[128];          /* env variable name, or "default" */
 };
 
+/* A [hold] key: <category>_s or <category>_templates, any category name. */
+struct hold_raw {
+    char category[64];
+    bool is_templates;
+    char *value;
+    int line;
+    char origin[128];
+};
+
 struct parse_state {
     const char *path;
     FILE *fp;
     int line;                  /* lines handed to inih so far */
     struct raw raw[NKEYS];
+    struct hold_raw hold[2 * CONFIG_HOLD_MAX];
+    size_t nhold;
     char *err;
     size_t errlen;
     bool failed;
@@ -115,6 +126,150 @@ static void set_err(struct parse_state *ps, int line, const char *key, const cha
     snprintf(ps->err, ps->errlen, "%s:%d: %s: %s", ps->path, line, key, what);
 }
 
+static char *trim_dup(const char *s);
+
+/* Records a [hold] key: <category>_s or <category>_templates, the category a lower-case
+ * name.  Returns 1 (inih: go on), or 0 after setting the error. */
+static int hold_key(struct parse_state *ps, const char *name, const char *value, int line, const char *origin)
+{
+    size_t n = strlen(name);
+    bool tmpl = n > 10 && strcmp(name + n - 10, "_templates") == 0;
+    bool secs = !tmpl && n > 2 && strcmp(name + n - 2, "_s") == 0;
+    size_t cl = tmpl ? n - 10 : n - 2;
+    char full[128];
+    snprintf(full, sizeof full, "hold.%s", name);
+    if ((!tmpl && !secs) || cl == 0 || cl >= sizeof ps->hold[0].category) {
+        set_err(ps, line, full, "a [hold] key is <category>_s or <category>_templates");
+        return 0;
+    }
+    for (size_t i = 0; i < cl; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '_')) {
+            set_err(ps, line, full, "a category name is lower-case letters, digits and _");
+            return 0;
+        }
+    struct hold_raw *h = NULL;
+    for (size_t i = 0; i < ps->nhold && !h; i++)
+        if (ps->hold[i].is_templates == tmpl && strlen(ps->hold[i].category) == cl &&
+            strncmp(ps->hold[i].category, name, cl) == 0)
+            h = &ps->hold[i];
+    if (!h) {
+        if (ps->nhold >= sizeof ps->hold / sizeof ps->hold[0]) {
+            set_err(ps, line, full, "at most %d hold categories", CONFIG_HOLD_MAX);
+            return 0;
+        }
+        h = &ps->hold[ps->nhold++];
+        memcpy(h->category, name, cl);
+        h->category[cl] = '\0';
+        h->is_templates = tmpl;
+    }
+    free(h->value);
+    h->value = strdup(value);
+    h->line = line;
+    snprintf(h->origin, sizeof h->origin, "%s", origin);
+    return 1;
+}
+
+/* WAGUARD_HOLD_<CATEGORY>_S / _TEMPLATES override or add [hold] keys. */
+static void hold_env(struct parse_state *ps)
+{
+    extern char **environ;
+    for (char **e = environ; *e && !ps->failed; e++) {
+        if (strncmp(*e, "WAGUARD_HOLD_", 13) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        char name[128], var[128];
+        size_t n = (size_t)(eq - (*e + 13));
+        if (n == 0 || n >= sizeof name)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            name[i] = (char)tolower((unsigned char)(*e)[13 + i]);
+        name[n] = '\0';
+        snprintf(var, sizeof var, "%.*s", (int)(eq - *e), *e);
+        hold_key(ps, name, eq + 1, 0, var);
+    }
+}
+
+/* Turns the [hold] keys into cfg->holds. */
+static void hold_convert(struct parse_state *ps, struct config *cfg)
+{
+    for (size_t i = 0; i < ps->nhold && !ps->failed; i++) {
+        struct hold_raw *h = &ps->hold[i];
+        struct hold_category *c = NULL;
+        for (size_t j = 0; j < cfg->nholds && !c; j++)
+            if (strcmp(cfg->holds[j].name, h->category) == 0)
+                c = &cfg->holds[j];
+        if (!c) {
+            c = &cfg->holds[cfg->nholds++];
+            c->name = strdup(h->category);
+        }
+        char key[128];
+        snprintf(key, sizeof key, "hold.%s%s", h->category, h->is_templates ? "_templates" : "_s");
+        if (!h->is_templates) {
+            char *end;
+            errno = 0;
+            long v = strtol(h->value, &end, 10);
+            if (errno || end == h->value || *end != '\0' || v < 0 || v > 30L * 86400) {
+                if (h->origin[0]) {
+                    ps->failed = true;
+                    snprintf(ps->err, ps->errlen, "%s: %s: '%s' is not a whole number of seconds (0 to 2592000)",
+                             h->origin, key, h->value);
+                } else {
+                    set_err(ps, h->line, key, "'%s' is not a whole number of seconds (0 to 2592000)", h->value);
+                }
+                return;
+            }
+            c->seconds = v;
+            continue;
+        }
+        /* a comma-separated list of template names */
+        char *list = strdup(h->value), *save = NULL;
+        for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            char *name = trim_dup(t);
+            if (!name[0]) {
+                free(name);
+                continue;
+            }
+            char **nt = realloc(c->templates, (c->ntemplates + 1) * sizeof *nt);
+            if (!nt) {
+                free(name);
+                break;
+            }
+            c->templates = nt;
+            c->templates[c->ntemplates++] = name;
+        }
+        free(list);
+    }
+    /* A template belongs to one category. */
+    for (size_t a = 0; a < cfg->nholds && !ps->failed; a++)
+        for (size_t i = 0; i < cfg->holds[a].ntemplates; i++)
+            for (size_t b = a + 1; b < cfg->nholds; b++)
+                for (size_t j = 0; j < cfg->holds[b].ntemplates; j++)
+                    if (strcmp(cfg->holds[a].templates[i], cfg->holds[b].templates[j]) == 0) {
+                        set_err(ps, 0, "hold", "template %s is in both %s and %s", cfg->holds[a].templates[i],
+                                cfg->holds[a].name, cfg->holds[b].name);
+                        return;
+                    }
+}
+
+const struct hold_category *config_hold(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->nholds; i++)
+        if (strcmp(cfg->holds[i].name, name) == 0)
+            return &cfg->holds[i];
+    return NULL;
+}
+
+const struct hold_category *config_hold_for_template(const struct config *cfg, const char *template_name)
+{
+    for (size_t i = 0; i < cfg->nholds; i++)
+        for (size_t j = 0; j < cfg->holds[i].ntemplates; j++)
+            if (strcmp(cfg->holds[i].templates[j], template_name) == 0)
+                return &cfg->holds[i];
+    return NULL;
+}
+
 /* inih asks for one line at a time: counting the calls gives the line of each value. */
 static char *reader(char *buf, int size, void *stream)
 {
@@ -125,9 +280,13 @@ static char *reader(char *buf, int size, void *stream)
     return r;
 }
 
+static int hold_key(struct parse_state *ps, const char *name, const char *value, int line, const char *origin);
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
     struct parse_state *ps = user;
+    if (strcmp(section, "hold") == 0)
+        return hold_key(ps, name, value, ps->line, "");
     bool known_section = false;
     for (size_t i = 0; i < NKEYS; i++) {
         if (strcmp(keys[i].section, section) != 0)
@@ -593,6 +752,12 @@ static int load(const char *path, const struct config *running, struct config *c
     }
     for (size_t i = 0; i < NKEYS && !ps.failed; i++)
         convert(&ps, i, cfg);
+    if (!ps.failed)
+        hold_env(&ps);
+    if (!ps.failed)
+        hold_convert(&ps, cfg);
+    for (size_t i = 0; i < ps.nhold; i++)
+        free(ps.hold[i].value);
     cfg->path = strdup(path);
     if (!ps.failed && running)
         keep_running(cfg, running);
@@ -628,6 +793,14 @@ void config_free(struct config *cfg)
             tokens_free((struct token_list *)field);
         }
     }
+    for (size_t i = 0; i < cfg->nholds; i++) {
+        free(cfg->holds[i].name);
+        for (size_t j = 0; j < cfg->holds[i].ntemplates; j++)
+            free(cfg->holds[i].templates[j]);
+        free(cfg->holds[i].templates);
+    }
+    memset(cfg->holds, 0, sizeof cfg->holds);
+    cfg->nholds = 0;
     free(cfg->path);
     cfg->path = NULL;
 }

@@ -7,13 +7,27 @@
 
 #include "store.h"
 
-#define GATE_VALUES 10          /* per user, in gate.lua's order */
+#define GATE_VALUES 12          /* per user, in gate.lua's order */
 #define GATE_BATCH_MAX 1000
 #define GATE_SPEC_MAX (RECIPIENT_FORMS * (RECIPIENT_MAX + 4))
 
-void gate_decide(const struct config *cfg, const struct gate_facts *f, const char *type,
-                 long long now_s, struct gate_decision *d)
+/* True when an operator lifted this change's hold for the category. */
+static bool hold_lifted(const struct gate_facts *f, const char *category)
 {
+    if (!f->hold_released)
+        return false;
+    char *end;
+    long long at = strtoll(f->hold_released, &end, 10);
+    if (*end != ':' || at != f->changed_ms)
+        return false;           /* lifted for an earlier change: a new change holds again */
+    return strcmp(end + 1, "*") == 0 || strcmp(end + 1, category) == 0;
+}
+
+void gate_decide(const struct config *cfg, const struct gate_facts *f, const struct gate_ask *ask,
+                 long long now_ms, struct gate_decision *d)
+{
+    const char *type = ask->type;
+    long long now_s = now_ms / 1000;
     memset(d, 0, sizeof *d);
     if (f->store_down) {
         d->allowed = cfg->fail == FAIL_OPEN;
@@ -30,14 +44,22 @@ void gate_decide(const struct config *cfg, const struct gate_facts *f, const cha
         strcmp(type, "template") != 0 && strcmp(type, "hsm") != 0 &&
         (f->last_in == 0 || now_s - f->last_in > 86400);
     d->reason[REASON_NUMBER_CHANGED] = f->moved_to != NULL;
+    /* An account-takeover hold: a sensitive category is refused for a while after the
+     * newest identity change, acknowledged or not. */
+    const struct hold_category *h = ask->hold;
+    if (h && h->seconds > 0 && f->changed_ms > 0 && now_ms < f->changed_ms + h->seconds * 1000 &&
+        !hold_lifted(f, h->name)) {
+        d->reason[REASON_IDENTITY_RECENTLY_CHANGED] = true;
+        d->hold_until = (f->changed_ms + h->seconds * 1000 + 999) / 1000;
+    }
     d->allowed = true;
     for (int i = 0; i < REASON_COUNT; i++)
         if (d->reason[i])
             d->allowed = false;
 }
 
-int gate_decide_all(const struct config *cfg, const struct gate_user *users, int n, const char *type,
-                    long long now_s, struct gate_decision *d)
+int gate_decide_all(const struct config *cfg, const struct gate_user *users, int n, const struct gate_ask *ask,
+                    long long now_ms, struct gate_decision *d)
 {
     int known = 0, report = -1, first_known = -1;
     struct gate_decision all = { .allowed = true };
@@ -45,10 +67,12 @@ int gate_decide_all(const struct config *cfg, const struct gate_user *users, int
         if (!users[i].known && !users[i].facts.store_down)
             continue;
         struct gate_decision one;
-        gate_decide(cfg, &users[i].facts, type, now_s, &one);
+        gate_decide(cfg, &users[i].facts, ask, now_ms, &one);
         all.allowed = all.allowed && one.allowed;
         for (int r = 0; r < REASON_COUNT; r++)
             all.reason[r] = all.reason[r] || one.reason[r];
+        if (one.hold_until > all.hold_until)
+            all.hold_until = one.hold_until;
         if (first_known < 0)
             first_known = i;
         if (report < 0 && !one.allowed)
@@ -59,7 +83,7 @@ int gate_decide_all(const struct config *cfg, const struct gate_user *users, int
     }
     if (known == 0) {
         /* Nobody waguard knows: the most likely user, with no record. */
-        gate_decide(cfg, &users[0].facts, type, now_s, d);
+        gate_decide(cfg, &users[0].facts, ask, now_ms, d);
         return 0;
     }
     all.nconsidered = known > 1 ? (known < GATE_MAX_CONSIDERED ? known : GATE_MAX_CONSIDERED) : 0;
@@ -86,6 +110,8 @@ cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const s
     }
     if (f->moved_to)
         cJSON_AddStringToObject(o, "new_wa_id", f->moved_to);
+    if (d->reason[REASON_IDENTITY_RECENTLY_CHANGED])
+        cJSON_AddNumberToObject(o, "hold_until", (double)d->hold_until);
     if (d->nconsidered > 1) {
         cJSON *c = cJSON_AddArrayToObject(o, "considered");
         for (int i = 0; i < d->nconsidered; i++)
@@ -137,6 +163,8 @@ static void user_from(redisReply *const *e, struct gate_user *u, long long now_m
     long long at = e[9]->type == REDIS_REPLY_STRING ? atoll(e[9]->str) : 0;
     if (f->contact && now_ms - at > 7LL * 86400 * 1000)
         f->contact = NULL;
+    f->changed_ms = e[10]->type == REDIS_REPLY_STRING ? atoll(e[10]->str) : 0;
+    f->hold_released = str_or_null(e[11]);
 }
 
 /* Walks the answer for one recipient starting at element *pos; fills up to max users.
@@ -160,7 +188,7 @@ static int users_from(const redisReply *reply, size_t *pos, struct gate_user *us
 
 /* The decision for one recipient from the answer (or the store being down), counted. */
 static int decide_from(struct app *app, const redisReply *reply, size_t *pos, const struct recipient *rcpt,
-                       const char *type, struct gate_user *users, struct gate_decision *d)
+                       const char *type, const char *category, struct gate_user *users, struct gate_decision *d)
 {
     long long now_ms = app_wall_ms();
     int n = reply ? users_from(reply, pos, users, GATE_MAX_USERS, now_ms) : -1;
@@ -170,10 +198,16 @@ static int decide_from(struct app *app, const redisReply *reply, size_t *pos, co
         users[0].facts.store_down = true;
         n = 1;
     }
-    int at = gate_decide_all(app->cfg, users, n, type, now_ms / 1000, d);
+    struct gate_ask ask = { .type = type, .hold = category ? config_hold(app->cfg, category) : NULL };
+    int at = gate_decide_all(app->cfg, users, n, &ask, now_ms, d);
     if (users[at].facts.store_down && d->allowed)
         app->metrics->fail_open++;
     gate_count(app, d);
+    if (d->reason[REASON_IDENTITY_RECENTLY_CHANGED]) {
+        struct metrics_hold *mh = metrics_hold(app->metrics, ask.hold->name);
+        if (mh)
+            mh->applied++;
+    }
     return at;
 }
 
@@ -181,24 +215,47 @@ static int decide_from(struct app *app, const redisReply *reply, size_t *pos, co
 
 struct check {
     gate_cb *cb;
+    gate_fetch_cb *fetch_cb;     /* gate_fetch: the users, no decision */
     void *arg;
     struct recipient rcpt;
     char type[32];
+    char category[64];           /* "" none */
 };
 
 static void on_facts(struct app *app, redisReply *reply, void *arg)
 {
     struct check *c = arg;
     struct gate_user users[GATE_MAX_USERS];
-    struct gate_decision d;
     size_t pos = 0;
     bool ok = reply && reply->type == REDIS_REPLY_ARRAY;
-    int at = decide_from(app, ok ? reply : NULL, &pos, &c->rcpt, c->type, users, &d);
+    if (c->fetch_cb) {
+        int n = ok ? users_from(reply, &pos, users, GATE_MAX_USERS, app_wall_ms()) : -1;
+        for (int i = 0; i < n; i++)
+            if (users[i].facts.store_down)
+                n = -1;
+        c->fetch_cb(app, n > 0 ? users : NULL, n > 0 ? n : -1, c->arg);
+        free(c);
+        return;
+    }
+    struct gate_decision d;
+    int at = decide_from(app, ok ? reply : NULL, &pos, &c->rcpt, c->type, c->category[0] ? c->category : NULL,
+                         users, &d);
     c->cb(app, users[at].wa_id, &users[at].facts, &d, c->arg);
     free(c);
 }
 
-int gate_check(struct app *app, const struct recipient *rcpt, const char *type, gate_cb *cb, void *arg)
+static int ask(struct app *app, struct check *c)
+{
+    char spec[GATE_SPEC_MAX];
+    const char *argv[] = { spec };
+    if (recipient_spec(&c->rcpt, spec, sizeof spec) != 0 ||
+        store_eval(app, SCRIPT_GATE, 1, argv, NULL, on_facts, c) != 0)
+        on_facts(app, NULL, c);
+    return 0;
+}
+
+int gate_check(struct app *app, const struct recipient *rcpt, const char *type, const char *category,
+               gate_cb *cb, void *arg)
 {
     struct check *c = calloc(1, sizeof *c);
     if (!c)
@@ -207,12 +264,19 @@ int gate_check(struct app *app, const struct recipient *rcpt, const char *type, 
     c->arg = arg;
     c->rcpt = *rcpt;
     snprintf(c->type, sizeof c->type, "%s", type);
-    char spec[GATE_SPEC_MAX];
-    const char *argv[] = { spec };
-    if (recipient_spec(rcpt, spec, sizeof spec) != 0 ||
-        store_eval(app, SCRIPT_GATE, 1, argv, NULL, on_facts, c) != 0)
-        on_facts(app, NULL, c);
-    return 0;
+    snprintf(c->category, sizeof c->category, "%s", category ? category : "");
+    return ask(app, c);
+}
+
+int gate_fetch(struct app *app, const struct recipient *rcpt, gate_fetch_cb *cb, void *arg)
+{
+    struct check *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->fetch_cb = cb;
+    c->arg = arg;
+    c->rcpt = *rcpt;
+    return ask(app, c);
 }
 
 /* ---- GET /v1/gate/{wa_id} --------------------------------------------- */
@@ -231,19 +295,35 @@ static const char *type_param(struct request *r, char *buf, size_t len)
     return t && *t ? t : "text";
 }
 
+/* A category name: lower-case letters, digits and _ (as [hold] names them). */
+static bool category_ok(const char *c)
+{
+    if (!*c || strlen(c) >= 64)
+        return false;
+    for (; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+            return false;
+    return true;
+}
+
 void gate_get(struct request *r)
 {
     if (request_authorize(r, ROLE_API) != 0)
         return;
     struct recipient rcpt;
-    char tbuf[32];
+    char tbuf[32], cbuf[80];
     const char *why;
     if (recipient_parse(r->arg[0], r->app->cfg->home_country_code, &rcpt, &why) != 0) {
         request_reply_error(r, 400, "Bad wa_id", "%s: %s", r->arg[0], why);
         return;
     }
+    const char *category = request_query(r, "category", cbuf, sizeof cbuf);
+    if (category && !category_ok(category)) {
+        request_reply_error(r, 400, "Bad category", "category is lower-case letters, digits and _");
+        return;
+    }
     request_hold(r);
-    if (gate_check(r->app, &rcpt, type_param(r, tbuf, sizeof tbuf), answer_one, r) != 0)
+    if (gate_check(r->app, &rcpt, type_param(r, tbuf, sizeof tbuf), category, answer_one, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");
 }
 
@@ -251,6 +331,7 @@ void gate_get(struct request *r)
 
 struct batch {
     char type[32];
+    char category[64];
     size_t n;
     struct recipient *rcpt;
 };
@@ -273,7 +354,8 @@ static void on_batch_facts(struct app *app, redisReply *reply, void *arg)
     for (size_t i = 0; i < b->n; i++) {
         struct gate_user users[GATE_MAX_USERS];
         struct gate_decision d;
-        int at = decide_from(app, ok ? reply : NULL, &pos, &b->rcpt[i], b->type, users, &d);
+        int at = decide_from(app, ok ? reply : NULL, &pos, &b->rcpt[i], b->type,
+                             b->category[0] ? b->category : NULL, users, &d);
         if (ok && users[at].facts.store_down)
             ok = false;         /* out of step with the answer: the rest fail closed too */
         cJSON_AddItemToArray(results, gate_decision_json(users[at].wa_id, &users[at].facts, &d));
@@ -291,9 +373,12 @@ void gate_batch(struct request *r)
     cJSON *in = cJSON_ParseWithLength(body, len);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(in, "wa_ids");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(in, "type");
-    if (!cJSON_IsObject(in) || !cJSON_IsArray(ids) || (type && !cJSON_IsString(type))) {
+    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(in, "category");
+    if (!cJSON_IsObject(in) || !cJSON_IsArray(ids) || (type && !cJSON_IsString(type)) ||
+        (cat && (!cJSON_IsString(cat) || !category_ok(cat->valuestring)))) {
         cJSON_Delete(in);
-        request_reply_error(r, 400, "Bad request", "expected {\"type\":\"text\",\"wa_ids\":[\"…\"]}");
+        request_reply_error(r, 400, "Bad request",
+                            "expected {\"type\":\"text\",\"category\":\"…\" (optional),\"wa_ids\":[\"…\"]}");
         return;
     }
     int n = cJSON_GetArraySize(ids);
@@ -320,6 +405,7 @@ void gate_batch(struct request *r)
     r->data = b;
     r->free_data = free_batch;
     snprintf(b->type, sizeof b->type, "%s", type ? type->valuestring : "text");
+    snprintf(b->category, sizeof b->category, "%s", cat ? cat->valuestring : "");
     const cJSON *it;
     cJSON_ArrayForEach(it, ids) {
         const char *why = "not a string";

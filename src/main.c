@@ -73,6 +73,8 @@ static void reload(struct app *app)
     app->log.format = n->log_format;
     server_reconfigure(app);
     upstream_apply(app, up);
+    for (size_t i = 0; i < n->nholds; i++)
+        (void)metrics_hold(app->metrics, n->holds[i].name);    /* a zero line per category */
     app->metrics->reloads++;
     log_notice(&app->log, "main", "configuration reloaded from %s", n->path);
     sd_notify(0, "READY=1\nSTATUS=running");
@@ -238,6 +240,8 @@ int main(int argc, char **argv)
     }
     app.cfg = cfg;
     app.metrics = metrics;
+    for (size_t i = 0; i < cfg->nholds; i++)
+        (void)metrics_hold(metrics, cfg->holds[i].name);       /* a zero line per category */
     log_init(&app.log, cfg->log_level, cfg->log_format);
     signal(SIGPIPE, SIG_IGN);
     app.base = event_base_new();

@@ -14,11 +14,12 @@ static const double bounds[METRICS_BUCKETS] = {
 static const char *const route_names[ROUTE_COUNT] = {
     "webhook", "webhook_verify", "gate", "gate_batch", "messages", "contacts",
     "identity_proxy", "block", "blocklist", "cloud_messages", "cloud_block", "identities",
-    "identity", "identity_ack", "healthz", "readyz", "metrics", "other"
+    "identity", "identity_ack", "healthz", "readyz", "metrics", "identity_release",
+    "identity_change_check", "other"
 };
 static const char *const reason_names[REASON_COUNT] = {
     "identity_unacknowledged", "blocked", "contact_invalid", "outside_session_window",
-    "number_changed", "store_unavailable"
+    "number_changed", "store_unavailable", "identity_recently_changed"
 };
 static const char *const item_names[ITEM_COUNT] = {
     "identity_change", "inbound_message", "number_change", "system", "contact_check",
@@ -29,6 +30,18 @@ static const char *const outcome_names[ACK_OUTCOME_COUNT] = { "ok", "retry", "re
 const char *metrics_route_name(enum route r) { return route_names[r]; }
 const char *metrics_reason_name(enum reason r) { return reason_names[r]; }
 const char *metrics_item_name(enum item_kind k) { return item_names[k]; }
+
+struct metrics_hold *metrics_hold(struct metrics *m, const char *category)
+{
+    for (int i = 0; i < m->nholds; i++)
+        if (strcmp(m->holds[i].category, category) == 0)
+            return &m->holds[i];
+    if (m->nholds >= (int)(sizeof m->holds / sizeof m->holds[0]))
+        return NULL;
+    struct metrics_hold *h = &m->holds[m->nholds++];
+    snprintf(h->category, sizeof h->category, "%s", category);
+    return h;
+}
 
 void metrics_observe(struct histogram *h, double seconds)
 {
@@ -178,6 +191,14 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, co
     head(&o, "waguard_decision_reasons_total", "counter", "Reasons given for denied sends.");
     for (int r = 0; r < REASON_COUNT; r++)
         put(&o, "waguard_decision_reasons_total{reason=\"%s\"} %llu\n", reason_names[r], m->reasons[r]);
+    head(&o, "waguard_holds_applied_total", "counter",
+         "Decisions refused by an account-takeover hold ([hold]), by category.");
+    for (int i = 0; i < m->nholds; i++)
+        put(&o, "waguard_holds_applied_total{category=\"%s\"} %llu\n", m->holds[i].category, m->holds[i].applied);
+    head(&o, "waguard_holds_lifted_total", "counter",
+         "Holds an operator lifted (POST /v1/identities/{wa_id}/release), by category.");
+    for (int i = 0; i < m->nholds; i++)
+        put(&o, "waguard_holds_lifted_total{category=\"%s\"} %llu\n", m->holds[i].category, m->holds[i].lifted);
     head(&o, "waguard_fail_open_total", "counter", "Sends allowed without Redis because fail = open.");
     put(&o, "waguard_fail_open_total %llu\n", m->fail_open);
     head(&o, "waguard_config_reloads_total", "counter", "Configuration reloads, by result.");

@@ -20,6 +20,7 @@ struct fwd {
     char path[1024];
     char wa_id[RECIPIENT_MAX];
     struct recipient rcpt;      /* who the path or the body names */
+    char category[64];          /* a gated template's [hold] category, "" none */
     char hash[256];             /* PUT identity: the hash sent */
     int block;                  /* 1 block, 0 unblock, -1 neither */
     char *body;                 /* what is forwarded (owned) */
@@ -361,6 +362,15 @@ static int read_send_body(struct request *r, struct fwd *f, bool cloud, char *ty
     else {
         snprintf(type, typelen, "%s", t ? t->valuestring : "text");
         snprintf(f->wa_id, sizeof f->wa_id, "%s", f->rcpt.form[0].key);
+        /* A template's name puts it in a [hold] category (the legacy hsm names it
+         * element_name). */
+        const cJSON *tp = cJSON_GetObjectItemCaseSensitive(msg, "template");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(tp, "name");
+        if (!cJSON_IsString(name))
+            name = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(msg, "hsm"), "element_name");
+        const struct hold_category *h = cJSON_IsString(name) ?
+            config_hold_for_template(r->app->cfg, name->valuestring) : NULL;
+        snprintf(f->category, sizeof f->category, "%s", h ? h->name : "");
     }
     cJSON_Delete(msg);
     if (why) {
@@ -386,7 +396,7 @@ static void gated_send(struct request *r, bool cloud)
         return;
     }
     request_hold(r);
-    if (gate_check(r->app, &f->rcpt, t, on_gate, r) != 0)
+    if (gate_check(r->app, &f->rcpt, t, f->category[0] ? f->category : NULL, on_gate, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");
 }
 

@@ -22,6 +22,7 @@
 
 #include "admin.h"
 #include "gate.h"
+#include "idcheck.h"
 #include "proxy.h"
 #include "status.h"
 #include "webhook.h"
@@ -69,6 +70,9 @@ static const struct route_def routes[] = {
     { EVHTTP_REQ_GET, "/v1/identities", ROUTE_IDENTITIES, admin_list },
     { EVHTTP_REQ_GET, "/v1/identities/*", ROUTE_IDENTITY, admin_get },
     { EVHTTP_REQ_POST, "/v1/identities/*/ack", ROUTE_IDENTITY_ACK, admin_ack },
+    { EVHTTP_REQ_POST, "/v1/identities/*/release", ROUTE_IDENTITY_RELEASE, admin_release },
+    { EVHTTP_REQ_POST, "/identity-change/check", ROUTE_IDENTITY_CHANGE_CHECK, idcheck_check },
+    { EVHTTP_REQ_POST, "/identity-change/retrieve-date", ROUTE_IDENTITY_CHANGE_CHECK, idcheck_retrieve_date },
     { EVHTTP_REQ_POST, "/v1/messages", ROUTE_MESSAGES, proxy_messages },
     { EVHTTP_REQ_POST, "/v1/contacts", ROUTE_CONTACTS, proxy_contacts },
     { EVHTTP_REQ_GET, "/v1/contacts/blocklist", ROUTE_BLOCKLIST, proxy_blocklist },

@@ -22,6 +22,7 @@ DECISION_REASONS = (
     "outside_session_window",
     "number_changed",
     "store_unavailable",
+    "identity_recently_changed",
 )
 
 _wa_counter = itertools.count(1000)

@@ -80,6 +80,10 @@ KEYS = {
         "session_window": "enforce",
         "home_country_code": "1",
     },
+    "hold": {
+        "authentication_s": "0",
+        "authentication_templates": "",
+    },
     "log": {
         "level": "info",
         "format": "text",
@@ -109,6 +113,9 @@ METRICS = [
     "waguard_decisions_total",
     "waguard_decision_reasons_total",
     "waguard_fail_open_total",
+    "waguard_holds_applied_total",
+    "waguard_holds_lifted_total",
+    "waguard_identity_future_total",
     "waguard_build_info",
 ]
 
@@ -128,6 +135,9 @@ ROUTES = [
     "/v1/identities",
     "/v1/identities/{wa_id}",
     "/v1/identities/{wa_id}/ack",
+    "/v1/identities/{wa_id}/release",
+    "/identity-change/check",
+    "/identity-change/retrieve-date",
     "/block_users",
     "/healthz",
     "/readyz",

@@ -92,15 +92,19 @@ end
 
 -- rx: t is the time it reached us standing in for a time that could not be believed;
 -- such a record is ordered before any other hash that arrives after it.
-local function record_identity(w, h, t, ackd, src, rx)
+-- changed: the identity changed (a hash replaced another, or WhatsApp said so): the
+-- time it reached us (id_changed_at) starts the holds of [hold] and answers the
+-- identity-change check; a first hash seen for a new user is no change.
+local function record_identity(w, h, t, ackd, src, rx, changed)
   local k = ukey(w)
   if rx then redis.call('HSET', k, 'id_rx', 1) else redis.call('HDEL', k, 'id_rx') end
+  if changed then redis.call('HSET', k, 'id_changed_at', NOW) end
   if ackd then
     redis.call('HSET', k, 'id_hash', h, 'id_ts', t, 'id_attempts', 0)
     mark_acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
   else
     redis.call('HSET', k, 'id_hash', h, 'id_ts', t, 'id_ack', 0, 'id_state', 'pending',
-               'id_attempts', 0, 'id_err', '', 'id_changed_at', NOW)
+               'id_attempts', 0, 'id_err', '')
     redis.call('HDEL', k, 'id_requested_by')    -- an operator's request was for the old hash
     redis.call('ZADD', PENDING, 0, w)
     redis.call('ZREM', FAILED, w)
@@ -144,7 +148,7 @@ handlers.id = function(op)
     -- carried by a message is trusted when the WABA client says it is acknowledged,
     -- a Cloud API one when first_seen = trust.
     local trusted = cfg.first_seen == 'trust' and (ackd or op.src == 'cloud')
-    record_identity(op.w, op.h, op.t, trusted, op.src, rx)
+    record_identity(op.w, op.h, op.t, trusted, op.src, rx, op.src == 'system')
   elseif cur[1] == op.h then
     if ackd and cur[3] ~= '1' then
       mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')
@@ -157,7 +161,7 @@ handlers.id = function(op)
       event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
       return
     end
-    record_identity(op.w, op.h, op.t, ackd, op.src, rx)
+    record_identity(op.w, op.h, op.t, ackd, op.src, rx, true)
   end
   if not op.part then res.accepted = res.accepted + 1 end
 end

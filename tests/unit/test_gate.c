@@ -27,7 +27,8 @@ static void setup(void)
 static struct gate_decision decide(const struct gate_facts *f, const char *type)
 {
     struct gate_decision d;
-    gate_decide(&cfg, f, type, NOW, &d);
+    struct gate_ask ask = { .type = type };
+    gate_decide(&cfg, f, &ask, NOW * 1000, &d);
     return d;
 }
 
@@ -160,11 +161,41 @@ START_TEST(metrics_text)
 }
 END_TEST
 
+/* [hold]: a held category is refused for its hold time after the newest change,
+ * acknowledged or not, unless an operator lifted it for that change. */
+START_TEST(hold_after_change)
+{
+    char *tmpl[] = { "otp_login" };
+    struct hold_category h = { .name = "authentication", .seconds = 600, .templates = tmpl, .ntemplates = 1 };
+    struct gate_facts f = { .hash = "H", .acked = true, .last_in = NOW, .changed_ms = (NOW - 60) * 1000 };
+    struct gate_ask ask = { .type = "template", .hold = &h };
+    struct gate_decision d;
+    gate_decide(&cfg, &f, &ask, NOW * 1000, &d);
+    ck_assert(!d.allowed && d.reason[REASON_IDENTITY_RECENTLY_CHANGED]);
+    ck_assert_int_eq(d.hold_until, NOW - 60 + 600);
+    gate_decide(&cfg, &f, &ask, (NOW + 600) * 1000, &d);          /* the hold is over */
+    ck_assert(d.allowed);
+    f.hold_released = "999:*";                                       /* lifted for another change */
+    gate_decide(&cfg, &f, &ask, NOW * 1000, &d);
+    ck_assert(!d.allowed);
+    char rel[64];
+    snprintf(rel, sizeof rel, "%lld:authentication", (long long)(NOW - 60) * 1000);
+    f.hold_released = rel;
+    gate_decide(&cfg, &f, &ask, NOW * 1000, &d);
+    ck_assert(d.allowed);
+    ask.hold = NULL;                                                 /* other sends: unaffected */
+    f.hold_released = NULL;
+    gate_decide(&cfg, &f, &ask, NOW * 1000, &d);
+    ck_assert(d.allowed);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gate");
     TCase *tc = tcase_create("decide");
     tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_test(tc, hold_after_change);
     tcase_add_test(tc, allowed_when_nothing_stands_in_the_way);
     tcase_add_test(tc, identity_unacknowledged);
     tcase_add_test(tc, session_window);

@@ -115,24 +115,25 @@ START_TEST(strictest_of_known_users)
 {
     struct config cfg = { .fail = FAIL_CLOSED, .session_window = true };
     long long now = 1700000000;
+    struct gate_ask text = { .type = "text" }, tmpl = { .type = "template" };
     struct gate_user u[3] = {
         { .wa_id = "6315551234", .known = true, .facts = { .last_in = now - 10 } },
         { .wa_id = "16315551234", .known = true, .facts = { .last_in = now - 10, .hash = "H", .acked = false } },
         { .wa_id = "nobody", .known = false },
     };
     struct gate_decision d;
-    int at = gate_decide_all(&cfg, u, 3, "text", now, &d);
+    int at = gate_decide_all(&cfg, u, 3, &text, now * 1000, &d);
     ck_assert(!d.allowed);
     ck_assert_int_eq(at, 1);
     ck_assert(d.reason[REASON_IDENTITY_UNACKNOWLEDGED]);
     ck_assert(!d.reason[REASON_OUTSIDE_SESSION_WINDOW]);    /* the unknown user does not count */
     ck_assert_int_eq(d.nconsidered, 2);
     u[1].facts.acked = true;
-    at = gate_decide_all(&cfg, u, 3, "text", now, &d);
+    at = gate_decide_all(&cfg, u, 3, &text, now * 1000, &d);
     ck_assert(d.allowed);
     ck_assert_int_eq(at, 0);
     /* nobody known: the most likely user decides, with no record */
-    at = gate_decide_all(&cfg, u + 2, 1, "template", now, &d);
+    at = gate_decide_all(&cfg, u + 2, 1, &tmpl, now * 1000, &d);
     ck_assert(d.allowed);
     ck_assert_int_eq(d.nconsidered, 0);
 }
