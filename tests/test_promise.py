@@ -281,7 +281,8 @@ def make_users(rng, now):
     rng.shuffle(plain)
     for u in plain[:12]:                                    # Cloud users: wa_id and user id
         u.kind = "cloud"
-        u.uid = "%s.%s" % (u.country, "".join(rng.choice(ALNUM) for _ in range(rng.choice([12, 20, 48, 49, 100, 128]))))
+        n = rng.choice([12, 20, 48, 49, 100, 128])       # user ids run to 128 characters
+        u.uid = "%s.%s" % (u.country, "".join(rng.choice(ALNUM) for _ in range(n)))
     for u in plain[12:15]:                                  # a WABA host ahead of time
         u.kind = "skewed"
     for i in range(3):                                      # 63155512xx: PH wa_id, US dialled
@@ -292,7 +293,8 @@ def make_users(rng, now):
     for i in range(4):                                      # known by user id first
         country = rng.choice(sorted(WORLD))
         w = WORLD[country][1] % fresh_n()
-        uid = "%s.%s" % (country, "".join(rng.choice(string.digits) for _ in range(rng.choice([20, 64, 128]))))
+        n = rng.choice([20, 64, 128])
+        uid = "%s.%s" % (country, "".join(rng.choice(string.digits) for _ in range(n)))
         users.append(User(rng, "%sh%d" % (country, i), country, w, uid=uid, kind="hidden", now=now))
     return users
 
@@ -354,7 +356,8 @@ class Gen:
     def identity_time(self, u, c):
         """(the time sent, the time the model orders it by)."""
         if u.kind == "skewed":
-            return (self.now + self.rng.randint(DAY, 300 * DAY)) * 1000 + self.rng.randrange(1000), RX + self.round
+            ahead = (self.now + self.rng.randint(DAY, 300 * DAY)) * 1000 + self.rng.randrange(1000)
+            return ahead, RX + self.round
         return c * 1000, c * 1000
 
     def system_msg(self, u, i, cloud, w, uid):
@@ -369,12 +372,14 @@ class Gen:
                                     user_field=self.rng.choice(["customer", "user", None]))
         if self.rng.random() < 0.3:
             m["timestamp"] = int(m["timestamp"])
-        return m, ("msg", mid, [("id", w, uid if cloud else None, h, t, False, "system")]), "identity %d %s" % (i, h)
+        op = ("msg", mid, [("id", w, uid if cloud else None, h, t, False, "system")])
+        return m, op, "identity %d %s" % (i, h)
 
     def text_msg(self, u, cloud, w, uid, t_s, ident=None, key_hash=None):
         """An inbound text; ident: (hash, created time, model time, acknowledged)."""
         mid = self.mid(u, "in")
-        m = dict(self.user_fields(cloud, w, uid), id=mid, timestamp=str(t_s), type="text", text={"body": "hi"})
+        m = dict(self.user_fields(cloud, w, uid), id=mid, timestamp=str(t_s), type="text",
+                 text={"body": "hi"})
         u_ = uid if cloud else None
         subs = [("in", w, u_, t_s)]
         desc = "inbound %s" % ("%.1fh ago" % ((self.now - t_s) / 3600.0))
@@ -529,9 +534,12 @@ class Gen:
         u.linked = True
         contacts = [{"profile": {"name": u.label}, "wa_id": u.wa, "user_id": u.uid}]
         if self.rng.random() < 0.5:
-            return self.webhook(u, True, contacts, None, [("prof", u.wa, u.uid)], "seen with wa_id and user id")
-        m, op, d = self.text_msg(u, True, u.wa, u.uid, self.recent() if self.rng.random() < 0.5 else self.old())
-        return self.webhook(u, True, contacts, [m], [("prof", u.wa, u.uid), op], "seen with wa_id and user id: " + d)
+            return self.webhook(u, True, contacts, None, [("prof", u.wa, u.uid)],
+                                "seen with wa_id and user id")
+        ts = self.recent() if self.rng.random() < 0.5 else self.old()
+        m, op, d = self.text_msg(u, True, u.wa, u.uid, ts)
+        return self.webhook(u, True, contacts, [m], [("prof", u.wa, u.uid), op],
+                            "seen with wa_id and user id: " + d)
 
     def dialled(self, u):
         return world_dialled(u.country, u.wa)
@@ -544,7 +552,8 @@ class Gen:
         if self.rng.random() < 0.5:
             b = contacts_callback(contact_result(raw, "valid", u.wa))
             u.bodies.append((b, [("cc", d, u.wa)], "contact check callback %r" % raw))
-            return [("POST", "/webhook", WEBHOOK_TOKEN, b)], [("cc", d, u.wa)], "contact check callback %r" % raw
+            return ([("POST", "/webhook", WEBHOOK_TOKEN, b)], [("cc", d, u.wa)],
+                    "contact check callback %r" % raw)
         return ([("POST", "/v1/contacts", API_TOKEN, {"blocking": "wait", "contacts": [raw]})],
                 [("cc", d, u.wa)], "contact check through the proxy %r" % raw)
 
@@ -693,7 +702,8 @@ class Checker:
             ident = d.get("identity")
             if h is None and ident is not None:
                 bad.append("identity %s, the model knows none for %s" % (ident, named))
-            elif h is not None and (ident is None or ident["hash"] != h or ident["acknowledged"] != (h in rec.acked)):
+            elif h is not None and (ident is None or ident["hash"] != h
+                                    or ident["acknowledged"] != (h in rec.acked)):
                 bad.append("identity %s, the model: %s acknowledged=%s" % (ident, h, h in rec.acked))
         elif exact and not d["allowed"] and not reasons:
             bad.append("refused although the model allows")
@@ -716,11 +726,14 @@ class Checker:
             lines.append("  model %s: %s" % (c, rec.describe() if rec else "no record"))
         shown = set()
         for c in cands:
-            u = self.by_name.get(c) or self.by_name.get(next((k for k, v in self.model.alias.items() if v == c), ""))
+            u = self.by_name.get(c)
+            if u is None:
+                u = self.by_name.get(next((k for k, v in self.model.alias.items() if v == c), ""))
             if u is None or u.label in shown:
                 continue
             shown.add(u.label)
-            lines.append("  history of %s (%s, wa_id %s, user id %s, kind %s):" % (u.label, u.country, u.wa, u.uid, u.kind))
+            lines.append("  history of %s (%s, wa_id %s, user id %s, kind %s):"
+                         % (u.label, u.country, u.wa, u.uid, u.kind))
             lines += ["    " + h for h in u.history[-40:]]
             lines.append("    true order of hashes: %s" % [h for h, _ in u.hashes])
         return "\n".join(lines)
@@ -809,14 +822,15 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
             for u, x, t in asks[:11]:
                 inst = rng.randrange(2)
                 path = "/v1/gate/%s?type=%s" % (quote(x, safe=""), t)
-                futs.append(("gate", u, x, t, inst, pool.submit(http, "GET", wgs[inst].url + path, API_TOKEN, None)))
+                futs.append(("gate", u, x, t, inst,
+                             pool.submit(http, "GET", wgs[inst].url + path, API_TOKEN, None)))
             for u, x, t in asks[11:]:
                 inst = rng.randrange(2)
                 t = "template" if t == "hsm" else t
                 msg = {"to": x, "type": t}
                 msg.update({"template": TEMPLATE} if t == "template" else {"text": {"body": "hi"}})
-                futs.append(("send", u, x, t, inst, pool.submit(http, "POST", wgs[inst].url + "/v1/messages",
-                                                                   API_TOKEN, msg)))
+                futs.append(("send", u, x, t, inst,
+                             pool.submit(http, "POST", wgs[inst].url + "/v1/messages", API_TOKEN, msg)))
             bt = rng.choice(["template", "text"])
             binst = rng.randrange(2)
             bl = []
@@ -846,19 +860,20 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
             assert len(results) == len(bl), (len(results), len(bl))
             for (u, x), d in zip(bl, results):
                 chk.check(x, bt, assert_decision(d), "round %d, instance #%d, batch" % (rounds, binst), u)
+
+        # Every form of every user, from both instances, once more.
+        if not chk.problems:
+            for inst, wg in enumerate(wgs):
+                for t in ("template", "text"):
+                    bl = [(u, x) for u in users for x in user_forms(u, model)]
+                    st, text = http("POST", wg.url + "/v1/gate", API_TOKEN,
+                                    {"type": t, "wa_ids": [x for _, x in bl]})
+                    assert st == 200, (st, text)
+                    for (u, x), d in zip(bl, json.loads(text)["results"]):
+                        chk.check(x, t, assert_decision(d), "the end, instance #%d, batch" % inst, u)
     finally:
         pool.shutdown(wait=True)
-
-    # Everything the model knows, from both instances, once more.
-    if not chk.problems:
-        for inst, wg in enumerate(wgs):
-            for t in ("template", "text"):
-                bl = [(u, x) for u in users for x in user_forms(u, model)]
-                st, text = http("POST", wg.url + "/v1/gate", API_TOKEN, {"type": t, "wa_ids": [x for _, x in bl]})
-                assert st == 200, (st, text)
-                for (u, x), d in zip(bl, json.loads(text)["results"]):
-                    chk.check(x, t, assert_decision(d), "the end, instance #%d, batch" % inst, u)
-    http.close()
+        http.close()
     sent = len(sim.calls_matching(method="POST", path="/v1/messages"))
 
     countries = len({u.country for u in users})
