@@ -6,7 +6,8 @@
   * a Redis that cannot be used is not used: a database index Redis refuses (SELECT), a Redis
     that accepts and never answers, a Redis paused while connected ([redis] timeout_ms);
   * a bounded upstream: queue_max, timeout_ms counted from enqueue, failed logins back off,
-    and two instances never PUT one user's identity at overlapping times.
+    and two instances never both wait on a PUT of one user's identity (the simulator's record
+    of every call, with its time and the instance's login token, is the evidence).
 
 Users come from several countries (helpers.WORLD).  Timings are small: [redis] timeout_ms =
 500, [upstream] timeout_ms = 500 or 1500."""
