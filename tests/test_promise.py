@@ -35,9 +35,9 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from daemon import API_TOKEN, WEBHOOK_TOKEN
+from daemon import ADMIN_TOKEN, API_TOKEN, WEBHOOK_TOKEN
 from helpers import (WORLD, assert_decision, contact_result, contacts_callback, identity_change_msg,
-                     identity_obj, inbound_text_msg, world_dialled)
+                     identity_obj, inbound_text_msg, wait_for, world_dialled)
 
 HOME_CC = "1"
 DAY = 86400
@@ -235,15 +235,15 @@ class Model:
 # ----------------------------------------------------------------------------- users
 
 class User:
-    def __init__(self, rng, label, country, wa, uid=None, kind="plain", group=None, now=0):
+    def __init__(self, rng, label, country, wa, uid=None, kind="plain", group=None, now=0, changes=8):
         self.label, self.country, self.wa, self.uid, self.kind = label, country, wa, uid, kind
         self.group = group or label
         self.revealed = kind != "hidden"    # waguard may know the wa_id (hidden: user id only)
         self.linked = False
-        times = sorted(rng.sample(range(now - 30 * DAY, now - 26 * 3600), 8))
+        times = sorted(rng.sample(range(now - 30 * DAY, now - 26 * 3600), changes))
         self.hashes = [("".join(rng.choice(ALNUM + "+/") for _ in range(rng.randint(8, 30))) + "=", c)
                        for c in times]
-        self.sys_mid = ["wamid.%s.sys%d.%s" % (label, i, rng.randrange(10 ** 9)) for i in range(8)]
+        self.sys_mid = ["wamid.%s.sys%d.%s" % (label, i, rng.randrange(10 ** 9)) for i in range(changes)]
         self.next = 0                       # the next hash in true order not delivered yet
         self.bodies = []                    # delivered webhook bodies, for duplicates
         self.history = []
@@ -262,7 +262,7 @@ class User:
         self.history.append(text)
 
 
-def make_users(rng, now):
+def make_users(rng, now, changes):
     users = []
     used = set()
 
@@ -276,7 +276,7 @@ def make_users(rng, now):
     for country in sorted(WORLD):
         for i in range(5):
             w = WORLD[country][1] % fresh_n()
-            users.append(User(rng, "%s%d" % (country, i), country, w, now=now))
+            users.append(User(rng, "%s%d" % (country, i), country, w, now=now, changes=changes))
     plain = [u for u in users]
     rng.shuffle(plain)
     for u in plain[:12]:                                    # Cloud users: wa_id and user id
@@ -288,22 +288,24 @@ def make_users(rng, now):
     for i in range(3):                                      # 63155512xx: PH wa_id, US dialled
         ph = "631555%04d" % fresh_n()
         g = "pair%d" % i
-        users.append(User(rng, "PHs%d" % i, "PH", ph, group=g, now=now))
-        users.append(User(rng, "USp%d" % i, "US", "1" + ph, group=g, now=now))
+        users.append(User(rng, "PHs%d" % i, "PH", ph, group=g, now=now, changes=changes))
+        users.append(User(rng, "USp%d" % i, "US", "1" + ph, group=g, now=now, changes=changes))
     for i in range(4):                                      # known by user id first
         country = rng.choice(sorted(WORLD))
         w = WORLD[country][1] % fresh_n()
         n = rng.choice([20, 64, 128])
         uid = "%s.%s" % (country, "".join(rng.choice(string.digits) for _ in range(n)))
-        users.append(User(rng, "%sh%d" % (country, i), country, w, uid=uid, kind="hidden", now=now))
+        users.append(User(rng, "%sh%d" % (country, i), country, w, uid=uid, kind="hidden", now=now,
+                          changes=changes))
     return users
 
 
 # ----------------------------------------------------------------------------- bodies
 
 def cloud_envelope(contacts=None, messages=None):
-    value = {"messaging_product": "whatsapp",
-             "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PNID"}}
+    # No metadata.phone_number_id: the windows and blocks are those of the one number the
+    # On-Premises bodies are for too.
+    value = {"messaging_product": "whatsapp"}
     if contacts:
         value["contacts"] = contacts
     if messages:
@@ -426,7 +428,12 @@ class Gen:
                 i = r.randrange(len(u.hashes))
             else:
                 i = r.randrange(max(u.next, 1))
-            m, op, d = self.system_msg(u, i, cloud, w, uid)
+            if u.kind != "skewed" and r.random() < 0.15:   # an acknowledgement in the same body
+                h, c = u.hashes[i]
+                m, op, d = self.text_msg(u, cloud, w, uid, c + r.randint(1, 3000),
+                                         ident=(h, c * 1000, c * 1000, True))
+            else:
+                m, op, d = self.system_msg(u, i, cloud, w, uid)
             msgs.append(m)
             ops.append(op)
             descs.append(d)
@@ -478,6 +485,17 @@ class Gen:
         self.sim.set_identity(u.wa, h, created_timestamp=dict(u.hashes)[h] * 1000, acknowledged=False)
         return ([("PUT", "/v1/contacts/%s/identity" % u.wa, API_TOKEN, {"hash": h})],
                 [("put", u.wa, h)], "forwarded PUT of %s" % h)
+
+    def ev_ack_admin(self, u):
+        """An operator asks for the acknowledgement now: a worker of either instance PUTs the
+        newest hash (which the simulator knows as the newest) and records the answer."""
+        name = self.model.canon(u.wa if u.revealed else u.uid)
+        rec = self.model.recs.get(name)
+        if not rec or not rec.obs:
+            return self.ev_identity(u)
+        h = rec.newest()
+        self.sim.set_identity(name, h, acknowledged=False)
+        return [("ADMINACK", name, ADMIN_TOKEN, h)], [("put", name, h)], "operator asks to acknowledge %s" % h
 
     def ev_inbound(self, u):
         r = self.rng
@@ -574,7 +592,8 @@ class Gen:
             reqs = reqs * 2                            # to both instances at once
         return reqs, ops, "again: " + desc
 
-    KINDS = (("ev_identity", 30), ("ev_ack_message", 13), ("ev_ack_put", 8), ("ev_inbound", 15),
+    KINDS = (("ev_identity", 30), ("ev_ack_message", 13), ("ev_ack_put", 6), ("ev_ack_admin", 3),
+             ("ev_inbound", 15),
              ("ev_status", 4), ("ev_reveal", 3), ("ev_contact_check", 5), ("ev_block", 3),
              ("ev_duplicate", 12))
 
@@ -620,6 +639,19 @@ class Http:
         with self.lock:
             for s in self.sessions:
                 s.close()
+
+
+def admin_ack(http, base, name, h):
+    """POST /v1/identities/{name}/ack, then wait until the worker's answer is recorded."""
+    st, text = http("POST", base + "/v1/identities/%s/ack" % quote(name, safe=""), ADMIN_TOKEN, None)
+    if st not in (200, 202):
+        return st, text
+
+    def done():
+        st, text = http("GET", base + "/v1/identities/%s" % quote(name, safe=""), ADMIN_TOKEN, None)
+        ident = json.loads(text)["identity"] if st == 200 else {}
+        return ident.get("hash") == h and ident.get("acknowledged") is True and (st, text)
+    return wait_for(done, 10, "the acknowledgement of %s for %s" % (h, name))
 
 
 def user_forms(u, model):
@@ -752,7 +784,7 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
     wgs = [procs.daemon(redis, sim, overrides=overrides), procs.daemon(redis, sim, overrides=overrides)]
 
     model = Model()
-    users = make_users(rng, now)
+    users = make_users(rng, now, changes=max(8, int(seconds // 2)))   # identities enough for the run
     mx = {dial(world_dialled("MX", u.wa)): u.wa for u in users if u.country == "MX"}
     sim.configure(block_unacked_sends=False, wa_id_map=mx)
     gen = Gen(rng, model, sim, now)
@@ -793,8 +825,11 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
             for u, reqs, ops, desc in batch:
                 for method, path, token, payload in reqs:
                     inst = rng.randrange(2)
-                    jobs.append((u, inst, method, path, payload,
-                                 pool.submit(http, method, wgs[inst].url + path, token, payload)))
+                    if method == "ADMINACK":
+                        fut = pool.submit(admin_ack, http, wgs[inst].url, path, payload)
+                    else:
+                        fut = pool.submit(http, method, wgs[inst].url + path, token, payload)
+                    jobs.append((u, inst, method, path, payload, fut))
             answers = {}
             for u, inst, method, path, payload, fut in jobs:
                 status, text = fut.result()
@@ -817,7 +852,8 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
                 u = rng.choice(users)
                 forms = user_forms(u, model)
                 if forms:
-                    asks.append((u, rng.choice(forms), rng.choice(["template", "text", "text", "hsm"])))
+                    asks.append((u, rng.choice(forms), rng.choice(["template", "text", "text", "hsm",
+                                                                     "interactive"])))
             futs = []
             for u, x, t in asks[:11]:
                 inst = rng.randrange(2)
@@ -826,7 +862,7 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
                              pool.submit(http, "GET", wgs[inst].url + path, API_TOKEN, None)))
             for u, x, t in asks[11:]:
                 inst = rng.randrange(2)
-                t = "template" if t == "hsm" else t
+                t = "template" if t == "hsm" else "text" if t == "interactive" else t
                 msg = {"to": x, "type": t}
                 msg.update({"template": TEMPLATE} if t == "template" else {"text": {"body": "hi"}})
                 futs.append(("send", u, x, t, inst,
