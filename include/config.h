@@ -68,6 +68,11 @@ struct config {
     long timeout_ms;
     long max_in_flight;
     long queue_max;            /* requests waiting for a connection, at most */
+    char *phone_number_id;     /* Cloud: the business number(s), comma separated; the first is
+                                  the default for paths and decisions that name none */
+    char *graph_version;       /* Cloud: the Graph API version of waguard's own calls */
+    bool identity_check;       /* turn Meta's identity key check on at start and reload */
+    long blocklist_sync_s;     /* read the blocklist from the WABA client this often; 0 off */
 
     /* [webhook] */
     char *webhook_path;
@@ -115,6 +120,9 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 int config_reload(const char *path, const struct config *running, struct config *cfg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void config_free(struct config *cfg);
+
+/* The first of [upstream] phone_number_id into out.  Returns 0, or -1 when none. */
+int config_default_number(const struct config *cfg, char *out, size_t outlen);
 
 /* The [hold] category named name, or NULL. */
 const struct hold_category *config_hold(const struct config *cfg, const char *name);

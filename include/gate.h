@@ -30,6 +30,8 @@ struct gate_facts {
     const char *contact;     /* contact-check status, NULL when none */
     long long changed_ms;    /* when the newest identity change reached Redis; 0 none */
     const char *hold_released; /* "CHANGED_MS:category" or "CHANGED_MS:*" an operator lifted */
+    bool hash_unknown;       /* WhatsApp refused a send (137000, 480): the new hash is not known */
+    bool pending_without_hash; /* an identity record in some state, with no hash */
 };
 
 #define GATE_MAX_CONSIDERED 4
@@ -75,8 +77,15 @@ cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const s
  * Returns 0 when cb will be called (always, unless out of memory). */
 typedef void gate_cb(struct app *app, const char *wa_id, const struct gate_facts *f,
                      const struct gate_decision *d, void *arg);
-/* category: the [hold] category of the send, or NULL */
-int gate_check(struct app *app, const struct recipient *rcpt, const char *type, const char *category,
+/* What a caller asks about a recipient. */
+struct gate_query {
+    const char *type;           /* the message type; NULL: "text" */
+    const char *category;       /* the [hold] category of the send, or NULL */
+    const char *number;         /* the business number the send goes through (Cloud
+                                   phone_number_id); NULL: [upstream] phone_number_id, else
+                                   every number seen, strictest */
+};
+int gate_check(struct app *app, const struct recipient *rcpt, const struct gate_query *q,
                gate_cb *cb, void *arg) __attribute__((warn_unused_result));
 
 /* The users a recipient names and their facts, without deciding (the identity-change

@@ -6,14 +6,14 @@
  * that wa_id: the script links the two, so that either names one record).  Times are
  * milliseconds ("t") from wtime_parse(); 0 means "when it reaches Redis".
  *   id    identity observed: w u h t src ack mid part
- *   in    inbound message: w u t mid type
+ *   in    inbound message: w u t mid type n (the business number it came to; "" On-Premises)
  *   num   number change: w (old) nw (new) t mid
  *   sys   other system message: w u st t mid
  *   cc    contact-check result: in (normalised input) raw st w (only when valid)
  *   prof  sender profile: w u name
  *   st    message status: id st w u t codes
  *   err   error outside any message: code title details
- *   blk   block state from a forwarded answer: w b (1 blocked, 0 not)
+ *   blk   block state from a forwarded answer: w (recipient forms) b (1 blocked, 0 not) n (number)
  *   dead  an item that could not be understood: reason item (its JSON text)
  * Every constructor appends to ops (a cJSON array) and returns the new operation,
  * owned by ops; NULL only when out of memory.  Strings are copied. */
@@ -35,7 +35,10 @@ struct ops_user {
 
 cJSON *ops_identity(cJSON *ops, struct ops_user who, const char *hash, long long t_ms,
                     enum ops_source src, bool acked, const char *mid, bool part);
-cJSON *ops_inbound(cJSON *ops, struct ops_user who, long long t_ms, const char *mid, const char *type);
+/* number: the business number (Cloud phone_number_id) the message came to; NULL or ""
+ * for On-Premises (one number per WABA client). */
+cJSON *ops_inbound(cJSON *ops, struct ops_user who, long long t_ms, const char *mid, const char *type,
+                   const char *number);
 cJSON *ops_number(cJSON *ops, const char *w, const char *nw, long long t_ms, const char *mid);
 cJSON *ops_system(cJSON *ops, struct ops_user who, const char *type, long long t_ms, const char *mid);
 cJSON *ops_contact_check(cJSON *ops, const char *input_norm, const char *raw, const char *status,
@@ -45,13 +48,17 @@ cJSON *ops_profile(cJSON *ops, struct ops_user who, const char *name);
 cJSON *ops_status(cJSON *ops, const char *id, const char *status, struct ops_user who, long long t_ms,
                   const cJSON *errors);
 cJSON *ops_error(cJSON *ops, double code, const char *title, const char *details);
-cJSON *ops_block(cJSON *ops, const char *w, bool blocked);
+cJSON *ops_block(cJSON *ops, const char *w, bool blocked, const char *number);
 /* item: borrowed, printed into the dead letter (NULL: none) */
 cJSON *ops_dead(cJSON *ops, const char *reason, const cJSON *item);
 
 /* An identity hash fit to store and echo: 1 to 200 bytes of base64 (either alphabet),
  * '.', ':' and '='; anything else (control bytes, quotes, invalid UTF-8) is refused. */
 bool ops_hash_valid(const char *h);
+
+/* A business number's id as it may name state (Cloud phone_number_id): 1 to 63
+ * letters, digits, '_' or '-'. */
+bool ops_number_valid(const char *n);
 
 /* "acknowledged" as the WABA client sends it: true, or the string "true" (the seed
  * documents it as a String). */

@@ -222,6 +222,18 @@ static bool lease_allows(struct app *app, struct job *j, const char *what)
 
 /* ---- PUT ----------------------------------------------------------------- */
 
+/* GET the WABA client's identity for the user: after a 4xx to the PUT, or first when the
+ * hash is not known (WhatsApp refused a send, 480). */
+static void ask_identity(struct app *app, struct job *j)
+{
+    if (!lease_allows(app, j, "the identity GET"))
+        return;
+    char path[200];
+    snprintf(path, sizeof path, "/v1/contacts/%s/identity", j->wa_id);
+    if (upstream_request(app, EVHTTP_REQ_GET, path, NULL, 0, on_identity, j) != 0)
+        retry(j);
+}
+
 static void on_put(struct app *app, const struct upstream_reply *rep, void *arg)
 {
     struct job *j = arg;
@@ -236,12 +248,7 @@ static void on_put(struct app *app, const struct upstream_reply *rep, void *arg)
         retry(j);
         return;
     }
-    if (!lease_allows(app, j, "the identity GET"))
-        return;
-    char path[200];
-    snprintf(path, sizeof path, "/v1/contacts/%s/identity", j->wa_id);
-    if (upstream_request(app, EVHTTP_REQ_GET, path, NULL, 0, on_identity, j) != 0)
-        retry(j);
+    ask_identity(app, j);
 }
 
 static void start(struct app *app, struct job *j)
@@ -252,6 +259,11 @@ static void start(struct app *app, struct job *j)
         snprintf(j->answer, sizeof j->answer, "recorded locally: the Cloud API has no acknowledgement call");
         app->metrics->ack_attempts[ACK_OK]++;
         record(j, "ok", 0);
+        return;
+    }
+    if (!j->hash[0]) {
+        snprintf(j->answer, sizeof j->answer, "WhatsApp refused a send for an identity change");
+        ask_identity(app, j);
         return;
     }
     if (!lease_allows(app, j, "the PUT"))

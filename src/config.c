@@ -37,6 +37,7 @@ static const char *const e_ack[] = { "auto", "manual", NULL };
 static const char *const e_first[] = { "trust", "hold", NULL };
 static const char *const e_fail[] = { "closed", "open", NULL };
 static const char *const e_window[] = { "off", "enforce", NULL };   /* index = bool */
+static const char *const e_onoff[] = { "off", "on", NULL };          /* index = bool */
 
 static const struct key keys[] = {
     { "server", "listen", K_STR, F(listen), "127.0.0.1:8080", 0, 0, NULL },
@@ -61,6 +62,10 @@ static const struct key keys[] = {
     { "upstream", "timeout_ms", K_INT, F(timeout_ms), "5000", 10, 600000, NULL },
     { "upstream", "max_in_flight", K_INT, F(max_in_flight), "16", 1, 1024, NULL },
     { "upstream", "queue_max", K_INT, F(queue_max), "1000", 1, 1000000, NULL },
+    { "upstream", "phone_number_id", K_STR, F(phone_number_id), "", 0, 0, NULL },
+    { "upstream", "graph_version", K_STR, F(graph_version), "v21.0", 0, 0, NULL },
+    { "upstream", "identity_check", K_ENUM, F(identity_check), "off", 0, 0, e_onoff },
+    { "upstream", "blocklist_sync_s", K_INT, F(blocklist_sync_s), "3600", 0, 604800, NULL },
     { "webhook", "path", K_STR, F(webhook_path), "/webhook", 0, 0, NULL },
     { "webhook", "token_file", K_SECRET, F(webhook_token), "", 0, 0, NULL },
     { "webhook", "hmac_secret_file", K_SECRET, F(hmac_secret), "", 0, 0, NULL },
@@ -515,7 +520,7 @@ static void convert(struct parse_state *ps, size_t i, struct config *cfg)
     case K_ENUM: {
         for (int e = 0; k->enums[e]; e++) {
             if (strcmp(v, k->enums[e]) == 0) {
-                if (k->enums == e_window)
+                if (k->enums == e_window || k->enums == e_onoff)
                     *(bool *)field = e == 1;
                 else
                     *(int *)field = e;
@@ -701,6 +706,23 @@ static void validate(struct parse_state *ps, struct config *cfg)
     if (cfg->lease_s * 1000 <= 2 * cfg->timeout_ms)
         bad_value(ps, key_index("identity", "lease_s"), "%ld s must be more than twice [upstream] timeout_ms "
                   "(%ld ms), or a second worker could send while the first still waits", cfg->lease_s, cfg->timeout_ms);
+    size_t i_pnid = key_index("upstream", "phone_number_id");
+    for (const char *p = cfg->phone_number_id; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+              *p == '_' || *p == '-' || *p == ',' || *p == ' ')) {
+            bad_value(ps, i_pnid, "'%s' is not a list of phone number ids (comma separated)",
+                      cfg->phone_number_id);
+            break;
+        }
+    if (cfg->identity_check && cfg->api != API_CLOUD)
+        bad_value(ps, key_index("upstream", "identity_check"), "on needs api = cloud (Meta's identity check "
+                  "is a Cloud API setting)");
+    if (cfg->identity_check && !cfg->phone_number_id[0])
+        bad_value(ps, key_index("upstream", "identity_check"), "on needs [upstream] phone_number_id: the "
+                  "number(s) to turn the check on for");
+    const char *gv = cfg->graph_version;
+    if (gv[0] != 'v' || strspn(gv + 1, "0123456789.") != strlen(gv + 1) || !gv[1])
+        bad_value(ps, key_index("upstream", "graph_version"), "'%s' is not a Graph API version such as v21.0", gv);
     if (cfg->auth == AUTH_LOGIN && !cfg->password)
         bad_value(ps, i_auth, "auth = login needs [upstream] password_file");
     if ((cfg->auth == AUTH_BEARER || cfg->auth == AUTH_HEADER) && !cfg->upstream_token)
@@ -769,6 +791,19 @@ static int load(const char *path, const struct config *running, struct config *c
         config_free(cfg);
         return -1;
     }
+    return 0;
+}
+
+int config_default_number(const struct config *cfg, char *out, size_t outlen)
+{
+    const char *p = cfg->phone_number_id;
+    while (*p == ' ' || *p == ',')
+        p++;
+    size_t n = strcspn(p, ", ");
+    if (n == 0 || n >= outlen)
+        return -1;
+    memcpy(out, p, n);
+    out[n] = '\0';
     return 0;
 }
 

@@ -5,9 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops.h"
 #include "store.h"
 
-#define GATE_VALUES 12          /* per user, in gate.lua's order */
+#define GATE_VALUES 13          /* per user, in gate.lua's order */
 #define GATE_BATCH_MAX 1000
 #define GATE_SPEC_MAX (RECIPIENT_FORMS * (RECIPIENT_MAX + 4))
 
@@ -34,7 +35,7 @@ void gate_decide(const struct config *cfg, const struct gate_facts *f, const str
         d->reason[REASON_STORE_UNAVAILABLE] = !d->allowed;
         return;
     }
-    d->reason[REASON_IDENTITY_UNACKNOWLEDGED] = f->hash && !f->acked;
+    d->reason[REASON_IDENTITY_UNACKNOWLEDGED] = (f->hash && !f->acked) || f->hash_unknown || f->pending_without_hash;
     d->reason[REASON_BLOCKED] = f->blocked;
     /* A check said valid, or the user wrote to us in the last week. */
     d->reason[REASON_CONTACT_INVALID] = cfg->require_valid_contact &&
@@ -100,11 +101,13 @@ cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const s
     for (int i = 0; i < REASON_COUNT; i++)
         if (d->reason[i])
             cJSON_AddItemToArray(rs, cJSON_CreateString(metrics_reason_name((enum reason)i)));
-    if (f->hash) {
+    if (f->hash || f->hash_unknown || f->pending_without_hash) {
         cJSON *id = cJSON_AddObjectToObject(o, "identity");
-        cJSON_AddStringToObject(id, "hash", f->hash);
+        cJSON_AddStringToObject(id, "hash", f->hash ? f->hash : "");
         cJSON_AddNumberToObject(id, "created_timestamp", (double)(f->ts_ms / 1000));
-        cJSON_AddBoolToObject(id, "acknowledged", f->acked);
+        cJSON_AddBoolToObject(id, "acknowledged", f->acked && !f->hash_unknown);
+        if (f->hash_unknown)
+            cJSON_AddBoolToObject(id, "hash_unknown", 1);
     } else {
         cJSON_AddNullToObject(o, "identity");
     }
@@ -165,6 +168,11 @@ static void user_from(redisReply *const *e, struct gate_user *u, long long now_m
         f->contact = NULL;
     f->changed_ms = e[10]->type == REDIS_REPLY_STRING ? atoll(e[10]->str) : 0;
     f->hold_released = str_or_null(e[11]);
+    const char *state = str_or_null(e[12]);
+    f->hash_unknown = state && strcmp(state, "hash_unknown") == 0;
+    /* A record with a state but no hash (a refused send before any hash was known) is
+     * an identity to acknowledge all the same. */
+    f->pending_without_hash = state && !f->hash && !f->acked;
 }
 
 /* Walks the answer for one recipient starting at element *pos; fills up to max users.
@@ -220,6 +228,7 @@ struct check {
     struct recipient rcpt;
     char type[32];
     char category[64];           /* "" none */
+    char number[64];             /* "" the default or every number (gate.lua) */
 };
 
 static void on_facts(struct app *app, redisReply *reply, void *arg)
@@ -244,17 +253,30 @@ static void on_facts(struct app *app, redisReply *reply, void *arg)
     free(c);
 }
 
+/* The number a decision is for: the one named, else [upstream] phone_number_id's first,
+ * else "" (gate.lua: the one seen, or the strictest of all seen); On-Premises has one
+ * number per WABA client, "-" (the plain fields). */
+static void number_for(const struct app *app, const char *named, char *out, size_t len)
+{
+    if (named && *named)
+        snprintf(out, len, "%s", named);
+    else if (app->cfg->api == API_ONPREM)
+        snprintf(out, len, "-");
+    else if (config_default_number(app->cfg, out, len) != 0)
+        out[0] = '\0';
+}
+
 static int ask(struct app *app, struct check *c)
 {
     char spec[GATE_SPEC_MAX];
-    const char *argv[] = { spec };
+    const char *argv[] = { c->number, spec };
     if (recipient_spec(&c->rcpt, spec, sizeof spec) != 0 ||
-        store_eval(app, SCRIPT_GATE, 1, argv, NULL, on_facts, c) != 0)
+        store_eval(app, SCRIPT_GATE, 2, argv, NULL, on_facts, c) != 0)
         on_facts(app, NULL, c);
     return 0;
 }
 
-int gate_check(struct app *app, const struct recipient *rcpt, const char *type, const char *category,
+int gate_check(struct app *app, const struct recipient *rcpt, const struct gate_query *q,
                gate_cb *cb, void *arg)
 {
     struct check *c = calloc(1, sizeof *c);
@@ -263,8 +285,9 @@ int gate_check(struct app *app, const struct recipient *rcpt, const char *type, 
     c->cb = cb;
     c->arg = arg;
     c->rcpt = *rcpt;
-    snprintf(c->type, sizeof c->type, "%s", type);
-    snprintf(c->category, sizeof c->category, "%s", category ? category : "");
+    snprintf(c->type, sizeof c->type, "%s", q->type ? q->type : "text");
+    snprintf(c->category, sizeof c->category, "%s", q->category ? q->category : "");
+    number_for(app, q->number, c->number, sizeof c->number);
     return ask(app, c);
 }
 
@@ -276,6 +299,7 @@ int gate_fetch(struct app *app, const struct recipient *rcpt, gate_fetch_cb *cb,
     c->fetch_cb = cb;
     c->arg = arg;
     c->rcpt = *rcpt;
+    number_for(app, NULL, c->number, sizeof c->number);
     return ask(app, c);
 }
 
@@ -322,8 +346,15 @@ void gate_get(struct request *r)
         request_reply_error(r, 400, "Bad category", "category is lower-case letters, digits and _");
         return;
     }
+    char nbuf[80];
+    const char *number = request_query(r, "phone_number_id", nbuf, sizeof nbuf);
+    if (number && !ops_number_valid(number)) {
+        request_reply_error(r, 400, "Bad phone_number_id", "phone_number_id is 1 to 63 letters or digits");
+        return;
+    }
+    struct gate_query q = { .type = type_param(r, tbuf, sizeof tbuf), .category = category, .number = number };
     request_hold(r);
-    if (gate_check(r->app, &rcpt, type_param(r, tbuf, sizeof tbuf), category, answer_one, r) != 0)
+    if (gate_check(r->app, &rcpt, &q, answer_one, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");
 }
 
@@ -332,6 +363,7 @@ void gate_get(struct request *r)
 struct batch {
     char type[32];
     char category[64];
+    char number[64];
     size_t n;
     struct recipient *rcpt;
 };
@@ -374,8 +406,10 @@ void gate_batch(struct request *r)
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(in, "wa_ids");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(in, "type");
     const cJSON *cat = cJSON_GetObjectItemCaseSensitive(in, "category");
+    const cJSON *num = cJSON_GetObjectItemCaseSensitive(in, "phone_number_id");
     if (!cJSON_IsObject(in) || !cJSON_IsArray(ids) || (type && !cJSON_IsString(type)) ||
-        (cat && (!cJSON_IsString(cat) || !category_ok(cat->valuestring)))) {
+        (cat && (!cJSON_IsString(cat) || !category_ok(cat->valuestring))) ||
+        (num && (!cJSON_IsString(num) || !ops_number_valid(num->valuestring)))) {
         cJSON_Delete(in);
         request_reply_error(r, 400, "Bad request",
                             "expected {\"type\":\"text\",\"category\":\"…\" (optional),\"wa_ids\":[\"…\"]}");
@@ -391,7 +425,7 @@ void gate_batch(struct request *r)
     if (b)
         b->rcpt = calloc((size_t)n + 1, sizeof *b->rcpt);
     char (*specs)[GATE_SPEC_MAX] = calloc((size_t)n + 1, sizeof *specs);
-    const char **argv = calloc((size_t)n + 1, sizeof *argv);
+    const char **argv = calloc((size_t)n + 2, sizeof *argv);
     if (!b || !b->rcpt || !specs || !argv) {
         if (b)
             free(b->rcpt);
@@ -406,6 +440,7 @@ void gate_batch(struct request *r)
     r->free_data = free_batch;
     snprintf(b->type, sizeof b->type, "%s", type ? type->valuestring : "text");
     snprintf(b->category, sizeof b->category, "%s", cat ? cat->valuestring : "");
+    number_for(app, num ? num->valuestring : NULL, b->number, sizeof b->number);
     const cJSON *it;
     cJSON_ArrayForEach(it, ids) {
         const char *why = "not a string";
@@ -418,12 +453,13 @@ void gate_batch(struct request *r)
             free(argv);
             return;
         }
-        argv[b->n] = specs[b->n];
+        argv[b->n + 1] = specs[b->n];
         b->n++;
     }
     cJSON_Delete(in);
+    argv[0] = b->number;
     request_hold(r);
-    if (b->n == 0 || store_eval(app, SCRIPT_GATE, (int)b->n, argv, NULL, on_batch_facts, r) != 0)
+    if (b->n == 0 || store_eval(app, SCRIPT_GATE, (int)b->n + 1, argv, NULL, on_batch_facts, r) != 0)
         on_batch_facts(app, NULL, r);
     free(specs);
     free(argv);

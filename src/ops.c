@@ -50,7 +50,8 @@ cJSON *ops_identity(cJSON *ops, struct ops_user who, const char *hash, long long
     return op;
 }
 
-cJSON *ops_inbound(cJSON *ops, struct ops_user who, long long t_ms, const char *mid, const char *type)
+cJSON *ops_inbound(cJSON *ops, struct ops_user who, long long t_ms, const char *mid, const char *type,
+                   const char *number)
 {
     cJSON *op = op_new(ops, "in");
     if (!op)
@@ -59,6 +60,8 @@ cJSON *ops_inbound(cJSON *ops, struct ops_user who, long long t_ms, const char *
     cJSON_AddNumberToObject(op, "t", (double)(t_ms / 1000));
     add_mid(op, mid);
     cJSON_AddStringToObject(op, "type", type ? type : "unknown");
+    if (number && *number)
+        cJSON_AddStringToObject(op, "n", number);
     return op;
 }
 
@@ -142,13 +145,15 @@ cJSON *ops_error(cJSON *ops, double code, const char *title, const char *details
     return op;
 }
 
-cJSON *ops_block(cJSON *ops, const char *w, bool blocked)
+cJSON *ops_block(cJSON *ops, const char *w, bool blocked, const char *number)
 {
     cJSON *op = op_new(ops, "blk");
     if (!op)
         return NULL;
     cJSON_AddStringToObject(op, "w", w);
     cJSON_AddNumberToObject(op, "b", blocked ? 1 : 0);
+    if (number && *number)
+        cJSON_AddStringToObject(op, "n", number);
     return op;
 }
 
@@ -180,4 +185,16 @@ bool ops_hash_valid(const char *h)
             return false;
     }
     return n > 0;
+}
+
+bool ops_number_valid(const char *n)
+{
+    size_t i = 0;
+    for (; n[i]; i++) {
+        char c = n[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-') ||
+            i >= 63)
+            return false;
+    }
+    return i > 0;
 }

@@ -1,6 +1,9 @@
 /* proxy — see include/proxy.h */
 #include "proxy.h"
 
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +24,8 @@ struct fwd {
     char wa_id[RECIPIENT_MAX];
     struct recipient rcpt;      /* who the path or the body names */
     char category[64];          /* a gated template's [hold] category, "" none */
+    bool cloud;                 /* a Cloud route: waguard's own errors in Graph's envelope */
+    char number[64];            /* Cloud: the business number (path, or the configured one) */
     char hash[256];             /* PUT identity: the hash sent */
     int block;                  /* 1 block, 0 unblock, -1 neither */
     char *body;                 /* what is forwarded (owned) */
@@ -36,6 +41,48 @@ static void free_fwd(void *p)
     free(f->body);
     free(f->answer);
     free(f);
+}
+
+/* Graph's error envelope, as Meta's Cloud API answers (waguard's own codes: the README's
+ * "On Meta's Cloud API"). */
+static cJSON *graph_error(struct request *r, int code, int subcode, const char *type, const char *message,
+                          const char *details)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", message);
+    cJSON_AddStringToObject(e, "type", type);
+    cJSON_AddNumberToObject(e, "code", code);
+    if (subcode)
+        cJSON_AddNumberToObject(e, "error_subcode", subcode);
+    cJSON *data = cJSON_AddObjectToObject(e, "error_data");
+    cJSON_AddStringToObject(data, "messaging_product", "whatsapp");
+    cJSON_AddStringToObject(data, "details", details);
+    char trace[40];
+    snprintf(trace, sizeof trace, "waguard-%llx%06llx", (unsigned long long)r->start_ms,
+             (unsigned long long)((uintptr_t)r & 0xffffff));
+    cJSON_AddStringToObject(e, "fbtrace_id", trace);
+    return o;
+}
+
+/* waguard's own error on a forwarded route: the WABA envelope on /v1, Graph's on the
+ * Cloud routes (code 100 for a bad request, as Graph's "Invalid parameter"; else the
+ * HTTP status). */
+static void fail(struct request *r, bool cloud, int status, const char *title, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void fail(struct request *r, bool cloud, int status, const char *title, const char *fmt, ...)
+{
+    char details[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(details, sizeof details, fmt, ap);
+    va_end(ap);
+    if (!cloud) {
+        request_reply_error(r, status, title, "%s", details);
+        return;
+    }
+    request_reply_json(r, status, graph_error(r, status == 400 ? 100 : status, 0, "WaguardException", title, details));
 }
 
 static struct fwd *fwd_new(struct request *r, enum record rec)
@@ -85,11 +132,31 @@ static void on_recorded(struct app *app, redisReply *reply, void *arg)
 }
 
 /* The users a block names, for the apply script to resolve like the gate does. */
-static void block_op(cJSON *ops, const struct recipient *rcpt, bool blocked)
+static void block_op(cJSON *ops, const struct recipient *rcpt, bool blocked, const char *number)
 {
     char spec[RECIPIENT_FORMS * (RECIPIENT_MAX + 4)];
     if (recipient_spec(rcpt, spec, sizeof spec) == 0)
-        ops_block(ops, spec, blocked);
+        ops_block(ops, spec, blocked, number);
+}
+
+/* A user a Cloud block answer names: its wa_id or user_id as handed out, else the input
+ * as a caller's recipient. */
+static bool answered_user(const struct app *app, const cJSON *u, struct recipient *rc)
+{
+    static const char *const keys[] = { "wa_id", "user_id" };
+    for (size_t i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(u, keys[i]);
+        char id[RECIPIENT_MAX];
+        if (cJSON_IsString(v) && recipient_from_whatsapp(v->valuestring, id, NULL) == 0) {
+            memset(rc, 0, sizeof *rc);
+            rc->n = 1;
+            rc->form[0].kind = RECIPIENT_ID;
+            memcpy(rc->form[0].key, id, sizeof id);
+            return true;
+        }
+    }
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(u, "input");
+    return cJSON_IsString(in) && recipient_parse(in->valuestring, app->cfg->home_country_code, rc, NULL) == 0;
 }
 
 /* A 2xx answer that carries a non-empty errors[] did not do what was asked. */
@@ -104,6 +171,11 @@ static cJSON *ops_from_answer(struct app *app, struct fwd *f)
 {
     cJSON *ops = cJSON_CreateArray();
     cJSON *ans = cJSON_ParseWithLength(f->answer ? f->answer : "", f->answer_len);
+    if (f->status / 100 != 2 && f->rec != REC_CLOUD_BLOCK) {
+        cJSON_Delete(ans);
+        cJSON_Delete(ops);
+        return NULL;
+    }
     if (answer_has_errors(ans)) {
         log_warn(&app->log, "proxy", "the WABA client answered %s with %d and errors[]: nothing recorded",
                  f->path, f->status);
@@ -140,21 +212,18 @@ static cJSON *ops_from_answer(struct app *app, struct fwd *f)
     }
     case REC_BLOCK:
         if (f->block >= 0)
-            block_op(ops, &f->rcpt, f->block == 1);
+            block_op(ops, &f->rcpt, f->block == 1, NULL);
         break;
     case REC_CLOUD_BLOCK: {
-        cJSON *req = cJSON_ParseWithLength(f->body ? f->body : "", f->len);
+        /* What Meta says it did: added_users (block) or removed_users (unblock), also in
+         * a partial failure (400 with failed_users beside them). */
+        const cJSON *bu = cJSON_GetObjectItemCaseSensitive(ans, "block_users");
         const cJSON *u;
-        cJSON_ArrayForEach(u, cJSON_GetObjectItemCaseSensitive(req, "block_users")) {
-            const cJSON *who = cJSON_GetObjectItemCaseSensitive(u, "user");
-            if (!cJSON_IsString(who))
-                who = cJSON_GetObjectItemCaseSensitive(u, "user_id");
+        cJSON_ArrayForEach(u, cJSON_GetObjectItemCaseSensitive(bu, f->block == 1 ? "added_users" : "removed_users")) {
             struct recipient rc;
-            if (cJSON_IsString(who) &&
-                recipient_parse(who->valuestring, app->cfg->home_country_code, &rc, NULL) == 0)
-                block_op(ops, &rc, f->block == 1);
+            if (answered_user(app, u, &rc))
+                block_op(ops, &rc, f->block == 1, f->number);
         }
-        cJSON_Delete(req);
         break;
     }
     default:
@@ -174,8 +243,8 @@ static void on_upstream(struct app *app, const struct upstream_reply *rep, void 
     struct fwd *f = r->data;
     if (rep->status == 0) {
         bool timeout = rep->error && strstr(rep->error, "timed out");
-        request_reply_error(r, timeout ? 504 : 502, timeout ? "Gateway timeout" : "Bad gateway",
-                            "the WABA client did not answer: %s", rep->error ? rep->error : "?");
+        fail(r, f->cloud, timeout ? 504 : 502, timeout ? "Gateway timeout" : "Bad gateway",
+             "the WABA client did not answer: %s", rep->error ? rep->error : "?");
         return;
     }
     f->status = rep->status;
@@ -185,7 +254,8 @@ static void on_upstream(struct app *app, const struct upstream_reply *rep, void 
         f->answer[rep->len] = '\0';
         f->answer_len = rep->len;
     }
-    if (rep->status / 100 != 2 || !f->answer) {
+    bool partial_block = f->rec == REC_CLOUD_BLOCK && rep->status == 400;
+    if ((rep->status / 100 != 2 && !partial_block) || !f->answer) {
         answer_upstream(r);
         return;
     }
@@ -211,7 +281,7 @@ static void forward(struct request *r)
     struct fwd *f = r->data;
     request_hold(r);
     if (upstream_request(r->app, f->method, f->path, f->body, f->len, on_upstream, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+        fail(r, f->cloud, 500, "Internal error", "out of memory");
 }
 
 /* ---- gated sends ------------------------------------------------------- */
@@ -228,6 +298,16 @@ static void on_gate(struct app *app, const char *wa_id, const struct gate_facts 
                 snprintf(reasons + strlen(reasons), sizeof reasons - strlen(reasons), "%s%s",
                          reasons[0] ? ", " : "", metrics_reason_name((enum reason)i));
         log_info(&app->log, "proxy", "refused a send to %s: %s", wa_id, reasons);
+        if (f->cloud) {
+            int sub = 0;
+            for (int i = 0; i < REASON_COUNT && !sub; i++)
+                if (d->reason[i])
+                    sub = i + 1;
+            cJSON *o = graph_error(r, 423, sub, "WaguardGateRefusal", "Send refused by waguard", reasons);
+            cJSON_AddItemToObject(o, "decision", gate_decision_json(wa_id, facts, d));
+            request_reply_json(r, 423, o);
+            return;
+        }
         cJSON *o = cJSON_CreateObject();
         cJSON *errs = cJSON_AddArrayToObject(o, "errors");
         cJSON *e = cJSON_CreateObject();
@@ -329,11 +409,11 @@ static int read_send_body(struct request *r, struct fwd *f, bool cloud, char *ty
     *receipt = false;
     if (!cJSON_IsObject(msg)) {
         cJSON_Delete(msg);
-        request_reply_error(r, 400, "Bad request", "the message needs a JSON object body");
+        fail(r, cloud, 400, "Bad request", "the message needs a JSON object body");
         return -1;
     }
     if ((dup = duplicate_key(msg)) != NULL) {
-        request_reply_error(r, 400, "Bad request", "the key \"%.100s\" appears twice in one object: "
+        fail(r, cloud, 400, "Bad request", "the key \"%.100s\" appears twice in one object: "
                             "a body must say one thing", dup);
         cJSON_Delete(msg);
         return -1;
@@ -342,7 +422,7 @@ static int read_send_body(struct request *r, struct fwd *f, bool cloud, char *ty
     const cJSON *rc = cJSON_GetObjectItemCaseSensitive(msg, "recipient");
     if (to && rc) {
         cJSON_Delete(msg);
-        request_reply_error(r, 400, "Bad request", "the recipient is named in more than one field "
+        fail(r, cloud, 400, "Bad request", "the recipient is named in more than one field "
                             "(\"to\" and \"recipient\"): name it once");
         return -1;
     }
@@ -374,10 +454,21 @@ static int read_send_body(struct request *r, struct fwd *f, bool cloud, char *ty
     }
     cJSON_Delete(msg);
     if (why) {
-        request_reply_error(r, 400, "Bad request", "the message's recipient: %s", why);
+        fail(r, cloud, 400, "Bad request", "the message's recipient: %s", why);
         return -1;
     }
     return 0;
+}
+
+/* Cloud routes name the business number in the path (/{version}/{pnid}/…); providers'
+ * paths without it use [upstream] phone_number_id. */
+static void cloud_number(struct request *r, struct fwd *f)
+{
+    f->cloud = true;
+    if (r->arg[1][0] && ops_number_valid(r->arg[1]))
+        snprintf(f->number, sizeof f->number, "%.63s", r->arg[1]);
+    else if (config_default_number(r->app->cfg, f->number, sizeof f->number) != 0)
+        f->number[0] = '\0';
 }
 
 static void gated_send(struct request *r, bool cloud)
@@ -387,6 +478,8 @@ static void gated_send(struct request *r, bool cloud)
     struct fwd *f = fwd_new(r, REC_NONE);
     if (!f)
         return;
+    if (cloud)
+        cloud_number(r, f);
     char t[32];
     bool receipt;
     if (read_send_body(r, f, cloud, t, sizeof t, &receipt) != 0)
@@ -395,9 +488,11 @@ static void gated_send(struct request *r, bool cloud)
         forward(r);
         return;
     }
+    struct gate_query q = { .type = t, .category = f->category[0] ? f->category : NULL,
+                            .number = f->number[0] ? f->number : NULL };
     request_hold(r);
-    if (gate_check(r->app, &f->rcpt, t, f->category[0] ? f->category : NULL, on_gate, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+    if (gate_check(r->app, &f->rcpt, &q, on_gate, r) != 0)
+        fail(r, cloud, 500, "Internal error", "out of memory");
 }
 
 void proxy_messages(struct request *r)
@@ -494,6 +589,7 @@ void proxy_cloud_block(struct request *r)
     struct fwd *f = fwd_new(r, REC_CLOUD_BLOCK);
     if (!f)
         return;
+    cloud_number(r, f);
     f->block = f->method == EVHTTP_REQ_POST ? 1 : f->method == EVHTTP_REQ_DELETE ? 0 : -1;
     if (f->block < 0)
         f->rec = REC_NONE;

@@ -564,9 +564,10 @@ static void flush_batch(struct app *app)
     const char *json = (const char *)evbuffer_pullup(st->batch, -1);
     char maxlen[32];
     snprintf(maxlen, sizeof maxlen, "%ld", app->cfg->events_maxlen);
-    const char *argv[] = { json, app->cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold", maxlen };
-    const size_t lens[] = { len, strlen(argv[1]), strlen(maxlen) };
-    int rc = store_eval(app, SCRIPT_APPLY, 3, argv, lens, on_applied, items);
+    const char *argv[] = { json, app->cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold", maxlen,
+                           app->cfg->api == API_CLOUD ? "cloud" : "onprem" };
+    const size_t lens[] = { len, strlen(argv[1]), strlen(maxlen), strlen(argv[3]) };
+    int rc = store_eval(app, SCRIPT_APPLY, 4, argv, lens, on_applied, items);
     evbuffer_drain(st->batch, len);
     if (rc != 0)
         on_applied(app, NULL, items);

@@ -387,6 +387,9 @@ static void on_done(struct evhttp_request *req, void *arg)
     rep.status = req ? evhttp_request_get_response_code(req) : 0;
     if (rep.status == 0) {
         s->dead = true;       /* a fresh connection next time */
+        /* libevent reports a connect that ran out of time without the error callback */
+        if (!u->error && app_mono_ms() - u->enq_ms >= u->app->cfg->timeout_ms - 5)
+            u->error = "timed out";
         rep.error = u->error ? u->error : "could not connect, or the connection failed";
         if (s->gen->https && tls_error(s, u->errbuf, sizeof u->errbuf))
             rep.error = u->errbuf;
@@ -595,8 +598,10 @@ static void pump(evutil_socket_t fd, short what, void *arg)
         TAILQ_REMOVE(&up->queue, u, link);
         up->queued--;
         long long left = app->cfg->timeout_ms - (app_mono_ms() - u->enq_ms);
-        if (left <= 0) {
-            fail_now(up, u, "timed out waiting for a connection to the WABA client");
+        if (left <= app->cfg->timeout_ms / 10) {
+            /* Too little time left to be answered: not sent at all, rather than sent
+             * and reported as timed out (a caller retrying would send it twice). */
+            fail_now(up, u, "timed out waiting for a connection to the WABA client (not sent)");
             continue;
         }
         if (dispatch(up, u, s, left) != 0)

@@ -19,6 +19,7 @@ struct pctx {
     struct webhook_batch *b;
     const char *home_cc;
     const cJSON *contacts;      /* the contacts array beside the messages being parsed */
+    const char *number;         /* Cloud: metadata.phone_number_id of the value; NULL On-Premises */
 };
 
 /* ---- small readers ---------------------------------------------------- */
@@ -210,7 +211,7 @@ static void parse_message(struct pctx *c, const cJSON *m)
     long long t = time_of(m, "timestamp");
     if (t < 0)
         t = 0;
-    ops_inbound(c->b->ops, ub.ref, t, mid, type);
+    ops_inbound(c->b->ops, ub.ref, t, mid, type, c->number);
     c->b->items++;
     cloud_identity(c, m, ub.ref, contact_key_hash(c, ub.ref), mid, t);
 
@@ -342,6 +343,9 @@ static void each(struct pctx *c, const cJSON *value, const char *key, item_fn *f
  * known before the message is applied. */
 static void parse_value(struct pctx *c, const cJSON *value)
 {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(value, "metadata");
+    const char *pnid = str_of(meta, "phone_number_id");
+    c->number = pnid && ops_number_valid(pnid) ? pnid : NULL;
     c->contacts = cJSON_GetObjectItemCaseSensitive(value, "contacts");
     if (!cJSON_IsArray(c->contacts))
         c->contacts = NULL;

@@ -75,7 +75,9 @@ def test_first_seen_hold_with_manual_ack_keeps_the_gate_closed(waguard_factory, 
     r = requests.post(wg.url + "/messages", timeout=5, headers={"Authorization": "Bearer " + API_TOKEN},
                       data=json.dumps({"messaging_product": "whatsapp", "to": w, "type": "template",
                                        "template": {"name": "hello"}}))
-    assert r.status_code == 423 and r.json()["errors"][0]["code"] == 480, r.text
+    err = r.json()["error"]                                 # Graph's envelope on a Cloud route
+    assert r.status_code == 423 and err["code"] == 423 and err["error_subcode"] == 1, r.text
+    assert err["error_data"]["details"] == "identity_unacknowledged" and err["fbtrace_id"], r.text
     assert not sim.calls_matching(method="POST", path="/messages")
     # The operator verified the person: acknowledge by hand.
     r = requests.post(wg.url + "/v1/identities/%s/ack" % w, timeout=5,

@@ -143,7 +143,8 @@ def cloud(value):
 
 
 def test_user_id_and_wa_id_seen_together_name_one_record(procs):
-    r, _, wg = procs.stack(overrides={"identity": {"ack": "manual", "first_seen": "hold"}})
+    r, _, wg = procs.stack(overrides={"identity": {"ack": "manual", "first_seen": "hold"},
+                                      "upstream": {"api": "cloud"}})
     w = world_wa_id("BR")
     uid = "BR." + "7" * 120          # user ids run to 128 characters after the dot
     wg.webhook_ok(cloud({"contacts": [{"wa_id": w, "user_id": uid, "profile": {"name": "Bia"},
@@ -163,7 +164,8 @@ def test_user_id_and_wa_id_seen_together_name_one_record(procs):
 
 
 def test_a_user_first_known_by_user_id_alone_is_merged_when_linked(procs):
-    r, _, wg = procs.stack(overrides={"identity": {"ack": "manual", "first_seen": "hold"}})
+    r, _, wg = procs.stack(overrides={"identity": {"ack": "manual", "first_seen": "hold"},
+                                      "upstream": {"api": "cloud"}})
     w = world_wa_id("ID")
     uid = "ID.55510203040506070809"
     wg.webhook_ok(cloud({"contacts": [{"user_id": uid, "identity_key_hash": "U1="}],

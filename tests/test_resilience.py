@@ -649,10 +649,6 @@ class UnreachableListener:
         self.sock.close()
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: a request whose [upstream] timeout_ms runs out while its "
-                   "connection is being opened is answered 502 'could not connect, or the connection failed' "
-                   "instead of 504 'timed out' (docs/routes.md: 504 when the WABA client did not answer within "
-                   "timeout_ms); libevent calls back for a connect timeout without an error code")
 def test_connect_that_runs_out_of_time_is_a_timeout(procs):
     """A WABA host that never completes the TCP handshake: the forwarded call is answered
     504 'timed out' once timeout_ms is up."""

@@ -7,10 +7,12 @@
 -- identity is not acknowledged.  Returns 1 when applied, 0 when not.
 local w, h, outcome, who, answer, lease = canon(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9]
 local k = ukey(w)
-local cur = redis.call('HMGET', k, 'id_hash', 'id_ack', 'id_lease', 'id_requested_by')
+local cur = redis.call('HMGET', k, 'id_hash', 'id_ack', 'id_lease', 'id_requested_by', 'id_state')
 local holder = lease ~= '' and cur[3] == lease
 if holder then redis.call('HDEL', k, 'id_lease') end
-if cur[1] ~= h then
+-- The worker asked for a hash it did not know ('') while the record still waits for it.
+if h == '' and cur[5] == 'hash_unknown' then h = cur[1] or '' end
+if (cur[1] or '') ~= h then
   audit(w, h, who, 'superseded', answer)
   -- The newer hash goes out now if the policy says so or an operator asked for it.
   if cur[1] and cur[2] ~= '1' and (ARGV[10] == 'auto' or cur[4]) and (holder or not cur[3]) then

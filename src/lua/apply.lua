@@ -2,10 +2,10 @@
 -- ARGV[3] a JSON array of bodies, each {"a": "auto"|"manual" (the ack policy),
 -- "o": [operations, see include/webhook_parse.h]}: the store groups the bodies that
 -- arrive together into one call.  ARGV[4] first_seen (trust|hold), ARGV[5] the events
--- stream's cap.  Returns, for each body, { accepted, duplicates, late, dead, queued,
+-- stream's cap, ARGV[6] the upstream api (onprem|cloud).  Returns, for each body, { accepted, duplicates, late, dead, queued,
 -- future } (future: identity times later than Redis's clock, replaced by it).
 local bodies = cjson.decode(ARGV[3])
-local cfg = { ack = 'auto', first_seen = ARGV[4], maxlen = ARGV[5] }
+local cfg = { ack = 'auto', first_seen = ARGV[4], maxlen = ARGV[5], api = ARGV[6] }
 local EVENTS = P .. ':events'
 local res
 local seen = {}     -- message ids met in this call: a repeat in a later body is a duplicate
@@ -46,6 +46,18 @@ local function stored_ts(v)
   return t
 end
 
+-- Every 24-hour window (last_in, last_in:N) and block (blocked, blocked:N) of the
+-- fields a (a record's HGETALL as a table) onto record key `to`: the later window, any block.
+local function carry_windows(a, to)
+  for f, v in pairs(a) do
+    if f == 'last_in' or string.sub(f, 1, 8) == 'last_in:' then
+      if (tonumber(v) or 0) > (tonumber(redis.call('HGET', to, f)) or 0) then redis.call('HSET', to, f, v) end
+    elseif (f == 'blocked' or string.sub(f, 1, 8) == 'blocked:') and v == '1' then
+      redis.call('HSET', to, f, 1)
+    end
+  end
+end
+
 -- The record kept under user id u alone moves into wa_id w's: the newer identity
 -- (with its acknowledgement work), the later inbound time, a block, the profile.
 local function merge(u, w)
@@ -63,8 +75,7 @@ local function merge(u, w)
       if sc then redis.call('ZADD', z, sc, w) end
     end
   end
-  if (tonumber(a.last_in) or 0) > (tonumber(cur[3]) or 0) then redis.call('HSET', kw, 'last_in', a.last_in) end
-  if a.blocked == '1' then redis.call('HSET', kw, 'blocked', 1) end
+  carry_windows(a, kw)
   if a.name and not cur[5] then redis.call('HSET', kw, 'name', a.name) end
   if a.contact and not cur[6] then redis.call('HSET', kw, 'contact', a.contact, 'contact_at', a.contact_at or NOW) end
   local hist = redis.call('LRANGE', ukey(u) .. ':history', 0, 49)
@@ -130,7 +141,7 @@ handlers.id = function(op)
   op.w = who(op)
   -- Learnt by the worker that holds this user: its lease ends here.
   if op.src == 'reconcile' then redis.call('HDEL', ukey(op.w), 'id_lease') end
-  local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack', 'id_rx')
+  local cur = redis.call('HMGET', ukey(op.w), 'id_hash', 'id_ts', 'id_ack', 'id_rx', 'id_state')
   local ackd = op.ack == true
   local rx = false
   -- Cloud API hashes come without a time: the time they reach us orders them; a time
@@ -152,6 +163,10 @@ handlers.id = function(op)
   elseif cur[1] == op.h then
     if ackd and cur[3] ~= '1' then
       mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')
+    elseif cur[5] == 'hash_unknown' then
+      -- WhatsApp refused a send for an identity change, and the hash it now shows is the
+      -- one on record: that is the newest, to be acknowledged by policy.
+      record_identity(op.w, op.h, op.t, false, op.src, rx, false)
     end
   else
     local ct = stored_ts(cur[2])
@@ -172,9 +187,10 @@ handlers['in'] = function(op)
   local now_s = math.floor(NOW / 1000)
   local t = op.t
   if t == 0 or t * 1000 > NOW + FUTURE_MS then t = now_s end
-  local k = ukey(op.w)
-  local cur = redis.call('HMGET', k, 'last_in', 'moved_at')
-  if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, 'last_in', t) end
+  local k, f = ukey(op.w), win_field(op.n)
+  if op.n and op.n ~= '' then redis.call('SADD', NUMBERS, op.n) end
+  local cur = redis.call('HMGET', k, f, 'moved_at')
+  if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, f, t) end
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, 'moved_to', 'moved_at') end
   -- the hot path: written out rather than through event()
   redis.call('XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', 'inbound', 'wa_id', op.w,
@@ -182,12 +198,50 @@ handlers['in'] = function(op)
   res.accepted = res.accepted + 1
 end
 
+-- The user moved to number op.nw: the identity, the windows and the blocks go with
+-- them (unless the new number already has a newer identity); the old number is
+-- refused (number_changed) until someone writes from it again.
 handlers.num = function(op)
   if not fresh(op.mid) then return end
+  op.w = canon(op.w)
   local t = op.t
   if t == 0 then t = math.floor(NOW / 1000) end
-  redis.call('HSET', ukey(op.w), 'moved_to', op.nw, 'moved_at', t)
+  if op.u and op.u ~= '' then link(op.u, op.nw) end
+  local from, to = ukey(op.w), ukey(op.nw)
+  local a, fa = {}, redis.call('HGETALL', from)
+  for i = 1, #fa, 2 do a[fa[i]] = fa[i + 1] end
+  local nh = redis.call('HMGET', to, 'id_hash', 'id_ts')
+  if a.id_hash and (not nh[1] or newer(stored_ts(a.id_ts), a.id_hash, stored_ts(nh[2]), nh[1])) then
+    for f, v in pairs(a) do
+      if string.sub(f, 1, 3) == 'id_' and f ~= 'id_lease' then redis.call('HSET', to, f, v) end
+    end
+    if a.id_ack ~= '1' then
+      for _, z in ipairs({ QUEUE, SINCE, PENDING, FAILED }) do
+        local sc = redis.call('ZSCORE', z, op.w)
+        if sc then redis.call('ZADD', z, sc, op.nw) end
+      end
+    end
+  end
+  carry_windows(a, to)
+  if a.user_id then redis.call('SET', akey(a.user_id), op.nw) redis.call('HSET', to, 'user_id', a.user_id) end
+  redis.call('HSET', from, 'moved_to', op.nw, 'moved_at', t)
   event('number_changed', op.w, { 'new_wa_id', op.nw })
+  res.accepted = res.accepted + 1
+end
+
+-- The user's business-scoped id changed from op.prev to op.u: the record the old id
+-- named is the new id's from now on (the old id keeps naming it).
+handlers.uid = function(op)
+  if not fresh(op.mid) then return end
+  local target = redis.call('GET', akey(op.prev))
+  if target then
+    redis.call('SET', akey(op.u), target)
+    redis.call('HSET', ukey(target), 'user_id', op.u)
+  elseif redis.call('EXISTS', ukey(op.prev)) == 1 then
+    merge(op.prev, op.u)
+    redis.call('SET', akey(op.prev), op.u)
+  end
+  event('user_id_changed', target or op.u, { 'previous_user_id', op.prev, 'user_id', op.u })
   res.accepted = res.accepted + 1
 end
 
@@ -235,8 +289,32 @@ handlers.st = function(op)
     return
   end
   if op.w ~= '' then op.w = who(op) end
-  local codes = {}
-  for i = 1, #op.codes do codes[i] = string.format('%d', op.codes[i]) end
+  local codes, mismatch = {}, false
+  for i = 1, #op.codes do
+    codes[i] = string.format('%d', op.codes[i])
+    -- 137000 (Cloud: the identity key changed since the pinned hash) and 480
+    -- (On-Premises: the identity change is not acknowledged): WhatsApp refused a send
+    -- because the user's identity changed.  The gate closes now, before the new hash is
+    -- known; the record says hash_unknown until it is.
+    if op.st == 'failed' and (codes[i] == '137000' or codes[i] == '480') then mismatch = true end
+  end
+  if mismatch and op.w ~= '' then
+    local k = ukey(op.w)
+    redis.call('HSET', k, 'id_ack', 0, 'id_state', 'hash_unknown', 'id_attempts', 0,
+               'id_err', 'WhatsApp refused a send (' .. table.concat(codes, ',') .. '): the identity changed',
+               'id_changed_at', NOW)
+    redis.call('HDEL', k, 'hold_released')
+    redis.call('ZADD', PENDING, 0, op.w)
+    redis.call('ZREM', FAILED, op.w)
+    redis.call('ZADD', SINCE, 'NX', NOW, op.w)
+    -- On-Premises fetches the new hash (the worker's identity GET); the Cloud API has no
+    -- such call: the next webhook that carries a hash fills it in.
+    if cfg.ack == 'auto' and cfg.api ~= 'cloud' and (tonumber(redis.call('HGET', k, 'id_lease')) or 0) <= NOW then
+      redis.call('ZADD', QUEUE, NOW, op.w)
+      res.queued = res.queued + 1
+    end
+    event('identity_mismatch', op.w, { 'id', op.id, 'codes', table.concat(codes, ',') })
+  end
   event('status', op.w, { 'id', op.id, 'status', op.st, 'codes', table.concat(codes, ',') })
   res.accepted = res.accepted + 1
 end
@@ -251,9 +329,11 @@ end
 -- only the most likely one, so that no other user's block is lifted by a guess.
 handlers.blk = function(op)
   local users = users_of(op.w)
+  local f = blk_field(op.n)
   for i, w in ipairs(users) do
     if i == 1 or (op.b == 1 and redis.call('EXISTS', ukey(w)) == 1) then
-      redis.call('HSET', ukey(w), 'blocked', op.b)
+      redis.call('HSET', ukey(w), f, op.b)
+      if op.b == 1 and op.n and op.n ~= '' then redis.call('SADD', NUMBERS, op.n) end
       event(op.b == 1 and 'blocked' or 'unblocked', w, {})
     end
   end

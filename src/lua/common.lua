@@ -24,6 +24,12 @@ local function canon(x)
   return x
 end
 local QUEUE, SINCE = P .. ':ack:queue', P .. ':ack:since'
+-- The business numbers (Cloud phone_number_id) webhooks came for.  The 24-hour window
+-- and blocks belong to one number and one user: fields last_in:N and blocked:N; the
+-- plain last_in is On-Premises' one number, and a plain blocked applies to every number.
+local NUMBERS = P .. ':numbers'
+local function win_field(n) return (n and n ~= '') and ('last_in:' .. n) or 'last_in' end
+local function blk_field(n) return (n and n ~= '') and ('blocked:' .. n) or 'blocked' end
 local PENDING, FAILED = P .. ':identities:pending', P .. ':identities:failed'
 
 -- The users a recipient names, most likely first: spec holds the forms that
