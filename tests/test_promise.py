@@ -597,11 +597,17 @@ class Gen:
              ("ev_status", 4), ("ev_reveal", 3), ("ev_contact_check", 5), ("ev_block", 3),
              ("ev_duplicate", 12))
 
-    def concurrent_event(self, u):
+    def concurrent_event(self, u, put):
         """An event whose order against the others of its kind for one user changes nothing
-        waguard decides by: sent at the same time as them."""
-        kind = self.rng.choice(["ev_identity", "ev_identity", "ev_ack_message", "ev_inbound"])
-        return getattr(self, kind)(u)
+        waguard decides by (the newest hash, whether it is acknowledged, the window): sent
+        at the same time as them.  put: a forwarded PUT may be one of them (one at a time:
+        the simulator knows one newest hash)."""
+        kinds = ["ev_identity", "ev_identity", "ev_ack_message", "ev_inbound"]
+        rec = self.model.recs.get(u.wa)
+        if put and rec is not None and rec.obs:
+            kinds.append("ev_ack_put")      # on a record without identity its order would matter
+        kind = self.rng.choice(kinds)
+        return kind, getattr(self, kind)(u)
 
     def event(self, u):
         kind = self.rng.choices([k for k, _ in self.KINDS], [w for _, w in self.KINDS])[0]
@@ -814,12 +820,14 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
                 reqs, ops, desc = gen.event(u)
                 batch.append((u, reqs, ops, desc))
             # Sometimes several events for one user at once, to either instance: identity
-            # changes, acknowledgements in messages and inbound messages, whose order does
-            # not change the newest hash nor whether it is acknowledged.
+            # changes, acknowledgements (in messages, a forwarded PUT) and inbound messages,
+            # whose order does not change the newest hash nor whether it is acknowledged.
             if rng.random() < 0.25:
                 u = rng.choice([x for x in users if x.kind == "plain" and x.group not in picked])
+                put = True
                 for _ in range(rng.randint(2, 3)):
-                    reqs, ops, desc = gen.concurrent_event(u)
+                    kind, (reqs, ops, desc) = gen.concurrent_event(u, put)
+                    put = put and kind != "ev_ack_put"
                     batch.append((u, reqs, ops, "(at once) " + desc))
             jobs = []
             for u, reqs, ops, desc in batch:
@@ -931,6 +939,7 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
                 acknowledged=model.outcomes.get("acknowledged", 0), merged=model.merged,
                 mapped=len(model.contacts), linked=len(model.alias))
     record_testsuite_property("promise_coverage", json.dumps(seen, sort_keys=True))
+    assert chk.decisions >= 100 and events >= 20, line
     if events >= 1500:
         for what, n in sorted(seen.items()):
             assert n > 0, "no %s in %d decisions: %s" % (what, chk.decisions, seen)
