@@ -313,7 +313,10 @@ def test_cloud_api_routes(sim):
     body["block_users"] = [{"user": "16315551001"}]
     r = sess.delete(sim.url + "/v19.0/1234/block_users", json=body, timeout=5)
     assert r.json()["block_users"]["removed_users"][0]["wa_id"] == "16315551001"
-    assert sim.state()["blocked"] == ["16315551000"]
+    # Cloud blocks belong to the business number; the On-Premises blocklist is apart
+    assert sim.cloud_blocked("1234") == ["16315551000"]
+    assert sim.state()["cloud_blocked"] == {"1234": ["16315551000"]}
+    assert sim.state()["blocked"] == []
     # partial failure
     sim.configure(invalid_numbers=["16315559999"])
     body["block_users"] = [{"user": "16315551002"}, {"user": "16315559999"}]
@@ -585,3 +588,272 @@ def test_cli_make_ca(tmp_path):
     assert subprocess.run(["openssl", "verify", "-CAfile", paths["ca_cert"],
                            paths["wrong_cert"]], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE).returncode != 0
+
+
+# --- Cloud API: several numbers, 137000 as a status, partial blocks, settings -------------------
+
+class HookReceiver:
+    """A webhook receiver keeping each POST's raw bytes and headers (the simulator's own
+    recording keeps neither the raw JSON nor X-Hub-Signature-256)."""
+
+    def __init__(self, status=200):
+        import http.server
+        import threading
+        self.status = status
+        self.got = []
+        self.cond = threading.Condition()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer.cond:
+                    outer.got.append({"path": self.path, "headers": dict(self.headers),
+                                      "raw": raw})
+                    outer.cond.notify_all()
+                self.send_response(outer.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+    def wait(self, n=1, timeout=5):
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout), self.got
+            return list(self.got)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook():
+    h = HookReceiver()
+    yield h
+    h.close()
+
+
+def signature(secret, raw):
+    import hashlib
+    import hmac
+    return "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+
+
+def cloud_block(sess, url, method, users):
+    return sess.request(method, url, timeout=5, json={
+        "messaging_product": "whatsapp", "block_users": [{"user": u} for u in users]})
+
+
+def test_cloud_blocks_kept_per_number(sim):
+    sess = authed(sim)
+    a, b = sim.url + "/v21.0/111/block_users", sim.url + "/v21.0/222/block_users"
+    users = ["+1631555100%d" % n for n in range(5)]
+    assert cloud_block(sess, a, "POST", users).status_code == 200
+    assert cloud_block(sess, b, "POST", [users[0]]).status_code == 200
+    assert sim.cloud_blocked("111") == [u[1:] for u in users]
+    assert sim.cloud_blocked("222") == ["16315551000"]
+    # unblocking on one number leaves the other's block
+    r = cloud_block(sess, b, "DELETE", [users[0]])
+    assert r.status_code == 200
+    assert r.json()["block_users"] == {"removed_users": [{"input": users[0],
+                                                          "wa_id": "16315551000"}]}
+    assert sim.cloud_blocked("222") == [] and "16315551000" in sim.cloud_blocked("111")
+    # GET pages through one number's list only, following paging.next
+    seen, nxt = [], "?limit=2"
+    while nxt:
+        page = sess.get(a + nxt, timeout=5).json()
+        seen += [d["wa_id"] for d in page["data"]]
+        nxt = page["paging"].get("next")
+    assert seen == sim.cloud_blocked("111")
+    assert sess.get(b + "?limit=2", timeout=5).json()["data"] == []
+    # the paths without a number id are default_phone_number_id's
+    cloud_block(sess, sim.url + "/block_users", "POST", ["16315552000"])
+    assert sim.cloud_blocked() == sim.cloud_blocked("PNID") == ["16315552000"]
+    sim.configure(default_phone_number_id=222)
+    cloud_block(sess, sim.url + "/block_users", "POST", ["16315552001"])
+    assert sim.cloud_blocked("222") == ["16315552001"]
+    # blocks made elsewhere: set_blocked with a number id, or the control route; BSUIDs listed
+    # as user_id
+    sim.set_blocked("US.13491208655302741918", pnid="222")
+    requests.post(sim.url + "/_sim/blocked", json={"wa_ids": ["16315553000"],
+                                                   "phone_number_id": "222"}, timeout=5)
+    data = sess.get(b, timeout=5).json()["data"]
+    assert data[1:] == [{"messaging_product": "whatsapp", "user_id": "US.13491208655302741918"},
+                        {"messaging_product": "whatsapp", "wa_id": "16315553000"}]
+    assert sim.is_blocked("16315553000", pnid="222") and not sim.is_blocked("16315553000")
+    # the On-Premises blocklist is apart
+    st = sim.state()
+    assert st["blocked"] == [] and set(st["cloud_blocked"]) == {"111", "222", "PNID"}
+    assert sess.get(sim.url + "/v1/contacts/blocklist", timeout=5).json()["contacts"] == []
+    sim.reset()
+    assert sim.state()["cloud_blocked"] == {} and sim.cloud_blocked("111") == []
+
+
+def test_cloud_block_partial_failures(sim):
+    sess = authed(sim)
+    url = sim.url + "/v21.0/111/block_users"
+    sim.configure(block_fail_users=["16315559000"])
+    r = cloud_block(sess, url, "POST", ["16315551000", "+16315559000", "16315551001"])
+    assert r.status_code == 400
+    j = r.json()
+    assert j["error"]["code"] == 139100
+    assert j["block_users"]["added_users"] == [{"input": "16315551000", "wa_id": "16315551000"},
+                                               {"input": "16315551001", "wa_id": "16315551001"}]
+    assert j["block_users"]["failed_users"] == [{"input": "+16315559000", "errors": [{
+        "message": "Failed to block/unblock users", "code": 139100,
+        "error_data": {"details": "Failed to block the user"}}]}]
+    assert sim.cloud_blocked("111") == ["16315551000", "16315551001"]
+    # several reasons in one answer, and the same for an unblock
+    sim.set_blocked("16315559000", pnid="111")
+    sim.configure(invalid_numbers=["16315558888"])
+    r = cloud_block(sess, url, "DELETE", ["16315551000", "16315559000", "16315558888"])
+    assert r.status_code == 400
+    bu = r.json()["block_users"]
+    assert bu["removed_users"] == [{"input": "16315551000", "wa_id": "16315551000"}]
+    assert [(f["input"], f["errors"][0]["code"]) for f in bu["failed_users"]] == [
+        ("16315559000", 139100), ("16315558888", 100)]
+    assert sim.cloud_blocked("111") == ["16315551001", "16315559000"]
+    sim.configure(require_engaged=True, engaged=["16315551002"])
+    r = cloud_block(sess, url, "POST", ["16315551002", "16315551003"])
+    assert r.status_code == 400
+    assert r.json()["block_users"]["added_users"][0]["wa_id"] == "16315551002"
+    assert r.json()["block_users"]["failed_users"][0]["errors"][0]["code"] == 131047
+
+
+def test_cloud_settings_per_number_and_refusal(sim):
+    sess = authed(sim)
+    on = {"user_identity_change": {"enable_identity_key_check": True}}
+    r = sess.post(sim.url + "/v21.0/111/settings", json=on, timeout=5)
+    assert r.status_code == 200 and r.json() == {"success": True}
+    st = sim.state()
+    assert st["cloud_settings_by_pnid"] == {"111": on} and st["cloud_settings"] == on
+    assert sess.get(sim.url + "/v21.0/111/settings", timeout=5).json() == on
+    assert sess.get(sim.url + "/v21.0/222/settings", timeout=5).json() == {}
+    # a refusal: Graph's envelope with the status, code and message given; nothing stored
+    requests.post(sim.url + "/_sim/config", timeout=5, json={"settings_error": {
+        "status": 403, "code": 10, "message": "Application does not have permission",
+        "details": "needs whatsapp_business_management", "error_subcode": 2494011}})
+    r = sess.post(sim.url + "/v21.0/222/settings", json=on, timeout=5)
+    assert r.status_code == 403
+    e = r.json()["error"]
+    assert (e["code"], e["message"], e["type"], e["error_subcode"]) == (
+        10, "Application does not have permission", "OAuthException", 2494011)
+    assert e["error_data"]["details"] == "needs whatsapp_business_management" and e["fbtrace_id"]
+    assert "222" not in sim.state()["cloud_settings_by_pnid"]
+    # limited to some numbers
+    sim.configure(settings_error={"status": 400, "code": 100, "message": "Invalid parameter",
+                                  "phone_number_ids": [222]})
+    assert sess.post(sim.url + "/v21.0/222/settings", json=on, timeout=5).status_code == 400
+    assert sess.post(sim.url + "/v21.0/333/settings", json=on, timeout=5).status_code == 200
+    calls = sim.calls_matching("POST", "/v21.0/")
+    assert [(c["path"], c["status"]) for c in calls] == [
+        ("/v21.0/111/settings", 200), ("/v21.0/222/settings", 403),
+        ("/v21.0/222/settings", 400), ("/v21.0/333/settings", 200)]
+    assert calls[0]["body"] == on
+    sim.configure(settings_error=None)
+    assert sess.post(sim.url + "/v21.0/222/settings", json=on, timeout=5).status_code == 200
+    assert set(sim.state()["cloud_settings_by_pnid"]) == {"111", "222", "333"}
+    with pytest.raises(ValueError):
+        sim.configure(settings_error="no")
+
+
+def test_cloud_mismatch_answered_then_failed_status(sim, hook):
+    sess = authed(sim)
+    sim.set_identity(WA, "OLD=")
+    sim.set_identity(WA, "NEW=")
+    sim.configure(cloud_mismatch="status", cloud_webhook_url=hook.url, app_secret="s3cret",
+                  webhook_token="hooktok", callback_delay_ms=10)
+    send = {"messaging_product": "whatsapp", "to": WA, "type": "text", "text": {"body": "x"},
+            "recipient_identity_key_hash": "OLD="}
+    r = sess.post(sim.url + "/v21.0/111/messages", json=send, timeout=5)
+    assert r.status_code == 200
+    wamid = r.json()["messages"][0]["id"]
+    assert r.json()["contacts"] == [{"input": WA, "wa_id": WA}]
+    got = hook.wait(1)[0]
+    assert got["headers"]["X-Hub-Signature-256"] == signature("s3cret", got["raw"])
+    assert got["headers"]["Authorization"] == "Bearer hooktok"
+    body = json.loads(got["raw"])
+    assert body["object"] == "whatsapp_business_account"
+    entry = body["entry"][0]
+    assert entry["id"] == "WABA_ID" and entry["changes"][0]["field"] == "messages"
+    value = entry["changes"][0]["value"]
+    assert value["messaging_product"] == "whatsapp"
+    assert value["metadata"] == {"display_phone_number": "15550001111", "phone_number_id": "111"}
+    st = value["statuses"][0]
+    assert (st["id"], st["status"], st["recipient_id"]) == (wamid, "failed", WA)
+    assert st["timestamp"].isdigit() and abs(int(st["timestamp"]) - time.time()) < 30
+    assert st["errors"][0]["code"] == 137000
+    assert st["errors"][0]["title"] == st["errors"][0]["message"] == "Identity key mismatch"
+    assert st["errors"][0]["error_data"]["details"]
+    assert "recipient_identity_key_hash" not in st
+    cb = sim.wait_for_callbacks(1, kind="cloud")
+    assert len(cb) == 1 and cb[0]["status"] == 200 and cb[0]["url"] == hook.url
+    state = sim.state()
+    assert cb[0]["body"] == body
+    assert state["messages"][-1]["id"] == wamid and state["messages"][-1]["failed_code"] == 137000
+    mm = state["cloud_mismatches"][-1]
+    assert (mm["sent"], mm["current"], mm["id"], mm["mode"]) == ("OLD=", "NEW=", wamid, "status")
+    # the current hash goes through without a status
+    sess.post(sim.url + "/v21.0/111/messages", json=send | {"recipient_identity_key_hash": "NEW="},
+              timeout=5)
+    assert "failed_code" not in sim.state()["messages"][-1]
+    # a BSUID recipient; the hash in the status when asked; settings.webhooks.url when no
+    # cloud_webhook_url; no Authorization without webhook_token
+    bsuid = "US.13491208655302741918"
+    sim.set_identity(bsuid, "B2=")
+    sim.configure(cloud_webhook_url=None, webhook_token=None, mismatch_status_includes_hash=True)
+    sess.patch(sim.url + "/v1/settings/application", json={"webhooks": {"url": hook.url}},
+               timeout=5)
+    r = sess.post(sim.url + "/messages", timeout=5, json={
+        "messaging_product": "whatsapp", "recipient": bsuid, "type": "text",
+        "text": {"body": "x"}, "recipient_identity_key_hash": "B1="})
+    assert r.status_code == 200
+    got = hook.wait(2)[1]
+    assert "Authorization" not in got["headers"]
+    value = json.loads(got["raw"])["entry"][0]["changes"][0]["value"]
+    assert value["metadata"]["phone_number_id"] == "PNID"
+    st = value["statuses"][0]
+    assert st["recipient_user_id"] == bsuid and "recipient_id" not in st
+    assert st["recipient_identity_key_hash"] == "B2="
+    assert len(hook.got) == 2
+
+
+def test_post_cloud_webhook_helper(sim, hook):
+    # no URL anywhere: nothing posted, recorded with an error
+    assert sim.post_cloud_webhook({"statuses": []}) is None
+    assert "no webhook URL" in sim.state()["callbacks"][-1]["error"]
+    sim.configure(cloud_webhook_url=hook.url)
+    value = {"contacts": [{"profile": {"name": "Zoë"}, "wa_id": WA,
+                           "identity_key_hash": "H1="}],
+             "messages": [{"from": WA, "id": "wamid.in1", "timestamp": "1", "type": "text",
+                           "text": {"body": "hé"}}]}
+    assert sim.post_cloud_webhook(value, pnid="222") == 200
+    got = hook.wait(1)[0]
+    assert "X-Hub-Signature-256" not in got["headers"]    # app_secret not set
+    assert b"\\u00eb" in got["raw"] and got["raw"].isascii()   # escaped as Meta signs it
+    v = json.loads(got["raw"])["entry"][0]["changes"][0]["value"]
+    assert v["metadata"]["phone_number_id"] == "222" and v["contacts"] == value["contacts"]
+    # the receiver's status comes back; the control route does the same
+    sim.configure(app_secret="k")
+    hook.status = 401
+    assert sim.post_cloud_webhook({"statuses": []}) == 401
+    assert sim.state()["callbacks"][-1]["status"] == 401
+    r = requests.post(sim.url + "/_sim/cloud_webhook", timeout=5,
+                      json={"value": {"statuses": []}, "phone_number_id": "333"})
+    assert r.json() == {"ok": False, "status": 401}
+    got = hook.wait(3)[2]
+    assert got["headers"]["X-Hub-Signature-256"] == signature("k", got["raw"])
+    assert json.loads(got["raw"])["entry"][0]["changes"][0]["value"]["metadata"][
+        "phone_number_id"] == "333"
+    assert requests.post(sim.url + "/_sim/cloud_webhook", json={}, timeout=5).status_code == 400
+    assert len(sim.wait_for_callbacks(4, kind="cloud", timeout=1)) == 4
+    with pytest.raises(TimeoutError):
+        sim.wait_for_callbacks(1, kind="contacts", timeout=0.05)

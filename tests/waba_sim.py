@@ -34,7 +34,8 @@ Control routes (no auth, JSON bodies; every field optional unless said):
     GET    /_sim/calls?method=&path_prefix=&path=&since=SEQ   {"calls":[…],"count":N}
     DELETE /_sim/calls  (or POST /_sim/calls/clear)           forget recorded calls
     GET    /_sim/wait?count=1&method=&path_prefix=&path=&timeout=5   200 {"calls"} or 408
-    GET    /_sim/state                     identities, blocked, login_count, settings, …
+    GET    /_sim/state                     identities, blocked (On-Premises), cloud_blocked
+           ({pnid:[…]}), cloud_settings_by_pnid, cloud_mismatches, callbacks, login_count, …
     POST   /_sim/fail   {"count":1,"status":500,"path_prefix","method","code","title",
                          "details","body","headers"}     count null/-1/"all" = until reset
     POST   /_sim/delay  {"ms","count":1,"path_prefix","method"}
@@ -42,7 +43,10 @@ Control routes (no auth, JSON bodies; every field optional unless said):
     GET    /_sim/rules; DELETE|POST /_sim/rules {"kind"}     list / clear fail-delay-drop rules
     POST   /_sim/identity {"wa_id","hash","created_timestamp"(ms),"acknowledged"} (required:
            wa_id, hash); GET|DELETE /_sim/identity?wa_id=
-    POST   /_sim/blocked {"wa_ids":[…],"blocked":true}
+    POST   /_sim/blocked {"wa_ids":[…],"blocked":true,"phone_number_id"}  without a number id:
+           the On-Premises blocklist; with one: that Cloud business number's block_users list
+    POST   /_sim/cloud_webhook {"value":{…},"phone_number_id","url"}   post_cloud_webhook():
+           {"ok","status"} (the receiver's HTTP status, null when nothing answered)
     POST   /_sim/expire_tokens             {"ok":true,"expired":N}
     POST   /_sim/config {knob: value, …}   see _KNOB_DEFAULTS and _CONFIG_AUTH_KEYS
     POST   /_sim/reset                     state, calls, rules, knobs, credentials back to start
@@ -50,6 +54,23 @@ Control routes (no auth, JSON bodies; every field optional unless said):
 Each recorded call: {"seq","method","path","query","headers":{Authorization, D360-API-KEY,
 Content-Type},"body" (parsed JSON or null),"raw_body" (when not JSON),"status" (null when
 dropped),"dropped","sent","time" (epoch s),"duration_ms","answer"}.
+
+Cloud API (Graph) surface, several business numbers: blocks (`block_users`) and settings are
+kept per phone number id (pnid) as Meta keeps them; the paths without a number id (360dialog)
+use the knob default_phone_number_id ("PNID").  The identity stays per user (set_identity).
+    POST|DELETE|GET /{version}/{pnid}/block_users   added_users / removed_users; a partial
+           failure is 400 with failed_users and error 139100 (knobs invalid_numbers,
+           require_engaged+engaged, block_fail_users); GET pages with limit, after, before,
+           paging.next.  sim.cloud_blocked(pnid) -> [ids]; set_blocked(id, True, pnid=…).
+    POST|GET /{version}/{pnid}/settings   stored per pnid (state cloud_settings_by_pnid); knob
+           settings_error makes the POST answer Graph's error envelope.
+    POST /{version}/{pnid}/messages   recipient_identity_key_hash checked against the user's
+           current hash; knob cloud_mismatch "error" (400, 137000), "accept" or "status" (200,
+           then a failed status with 137000 posted to the Cloud webhook).
+    sim.post_cloud_webhook(value, pnid=None) posts any `value` in the Cloud envelope to
+           cloud_webhook_url (else settings.webhooks.url), signed X-Hub-Signature-256 with
+           app_secret and with Authorization: Bearer webhook_token when those knobs are set;
+           each delivery is recorded in state callbacks ({"kind":"cloud","url","status","body"}).
 """
 
 import argparse
@@ -57,6 +78,8 @@ import base64
 import binascii
 import copy
 import datetime
+import hashlib
+import hmac
 import http.server
 import ipaddress
 import json
@@ -129,9 +152,34 @@ _KNOB_DEFAULTS = {
     # Block/report/Cloud block need the user to have engaged (be in `engaged`) -> 2048 / 131047.
     "require_engaged": False,
     "engaged": [],
-    # Cloud API send with a stale recipient_identity_key_hash: "error" (400, code 137000) or
-    # "accept" (200; the mismatch is only recorded in state["cloud_mismatches"]).
+    # Cloud API send with a stale recipient_identity_key_hash: "error" (400, code 137000),
+    # "accept" (200; the mismatch is only recorded in state["cloud_mismatches"]) or "status"
+    # (200 with a message id, then a signed `failed` status with error 137000 is posted to the
+    # Cloud webhook after callback_delay_ms; the message is recorded with failed_code 137000).
     "cloud_mismatch": "error",
+    # The failed status of cloud_mismatch="status" also carries the user's current hash as
+    # statuses[].recipient_identity_key_hash (Meta's payload is unconfirmed: off by default).
+    "mismatch_status_includes_hash": False,
+    # Where Cloud webhooks go (the 137000 status, post_cloud_webhook); None: the On-Premises
+    # settings.webhooks.url (PATCH /v1/settings/application) if set.
+    "cloud_webhook_url": None,
+    # Cloud webhooks are signed X-Hub-Signature-256: sha256=HMAC-SHA256(app_secret, raw body)
+    # when set, and carry Authorization: Bearer webhook_token when set (webhook_headers too).
+    "app_secret": None,
+    "webhook_token": None,
+    # The Cloud envelope's entry[].id and metadata.display_phone_number.
+    "waba_id": "WABA_ID",
+    "display_phone_number": "15550001111",
+    # The business number of 360dialog-style paths (/messages, /block_users: no number id) and
+    # of post_cloud_webhook without a pnid.
+    "default_phone_number_id": "PNID",
+    # Users (inputs or wa_ids/user ids) whose Cloud block/unblock always fails with a per-user
+    # 139100 error in failed_users (the answer is 400 with added/removed_users and failed_users).
+    "block_fail_users": [],
+    # POST /{version}/{pnid}/settings answers Graph's error envelope: None, or {"status":400,
+    # "code":N,"message":"…","details":"…"(opt),"error_subcode":N(opt),
+    # "phone_number_ids":[…](opt: only these numbers; all when absent)}.
+    "settings_error": None,
     # "meta.version" in answers.
     "version": DEFAULT_VERSION,
 }
@@ -555,12 +603,14 @@ class WabaSim:
         for k, v in _KNOB_DEFAULTS.items():
             setattr(self, k, copy.deepcopy(v))
         self.identities = {}        # wa_id -> {"hash","created_timestamp","acknowledged","history"}
-        self.blocked = {}           # wa_id -> {"time", "reason"} (insertion ordered)
+        self.blocked = {}           # wa_id -> {"time", "reason"} (insertion ordered): /v1
+        self.cloud_blocks = {}      # pnid -> {wa_id or user id -> {"time","reason"}}: Cloud
         self.tokens = {}            # token -> expiry (epoch seconds)
         self.login_count = 0
         self.login_failures = 0
         self.settings = {}
-        self.cloud_settings = {}
+        self.cloud_settings = {}    # every settings POST merged, whatever the number
+        self.cloud_settings_by_pnid = {}   # pnid -> settings POSTed for that number
         self.messages = []          # accepted sends
         self._messages_total = 0
         self.contact_checks = {}    # wa_id or input -> last status
@@ -589,11 +639,22 @@ class WabaSim:
                     raise ValueError("auth must be one of %s" % (AUTH_MODES,))
                 if k == "identity_put_body" and v not in ("{}", "null", ""):
                     raise ValueError("identity_put_body must be '{}', 'null' or ''")
-                if k == "cloud_mismatch" and v not in ("error", "accept"):
-                    raise ValueError("cloud_mismatch must be 'error' or 'accept'")
+                if k == "cloud_mismatch" and v not in ("error", "accept", "status"):
+                    raise ValueError("cloud_mismatch must be 'error', 'accept' or 'status'")
+                if k == "settings_error" and v is not None:
+                    if not isinstance(v, dict):
+                        raise ValueError("settings_error must be null or an object")
+                    v = dict(v)
+                    v["status"] = int(v.get("status", 400))
+                    v["code"] = int(v.get("code", 100))
+                    v.setdefault("message", "Invalid parameter")
+                    if v.get("phone_number_ids") is not None:
+                        v["phone_number_ids"] = [str(x) for x in _to_list(v["phone_number_ids"])]
+                if k == "default_phone_number_id":
+                    v = str(v)
                 if k in ("valid_numbers",) and v is not None:
                     v = list(_to_list(v))
-                if k in ("invalid_numbers", "failed_numbers", "engaged"):
+                if k in ("invalid_numbers", "failed_numbers", "engaged", "block_fail_users"):
                     v = list(_to_list(v) or [])
                 if k == "home_country_code":
                     v = str(v).lstrip("+")
@@ -685,17 +746,30 @@ class WabaSim:
                 "acknowledged": cur["acknowledged"], "put_count": cur["put_count"],
                 "history": copy.deepcopy(cur["history"])}
 
-    def set_blocked(self, wa_id, blocked=True):
+    def set_blocked(self, wa_id, blocked=True, pnid=None):
+        """Block or unblock a user as if done elsewhere: on the On-Premises client (pnid None),
+        or on the Cloud API business number `pnid` (what GET block_users then lists)."""
         key = _wa_key(wa_id)
         with self.lock:
+            table = self.blocked if pnid is None else self.cloud_blocks.setdefault(str(pnid), {})
             if blocked:
-                self.blocked.setdefault(key, {"time": time.time(), "reason": None})
+                table.setdefault(key, {"time": time.time(), "reason": None})
             else:
-                self.blocked.pop(key, None)
+                table.pop(key, None)
 
-    def is_blocked(self, wa_id):
+    def is_blocked(self, wa_id, pnid=None):
         with self.lock:
-            return _wa_key(wa_id) in self.blocked
+            if pnid is None:
+                return _wa_key(wa_id) in self.blocked
+            return _wa_key(wa_id) in self.cloud_blocks.get(str(pnid), {})
+
+    def cloud_blocked(self, pnid=None):
+        """The users blocked on Cloud API business number `pnid` (None: the
+        default_phone_number_id knob), in the order they were blocked."""
+        with self.lock:
+            if pnid is None:
+                pnid = self.default_phone_number_id
+            return list(self.cloud_blocks.get(str(pnid), {}))
 
     def expire_tokens(self):
         """Every token issued so far is expired from now on."""
@@ -717,6 +791,8 @@ class WabaSim:
                 "tokens_total": len(self.tokens),
                 "settings": copy.deepcopy(self.settings),
                 "cloud_settings": copy.deepcopy(self.cloud_settings),
+                "cloud_settings_by_pnid": copy.deepcopy(self.cloud_settings_by_pnid),
+                "cloud_blocked": {p: list(t) for p, t in self.cloud_blocks.items()},
                 "messages": copy.deepcopy(self.messages[-1000:]),
                 "messages_total": self._messages_total,
                 "contact_checks": dict(self.contact_checks),
@@ -774,6 +850,26 @@ class WabaSim:
                     raise TimeoutError("waited %.1fs for %d %s %s call(s); got %d"
                                        % (timeout, count, m or "*", path or path_prefix or "*",
                                           len(got)))
+                self._cond.wait(min(left, 0.5))
+
+    def wait_for_callbacks(self, count=1, kind=None, timeout=5.0):
+        """Wait until at least `count` webhook deliveries were made (kind "cloud": Cloud
+        webhooks only; "contacts": contacts callbacks only); returns copies of them (each with
+        its "status", null when nothing answered).  Raises TimeoutError."""
+        deadline = time.monotonic() + timeout
+
+        def match():
+            return [copy.deepcopy(c) for c in self.callbacks
+                    if kind is None or c.get("kind", "contacts") == kind]
+        with self._cond:
+            while True:
+                got = match()
+                if len(got) >= count:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("waited %.1fs for %d %s callback(s); got %d"
+                                       % (timeout, count, kind or "any", len(got)))
                 self._cond.wait(min(left, 0.5))
 
     def _record_call(self, method, path, query, headers, raw, body, body_ok):
@@ -954,7 +1050,7 @@ class WabaSim:
                 return self._cloud_send(body, pnid)
             if tail == ["block_users"]:
                 _allow(method, "POST", "DELETE", "GET", cloud=True)
-                return self._cloud_block(method, body, q)
+                return self._cloud_block(method, body, q, pnid)
             if tail == ["settings"]:
                 _allow(method, "POST", "GET", cloud=True)
                 return self._cloud_settings(method, body, pnid)
@@ -1117,8 +1213,9 @@ class WabaSim:
             res = {"url": url, "status": e.code, "contacts": contacts}
         except Exception as e:  # noqa: BLE001 - reported in state
             res = {"url": url, "status": None, "error": str(e), "contacts": contacts}
-        with self.lock:
+        with self._cond:
             self.callbacks.append(res)
+            self._cond.notify_all()
 
     def _block_action(self, action, raw_phone, body):
         wa = normalise_phone(raw_phone, self.home_country_code)
@@ -1179,6 +1276,10 @@ class WabaSim:
 
     # --- Cloud API handlers -----------------------------------------------------------------
 
+    def _pnid(self, pnid):
+        """The business number a Cloud call is for: the path's, else default_phone_number_id."""
+        return str(pnid) if pnid is not None else str(self.default_phone_number_id)
+
     def _cloud_send(self, body, pnid):
         if not isinstance(body, dict):
             raise _ApiError(400, 100, "Invalid parameter", "A JSON body is required", cloud=True)
@@ -1191,19 +1292,39 @@ class WabaSim:
             raise _ApiError(400, 100, "Invalid parameter", "to (or recipient) is required",
                             cloud=True)
         want = body.get("recipient_identity_key_hash")
+        status_post = None
         with self.lock:
             cur = self.identities.get(key)
-            if want is not None and cur is not None and want != cur["hash"]:
+            mismatch = want is not None and cur is not None and want != cur["hash"]
+            mid = _wamid()
+            if mismatch:
                 self.cloud_mismatches.append({"to": key, "sent": want, "current": cur["hash"],
-                                              "time": time.time()})
+                                              "time": time.time(), "mode": self.cloud_mismatch,
+                                              "phone_number_id": self._pnid(pnid),
+                                              "id": mid if self.cloud_mismatch != "error"
+                                              else None})
                 if self.cloud_mismatch == "error":
                     raise _ApiError(400, 137000, "Identity key mismatch",
                                     "The recipient's identity key hash does not match",
                                     cloud=True)
-            mid = _wamid()
-            self._add_message({"id": mid, "to": key, "type": body.get("type", "text"),
-                               "body": body, "time": time.time(), "api": "cloud",
-                               "phone_number_id": pnid})
+            msg = {"id": mid, "to": key, "type": body.get("type", "text"), "body": body,
+                   "time": time.time(), "api": "cloud", "phone_number_id": pnid}
+            if mismatch and self.cloud_mismatch == "status":
+                msg["failed_code"] = 137000
+                st = {"id": mid, "status": "failed", "timestamp": str(int(time.time())),
+                      "errors": [{"code": 137000, "title": "Identity key mismatch",
+                                  "message": "Identity key mismatch",
+                                  "error_data": {"details": "The recipient's identity key hash "
+                                                            "does not match the one sent"}}]}
+                st["recipient_user_id" if "." in key else "recipient_id"] = key
+                if self.mismatch_status_includes_hash:
+                    st["recipient_identity_key_hash"] = cur["hash"]
+                status_post = ({"statuses": [st]}, self._pnid(pnid),
+                               self.callback_delay_ms / 1000.0)
+            self._add_message(msg)
+        if status_post is not None:
+            threading.Thread(target=self._post_cloud_later, args=status_post,
+                             daemon=True).start()
         contact = {"input": to}
         if "." in key:
             contact["user_id"] = key
@@ -1212,7 +1333,70 @@ class WabaSim:
         return 200, {"messaging_product": "whatsapp", "contacts": [contact],
                      "messages": [{"id": mid}]}, {}
 
-    def _cloud_block(self, method, body, q):
+    def _post_cloud_later(self, value, pnid, delay):
+        self._sleep(delay)
+        self.post_cloud_webhook(value, pnid)
+
+    def cloud_envelope(self, value, pnid=None):
+        """`value` (statuses/messages/contacts/errors…) in Meta's Cloud webhook envelope for
+        business number `pnid` (default: default_phone_number_id); messaging_product and
+        metadata are filled in unless `value` has them."""
+        with self.lock:
+            pnid = self._pnid(pnid)
+            v = copy.deepcopy(value)
+            v.setdefault("messaging_product", "whatsapp")
+            v.setdefault("metadata", {"display_phone_number": str(self.display_phone_number),
+                                      "phone_number_id": pnid})
+            return {"object": "whatsapp_business_account",
+                    "entry": [{"id": str(self.waba_id),
+                               "changes": [{"field": "messages", "value": v}]}]}
+
+    def post_cloud_webhook(self, value, pnid=None, url=None):
+        """POST `value` in the Cloud envelope (cloud_envelope) to `url` (default the
+        cloud_webhook_url knob, else settings.webhooks.url), signed with X-Hub-Signature-256
+        when app_secret is set and with Authorization: Bearer webhook_token when that is set.
+        Records {"kind":"cloud","url","status","body"(,"error")} in callbacks and returns the
+        HTTP status (None when nothing answered or there is no URL)."""
+        envelope = self.cloud_envelope(value, pnid)
+        with self.lock:
+            if url is None:
+                url = self.cloud_webhook_url or (self.settings.get("webhooks") or {}).get("url")
+            secret = self.app_secret
+            token = self.webhook_token
+            hdrs = dict(self.webhook_headers or {})
+        res = {"kind": "cloud", "url": url, "status": None, "body": envelope}
+        if not url:
+            res["error"] = "no webhook URL (set cloud_webhook_url or settings.webhooks.url)"
+            with self._cond:
+                self.callbacks.append(res)
+                self._cond.notify_all()
+            return None
+        data = json.dumps(envelope).encode()   # ASCII: non-ASCII escaped as Meta does
+        req = urllib.request.Request(url, data=data, method="POST")
+        req.add_header("Content-Type", "application/json")
+        for k, v in hdrs.items():
+            req.add_header(k, v)
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        if secret:
+            sig = hmac.new(str(secret).encode(), data, hashlib.sha256).hexdigest()
+            req.add_header("X-Hub-Signature-256", "sha256=" + sig)
+        ctx = ssl._create_unverified_context() if url.startswith("https:") else None
+        try:
+            with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+                res["status"] = r.status
+        except urllib.error.HTTPError as e:
+            res["status"] = e.code
+        except Exception as e:  # noqa: BLE001 - reported in state
+            res["error"] = str(e)
+        with self._cond:
+            self.callbacks.append(res)
+            self._cond.notify_all()
+        return res["status"]
+
+    def _cloud_block(self, method, body, q, pnid=None):
+        with self.lock:
+            pnid = self._pnid(pnid)
         if method == "GET":
             try:
                 limit = int(q.get("limit", ["100"])[0] or 100)
@@ -1230,10 +1414,11 @@ class WabaSim:
                     if name == "before":
                         start = max(0, start - limit)
             with self.lock:
-                ids = list(self.blocked)
+                ids = list(self.cloud_blocks.get(pnid, {}))
             page = ids[start:start + limit]
             enc = lambda n: base64.urlsafe_b64encode(str(n).encode()).decode().rstrip("=")  # noqa
-            out = {"data": [{"messaging_product": "whatsapp", "wa_id": w} for w in page],
+            out = {"data": [{"messaging_product": "whatsapp",
+                             ("user_id" if "." in w else "wa_id"): w} for w in page],
                    "paging": {"cursors": {"before": enc(start), "after": enc(start + len(page))}}}
             if start + len(page) < len(ids):
                 out["paging"]["next"] = "?limit=%d&after=%s" % (limit, enc(start + len(page)))
@@ -1247,6 +1432,9 @@ class WabaSim:
                             cloud=True)
         done, failed = [], []
         with self.lock:
+            table = self.cloud_blocks.setdefault(pnid, {})
+            fail_users = set(self.block_fail_users) | \
+                {_wa_key(x) for x in self.block_fail_users if isinstance(x, str)}
             for item in body["block_users"]:
                 raw = None
                 if isinstance(item, dict):
@@ -1264,10 +1452,17 @@ class WabaSim:
                         "error_data": {"details": "The user has not messaged you in the last "
                                                   "24 hours"}}]})
                     continue
+                if names & fail_users:
+                    failed.append({"input": raw, "errors": [{
+                        "message": "Failed to block/unblock users", "code": 139100,
+                        "error_data": {"details": "Failed to %s the user"
+                                                  % ("block" if method == "POST"
+                                                     else "unblock")}}]})
+                    continue
                 if method == "POST":
-                    self.blocked.setdefault(key, {"time": time.time(), "reason": None})
+                    table.setdefault(key, {"time": time.time(), "reason": None})
                 else:
-                    self.blocked.pop(key, None)
+                    table.pop(key, None)
                 d = {"input": raw}
                 d["user_id" if "." in key else "wa_id"] = key
                 done.append(d)
@@ -1284,13 +1479,22 @@ class WabaSim:
 
     def _cloud_settings(self, method, body, pnid):
         with self.lock:
+            pnid = self._pnid(pnid)
             if method == "POST":
+                err = self.settings_error
+                if err is not None and (err.get("phone_number_ids") is None
+                                        or pnid in err["phone_number_ids"]):
+                    obj = self._graph_error(err["code"], err["message"], err.get("details"))
+                    if err.get("error_subcode") is not None:
+                        obj["error"]["error_subcode"] = int(err["error_subcode"])
+                    return err["status"], obj, {}
                 if not isinstance(body, dict):
                     raise _ApiError(400, 100, "Invalid parameter", "A JSON body is required",
                                     cloud=True)
                 _deep_merge(self.cloud_settings, body)
+                _deep_merge(self.cloud_settings_by_pnid.setdefault(pnid, {}), body)
                 return 200, {"success": True}, {}
-            return 200, copy.deepcopy(self.cloud_settings), {}
+            return 200, copy.deepcopy(self.cloud_settings_by_pnid.get(pnid, {})), {}
 
     # --- /_sim control routes ---------------------------------------------------------------
 
@@ -1364,9 +1568,18 @@ class WabaSim:
                 bool(b.get("acknowledged", False)))}
         if route == "/blocked":
             ids = b.get("wa_ids") or ([b["wa_id"]] if b.get("wa_id") else [])
+            pnid = b.get("phone_number_id")
             for w in ids:
-                self.set_blocked(w, bool(b.get("blocked", True)))
+                self.set_blocked(w, bool(b.get("blocked", True)), pnid)
+            if pnid is not None:
+                return 200, {"ok": True, "phone_number_id": str(pnid),
+                             "blocked": self.cloud_blocked(pnid)}
             return 200, {"ok": True, "blocked": self.state()["blocked"]}
+        if route == "/cloud_webhook":
+            if not isinstance(b.get("value"), dict):
+                return 400, {"error": "value (an object) is required"}
+            st = self.post_cloud_webhook(b["value"], b.get("phone_number_id"), b.get("url"))
+            return 200, {"ok": st is not None and 200 <= st < 300, "status": st}
         if route == "/expire_tokens":
             return 200, {"ok": True, "expired": self.expire_tokens()}
         if route == "/reset":
