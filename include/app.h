@@ -15,6 +15,8 @@ struct store;
 struct upstream;
 struct ack;
 struct metrics;
+struct keycheck;
+struct blocksync;
 
 struct app {
     struct event_base *base;
@@ -27,6 +29,8 @@ struct app {
     struct upstream *upstream;
     struct ack *ack;
     struct server *server;
+    struct keycheck *keycheck;   /* Meta's identity key check per number (Cloud) */
+    struct blocksync *blocksync; /* the blocklist read from the WABA client */
 
     struct event *sig_hup, *sig_term, *sig_int, *watchdog, *drain_timer;
     bool stopping;               /* SIGTERM seen: draining */

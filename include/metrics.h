@@ -46,6 +46,7 @@ struct metrics {
     unsigned long long decisions_allowed, decisions_denied, fail_open;
     unsigned long long reasons[REASON_COUNT];
     unsigned long long reloads, reload_failures;
+    unsigned long long blocklist_syncs_ok, blocklist_syncs_failed;
     /* account-takeover holds, by category name */
     struct metrics_hold {
         char category[64];

@@ -7,7 +7,8 @@
  * milliseconds ("t") from wtime_parse(); 0 means "when it reaches Redis".
  *   id    identity observed: w u h t src ack mid part
  *   in    inbound message: w u t mid type n (the business number it came to; "" On-Premises)
- *   num   number change: w (old) nw (new) t mid
+ *   num   number change: w (old) nw (new) u (the user id, Cloud) t mid
+ *   uid   user id change (Cloud): prev u t mid
  *   sys   other system message: w u st t mid
  *   cc    contact-check result: in (normalised input) raw st w (only when valid)
  *   prof  sender profile: w u name
@@ -39,7 +40,9 @@ cJSON *ops_identity(cJSON *ops, struct ops_user who, const char *hash, long long
  * for On-Premises (one number per WABA client). */
 cJSON *ops_inbound(cJSON *ops, struct ops_user who, long long t_ms, const char *mid, const char *type,
                    const char *number);
-cJSON *ops_number(cJSON *ops, const char *w, const char *nw, long long t_ms, const char *mid);
+/* uid: the user's business-scoped id (Cloud), linked to the new number; NULL none */
+cJSON *ops_number(cJSON *ops, const char *w, const char *nw, const char *uid, long long t_ms, const char *mid);
+cJSON *ops_user_id_change(cJSON *ops, const char *prev, const char *uid, long long t_ms, const char *mid);
 cJSON *ops_system(cJSON *ops, struct ops_user who, const char *type, long long t_ms, const char *mid);
 cJSON *ops_contact_check(cJSON *ops, const char *input_norm, const char *raw, const char *status,
                          const char *wa_id);

@@ -12,6 +12,8 @@
 #include <systemd/sd-daemon.h>
 
 #include "ack.h"
+#include "blocksync.h"
+#include "keycheck.h"
 #include "app.h"
 #include "metrics.h"
 #include "server.h"
@@ -73,6 +75,7 @@ static void reload(struct app *app)
     app->log.format = n->log_format;
     server_reconfigure(app);
     upstream_apply(app, up);
+    keycheck_run(app);       /* the numbers, or the check itself, may have changed */
     for (size_t i = 0; i < n->nholds; i++)
         (void)metrics_hold(app->metrics, n->holds[i].name);    /* a zero line per category */
     app->metrics->reloads++;
@@ -141,7 +144,8 @@ static int start(struct app *app)
 {
     char err[1024];
     if (store_new(app, err, sizeof err) != 0 || upstream_new(app, err, sizeof err) != 0 ||
-        ack_new(app, err, sizeof err) != 0 || server_new(app, err, sizeof err) != 0) {
+        ack_new(app, err, sizeof err) != 0 || keycheck_new(app, err, sizeof err) != 0 ||
+        blocksync_new(app, err, sizeof err) != 0 || server_new(app, err, sizeof err) != 0) {
         log_error(&app->log, "main", "cannot start: %s", err);
         return -1;
     }
@@ -173,6 +177,8 @@ static void stop(struct app *app)
      * server, the worker and the requests they belong to. */
     store_free(app);
     upstream_free(app);     /* its callbacks still find the worker and the server */
+    blocksync_free(app);
+    keycheck_free(app);
     ack_free(app);
     server_free(app);
 }

@@ -199,6 +199,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, co
          "Holds an operator lifted (POST /v1/identities/{wa_id}/release), by category.");
     for (int i = 0; i < m->nholds; i++)
         put(&o, "waguard_holds_lifted_total{category=\"%s\"} %llu\n", m->holds[i].category, m->holds[i].lifted);
+    head(&o, "waguard_blocklist_syncs_total", "counter",
+         "Reads of the whole blocklist from the WABA client, by result.");
+    put(&o, "waguard_blocklist_syncs_total{result=\"ok\"} %llu\n", m->blocklist_syncs_ok);
+    put(&o, "waguard_blocklist_syncs_total{result=\"failed\"} %llu\n", m->blocklist_syncs_failed);
     head(&o, "waguard_fail_open_total", "counter", "Sends allowed without Redis because fail = open.");
     put(&o, "waguard_fail_open_total %llu\n", m->fail_open);
     head(&o, "waguard_config_reloads_total", "counter", "Configuration reloads, by result.");

@@ -65,13 +65,27 @@ cJSON *ops_inbound(cJSON *ops, struct ops_user who, long long t_ms, const char *
     return op;
 }
 
-cJSON *ops_number(cJSON *ops, const char *w, const char *nw, long long t_ms, const char *mid)
+cJSON *ops_number(cJSON *ops, const char *w, const char *nw, const char *uid, long long t_ms, const char *mid)
 {
     cJSON *op = op_new(ops, "num");
     if (!op)
         return NULL;
     cJSON_AddStringToObject(op, "w", w);
     cJSON_AddStringToObject(op, "nw", nw);
+    if (uid)
+        cJSON_AddStringToObject(op, "u", uid);
+    cJSON_AddNumberToObject(op, "t", (double)(t_ms / 1000));
+    add_mid(op, mid);
+    return op;
+}
+
+cJSON *ops_user_id_change(cJSON *ops, const char *prev, const char *uid, long long t_ms, const char *mid)
+{
+    cJSON *op = op_new(ops, "uid");
+    if (!op)
+        return NULL;
+    cJSON_AddStringToObject(op, "prev", prev);
+    cJSON_AddStringToObject(op, "u", uid);
     cJSON_AddNumberToObject(op, "t", (double)(t_ms / 1000));
     add_mid(op, mid);
     return op;

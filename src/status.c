@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ack.h"
+#include "keycheck.h"
 #include "store.h"
 
 void status_healthz(struct request *r)
@@ -24,6 +25,9 @@ static void on_ready_ping(struct app *app, redisReply *reply, void *arg)
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "ready", 1);
+    cJSON *kc = keycheck_status(app);
+    if (kc)
+        cJSON_AddItemToObject(o, "identity_check", kc);
     request_reply_json(r, 200, o);
 }
 
@@ -59,6 +63,7 @@ static void on_stats(struct app *app, redisReply *reply, void *arg)
         g.redis_up = 0;
     }
     char *text = metrics_render(app->metrics, &g, WAGUARD_VERSION);
+    keycheck_metrics(app, &text);
     if (!text) {
         request_reply_error(r, 500, "Internal error", "out of memory");
         return;

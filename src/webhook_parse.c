@@ -153,7 +153,22 @@ static void parse_number_change(struct pctx *c, const cJSON *m, const cJSON *sys
         return;
     }
     long long t = time_of(m, "timestamp");
-    ops_number(c->b->ops, old.w, nw, t < 0 ? 0 : t, mid);
+    const char *uid = str_of(sys, "user_id");
+    ops_number(c->b->ops, old.w, nw, uid && recipient_is_user_id(uid) ? uid : NULL, t < 0 ? 0 : t, mid);
+    c->b->items++;
+}
+
+/* Cloud: the user's business-scoped id changed (system.previous_user_id → user_id). */
+static void parse_user_id_change(struct pctx *c, const cJSON *m, const cJSON *sys, const char *mid)
+{
+    const char *prev = str_of(sys, "previous_user_id");
+    const char *uid = str_of(sys, "user_id");
+    if (!prev || !uid || !recipient_is_user_id(prev) || !recipient_is_user_id(uid)) {
+        dead(c, m, "user_changed_user_id without valid system.previous_user_id and system.user_id");
+        return;
+    }
+    long long t = time_of(m, "timestamp");
+    ops_user_id_change(c->b->ops, prev, uid, t < 0 ? 0 : t, mid);
     c->b->items++;
 }
 
@@ -171,6 +186,10 @@ static void parse_system(struct pctx *c, const cJSON *m, const char *mid)
     }
     if (strcmp(st, "user_changed_number") == 0 || strcmp(st, "customer_changed_number") == 0) {
         parse_number_change(c, m, sys, mid);
+        return;
+    }
+    if (strcmp(st, "user_changed_user_id") == 0) {
+        parse_user_id_change(c, m, sys, mid);
         return;
     }
     struct user_buf ub = { 0 };

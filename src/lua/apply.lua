@@ -333,7 +333,12 @@ handlers.blk = function(op)
   for i, w in ipairs(users) do
     if i == 1 or (op.b == 1 and redis.call('EXISTS', ukey(w)) == 1) then
       redis.call('HSET', ukey(w), f, op.b)
-      if op.b == 1 and op.n and op.n ~= '' then redis.call('SADD', NUMBERS, op.n) end
+      if op.b == 1 then
+        redis.call('ZADD', bkey(op.n), NOW, w)
+        if op.n and op.n ~= '' then redis.call('SADD', NUMBERS, op.n) end
+      else
+        redis.call('ZREM', bkey(op.n), w)
+      end
       event(op.b == 1 and 'blocked' or 'unblocked', w, {})
     end
   end

@@ -30,6 +30,8 @@ local QUEUE, SINCE = P .. ':ack:queue', P .. ':ack:since'
 local NUMBERS = P .. ':numbers'
 local function win_field(n) return (n and n ~= '') and ('last_in:' .. n) or 'last_in' end
 local function blk_field(n) return (n and n ~= '') and ('blocked:' .. n) or 'blocked' end
+-- The users the mirror holds blocked for a number, scored by when (Redis ms).
+local function bkey(n) return P .. ':blocks:{' .. (n or '') .. '}' end
 local PENDING, FAILED = P .. ':identities:pending', P .. ':identities:failed'
 
 -- The users a recipient names, most likely first: spec holds the forms that
