@@ -124,7 +124,8 @@ class Rec:
 
 
 class Model:
-    def __init__(self):
+    def __init__(self, first_seen="trust"):
+        self.first_seen = first_seen
         self.recs = {}          # canonical name -> Rec (a record exists in Redis)
         self.alias = {}         # user id -> wa_id
         self.contacts = {}      # normalised dialled number -> wa_id (a valid contact check)
@@ -166,7 +167,7 @@ class Model:
         r = self.rec(name)
         if not r.obs:
             r.obs[h] = t
-            if ack or src == "cloud":           # first_seen = trust
+            if self.first_seen == "trust" and (ack or src == "cloud"):
                 r.acked.add(h)
             return "first"
         cur = r.newest()
@@ -782,14 +783,23 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
     seconds = float(os.environ.get("PROMISE_SECONDS") or 18)
     rng = random.Random(seed)
     now = int(time.time())
+    # Is a user's first hash acknowledged?  PROMISE_FIRST_SEEN = trust (the default), hold,
+    # or random.  (hold is not the default while a message repeated in one store call
+    # acknowledges a held first hash: the xfail test below.)
+    first_seen = os.environ.get("PROMISE_FIRST_SEEN") or "trust"
+    if first_seen == "random":
+        first_seen = rng.choice(["trust", "hold"])
+    assert first_seen in ("trust", "hold"), first_seen
 
     redis = procs.redis()
     sim = procs.sim()
-    overrides = {"identity": {"ack": "manual", "first_seen": "trust"},
-                 "gate": {"home_country_code": HOME_CC}}
+    # No blocklist mirror: blocks are what waguard was told through its proxy (the mirror
+    # reads the WABA client's list on its own schedule).
+    overrides = {"identity": {"ack": "manual", "first_seen": first_seen},
+                 "gate": {"home_country_code": HOME_CC}, "upstream": {"blocklist_sync_s": 0}}
     wgs = [procs.daemon(redis, sim, overrides=overrides), procs.daemon(redis, sim, overrides=overrides)]
 
-    model = Model()
+    model = Model(first_seen)
     users = make_users(rng, now, changes=max(8, int(seconds // 2)))   # identities enough for the run
     mx = {dial(world_dialled("MX", u.wa)): u.wa for u in users if u.country == "MX"}
     sim.configure(block_unacked_sends=False, wa_id_map=mx)
@@ -822,8 +832,12 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
             # Sometimes several events for one user at once, to either instance: identity
             # changes, acknowledgements (in messages, a forwarded PUT) and inbound messages,
             # whose order does not change the newest hash nor whether it is acknowledged.
-            if rng.random() < 0.25:
-                u = rng.choice([x for x in users if x.kind == "plain" and x.group not in picked])
+            # (Only once the user has an identity: which hash is seen first matters with
+            # first_seen = hold.)
+            ready = [x for x in users if x.kind == "plain" and x.group not in picked
+                     and model.recs.get(x.wa) is not None and model.recs[x.wa].obs]
+            if ready and rng.random() < 0.25:
+                u = rng.choice(ready)
                 put = True
                 for _ in range(rng.randint(2, 3)):
                     kind, (reqs, ops, desc) = gen.concurrent_event(u, put)
@@ -922,9 +936,9 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
 
     countries = len({u.country for u in users})
     line = ("promise: %d decisions checked, %d violations, %d mismatches, %d users from %d countries "
-            "(%d events in %d rounds, %d sends forwarded; seed %d)"
+            "(%d events in %d rounds, %d sends forwarded, first_seen = %s; seed %d)"
             % (chk.decisions, chk.violations, chk.mismatches, len(users), countries, events, rounds,
-               chk.forwarded, seed))
+               chk.forwarded, first_seen, seed))
     record_testsuite_property("promise_decisions", chk.decisions)
     record_testsuite_property("promise_violations", chk.violations)
     record_testsuite_property("promise_seed", seed)
@@ -969,3 +983,20 @@ def test_a_superseded_hash_seen_again_with_a_time_ahead_does_not_reopen_the_gate
         w, ts=now - 7000, identity=identity_obj("H1=", (now + DAY) * 1000, True))]))
     code, d = ask()
     assert code == 423 and d["identity"]["hash"] == "H2=" and d["reasons"] == ["identity_unacknowledged"], d
+
+
+@pytest.mark.xfail(strict=True, reason="a message repeated in one store call applies its identity part twice")
+def test_a_message_repeated_in_one_body_does_not_acknowledge_a_held_first_hash(procs):
+    """first_seen = hold: a first hash that a message says is acknowledged is recorded as not
+    acknowledged.  The same message twice in one body (or in two bodies applied together) is
+    a duplicate: its identity, part of the message, must be skipped with it, not applied a
+    second time (which acknowledges the held hash)."""
+    redis = procs.redis()
+    wg = procs.daemon(redis, None, overrides={"identity": {"ack": "manual", "first_seen": "hold"}})
+    now = int(time.time())
+    for w, copies in ((WORLD["DE"][1] % 1, 1), (WORLD["DE"][1] % 2, 2)):
+        m = inbound_text_msg(w, ts=now - 60, msg_id="wamid.held%d" % copies,
+                             identity=identity_obj("HELD=", (now - 7200) * 1000, True))
+        assert wg.webhook_ok(onprem_envelope(messages=[m] * copies))["duplicates"] == copies - 1
+        d = wg.gate(w, type="template").json()
+        assert d["allowed"] is False and d["reasons"] == ["identity_unacknowledged"], (copies, d)
