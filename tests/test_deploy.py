@@ -56,6 +56,10 @@ KEYS = {
         "timeout_ms": "5000",
         "max_in_flight": "16",
         "queue_max": "1000",
+        "phone_number_id": "",
+        "graph_version": "v21.0",
+        "identity_check": "off",
+        "blocklist_sync_s": "3600",
     },
     "webhook": {
         "path": "/webhook",
@@ -116,6 +120,8 @@ METRICS = [
     "waguard_holds_applied_total",
     "waguard_holds_lifted_total",
     "waguard_identity_future_total",
+    "waguard_blocklist_syncs_total",
+    "waguard_identity_check",
     "waguard_build_info",
 ]
 
