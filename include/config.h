@@ -91,6 +91,10 @@ struct config {
     long lease_s;
     enum first_seen first_seen;
 
+    /* [contacts] */
+    long check_budget;         /* numbers checked and never sent to, within the window; 0 off */
+    long check_window_s;
+
     /* [gate] */
     enum fail_mode fail;
     bool require_valid_contact;

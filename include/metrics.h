@@ -47,6 +47,7 @@ struct metrics {
     unsigned long long reasons[REASON_COUNT];
     unsigned long long reloads, reload_failures;
     unsigned long long blocklist_syncs_ok, blocklist_syncs_failed;
+    unsigned long long contact_checks_refused;
     /* account-takeover holds, by category name */
     struct metrics_hold {
         char category[64];
@@ -61,6 +62,8 @@ struct metrics_gauges {
     long long pending, failed, queued;
     double oldest_age_s;
     long long acks_in_flight;
+    long long checks_unsent;     /* numbers checked and never sent to, within the window */
+    long long check_budget;
 };
 
 const char *metrics_route_name(enum route r);

@@ -15,6 +15,7 @@
  *   st    message status: id st w u t codes
  *   err   error outside any message: code title details
  *   blk   block state from a forwarded answer: w (recipient forms) b (1 blocked, 0 not) n (number)
+ *   sent  a send went out: w (recipient forms): the contact-check budget stops counting it
  *   dead  an item that could not be understood: reason item (its JSON text)
  * Every constructor appends to ops (a cJSON array) and returns the new operation,
  * owned by ops; NULL only when out of memory.  Strings are copied. */
@@ -52,6 +53,7 @@ cJSON *ops_status(cJSON *ops, const char *id, const char *status, struct ops_use
                   const cJSON *errors);
 cJSON *ops_error(cJSON *ops, double code, const char *title, const char *details);
 cJSON *ops_block(cJSON *ops, const char *w, bool blocked, const char *number);
+cJSON *ops_sent(cJSON *ops, const char *spec);
 /* item: borrowed, printed into the dead letter (NULL: none) */
 cJSON *ops_dead(cJSON *ops, const char *reason, const cJSON *item);
 

@@ -199,6 +199,16 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, co
          "Holds an operator lifted (POST /v1/identities/{wa_id}/release), by category.");
     for (int i = 0; i < m->nholds; i++)
         put(&o, "waguard_holds_lifted_total{category=\"%s\"} %llu\n", m->holds[i].category, m->holds[i].lifted);
+    head(&o, "waguard_contact_checks_refused_total", "counter",
+         "Contact checks refused (429) because the budget of numbers checked and never sent to is used up.");
+    put(&o, "waguard_contact_checks_refused_total %llu\n", m->contact_checks_refused);
+    head(&o, "waguard_contact_check_budget", "gauge", "[contacts] check_budget (0: off).");
+    put(&o, "waguard_contact_check_budget %lld\n", g->check_budget);
+    if (g->checks_unsent >= 0) {
+        head(&o, "waguard_contact_checks_unsent", "gauge",
+             "Numbers checked within [contacts] check_window_s and never sent to.");
+        put(&o, "waguard_contact_checks_unsent %lld\n", g->checks_unsent);
+    }
     head(&o, "waguard_blocklist_syncs_total", "counter",
          "Reads of the whole blocklist from the WABA client, by result.");
     put(&o, "waguard_blocklist_syncs_total{result=\"ok\"} %llu\n", m->blocklist_syncs_ok);

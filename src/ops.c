@@ -171,6 +171,14 @@ cJSON *ops_block(cJSON *ops, const char *w, bool blocked, const char *number)
     return op;
 }
 
+cJSON *ops_sent(cJSON *ops, const char *spec)
+{
+    cJSON *op = op_new(ops, "sent");
+    if (op)
+        cJSON_AddStringToObject(op, "w", spec);
+    return op;
+}
+
 cJSON *ops_dead(cJSON *ops, const char *reason, const cJSON *item)
 {
     cJSON *op = op_new(ops, "dead");

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gate.h"
 #include "ops.h"
@@ -15,7 +16,7 @@
 #include "webhook.h"
 #include "wtime.h"
 
-enum record { REC_NONE, REC_CONTACTS, REC_IDENTITY_GET, REC_IDENTITY_PUT, REC_BLOCK, REC_CLOUD_BLOCK };
+enum record { REC_NONE, REC_SEND, REC_CONTACTS, REC_IDENTITY_GET, REC_IDENTITY_PUT, REC_BLOCK, REC_CLOUD_BLOCK };
 
 struct fwd {
     enum record rec;
@@ -214,6 +215,12 @@ static cJSON *ops_from_answer(struct app *app, struct fwd *f)
         if (f->block >= 0)
             block_op(ops, &f->rcpt, f->block == 1, NULL);
         break;
+    case REC_SEND: {
+        char spec[RECIPIENT_FORMS * (RECIPIENT_MAX + 4)];
+        if (recipient_spec(&f->rcpt, spec, sizeof spec) == 0)
+            ops_sent(ops, spec);
+        break;
+    }
     case REC_CLOUD_BLOCK: {
         /* What Meta says it did: added_users (block) or removed_users (unblock), also in
          * a partial failure (400 with failed_users beside them). */
@@ -490,6 +497,7 @@ static void gated_send(struct request *r, bool cloud)
     }
     struct gate_query q = { .type = t, .category = f->category[0] ? f->category : NULL,
                             .number = f->number[0] ? f->number : NULL };
+    f->rec = REC_SEND;       /* a send that goes out stops counting against the check budget */
     request_hold(r);
     if (gate_check(r->app, &f->rcpt, &q, on_gate, r) != 0)
         fail(r, cloud, 500, "Internal error", "out of memory");
@@ -507,10 +515,91 @@ void proxy_cloud_messages(struct request *r)
 
 /* ---- recorded forwards ------------------------------------------------- */
 
+/* ---- the contact-check budget ------------------------------------------- */
+
+static void on_budget(struct app *app, redisReply *reply, void *arg)
+{
+    struct request *r = arg;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
+        /* Redis cannot count: the check goes out (it sends nothing to anyone). */
+        log_warn(&app->log, "proxy", "could not count the contact-check budget (%s); forwarding the check",
+                 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
+        forward(r);
+        return;
+    }
+    if (reply->element[0]->integer == 1) {
+        forward(r);
+        return;
+    }
+    long long count = reply->element[1]->integer;
+    long long frees_ms = reply->elements > 2 ? reply->element[2]->integer : app_wall_ms();
+    long long in_s = (frees_ms - app_wall_ms() + 999) / 1000;
+    if (in_s < 1)
+        in_s = 1;
+    char when[40];
+    time_t t = (time_t)(frees_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    app->metrics->contact_checks_refused++;
+    log_warn(&app->log, "proxy", "refused a contact check: %lld numbers checked and never sent to within %ld s "
+             "(budget %ld)", count, app->cfg->check_window_s, app->cfg->check_budget);
+    char retry[32];
+    snprintf(retry, sizeof retry, "%lld", in_s);
+    if (r->req)
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Retry-After", retry);
+    request_reply_error(r, 429, "Contact-check budget exhausted",
+                        "%lld numbers were checked within the last %ld s and never sent to (budget %ld, "
+                        "[contacts] check_budget): checking many numbers without messaging them gets the "
+                        "business banned. The next one frees up at %s (in %lld s)", count,
+                        app->cfg->check_window_s, app->cfg->check_budget, when, in_s);
+}
+
 void proxy_contacts(struct request *r)
 {
-    if (request_authorize(r, ROLE_API) == 0 && fwd_new(r, REC_CONTACTS))
+    if (request_authorize(r, ROLE_API) != 0)
+        return;
+    struct fwd *f = fwd_new(r, REC_CONTACTS);
+    if (!f)
+        return;
+    struct app *app = r->app;
+    if (app->cfg->check_budget <= 0) {
         forward(r);
+        return;
+    }
+    /* The numbers asked for, normalised as the mapping keys them. */
+    cJSON *b = cJSON_ParseWithLength(f->body ? f->body : "", f->len);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(b, "contacts");
+    int n = cJSON_GetArraySize(list);
+    char (*nums)[RECIPIENT_MAX] = calloc((size_t)n + 1, sizeof *nums);
+    const char **argv = calloc((size_t)n + 3, sizeof *argv);
+    if (!nums || !argv) {
+        free(nums);
+        free(argv);
+        cJSON_Delete(b);
+        request_reply_error(r, 500, "Internal error", "out of memory");
+        return;
+    }
+    char window[32], budget[32];
+    snprintf(window, sizeof window, "%lld", (long long)app->cfg->check_window_s * 1000);
+    snprintf(budget, sizeof budget, "%ld", app->cfg->check_budget);
+    argv[0] = window;
+    argv[1] = budget;
+    int k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, list)
+        if (cJSON_IsString(c) && recipient_dial(c->valuestring, app->cfg->home_country_code, nums[k], NULL) == 0) {
+            argv[k + 2] = nums[k];
+            k++;
+        }
+    cJSON_Delete(b);
+    request_hold(r);
+    if (k == 0)
+        forward(r);             /* nothing dialable: the WABA client says what is wrong */
+    else if (store_eval(app, SCRIPT_BUDGET, k + 2, argv, NULL, on_budget, r) != 0)
+        on_budget(app, NULL, r);
+    free(nums);
+    free(argv);
 }
 
 void proxy_blocklist(struct request *r)

@@ -1,6 +1,7 @@
 /* status — see include/status.h */
 #include "status.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,8 +51,10 @@ static void on_stats(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
     struct metrics_gauges g = { .pending = -1, .redis_up = store_ready(app),
-                                .acks_in_flight = ack_in_flight(app) };
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 4) {
+                                .acks_in_flight = ack_in_flight(app), .checks_unsent = -1,
+                                .check_budget = app->cfg->check_budget };
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 5) {
+        g.checks_unsent = reply->element[4]->integer;
         g.pending = reply->element[0]->integer;
         g.failed = reply->element[1]->integer;
         g.queued = reply->element[2]->integer;
@@ -75,6 +78,9 @@ static void on_stats(struct app *app, redisReply *reply, void *arg)
 void status_metrics(struct request *r)
 {
     request_hold(r);
-    if (store_eval(r->app, SCRIPT_STATS, 0, NULL, NULL, on_stats, r) != 0)
+    char window[32];
+    snprintf(window, sizeof window, "%lld", (long long)r->app->cfg->check_window_s * 1000);
+    const char *argv[] = { window };
+    if (store_eval(r->app, SCRIPT_STATS, 1, argv, NULL, on_stats, r) != 0)
         on_stats(r->app, NULL, r);
 }

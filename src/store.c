@@ -25,14 +25,15 @@
 #include "metrics.h"
 
 extern const char store_lua_apply[], store_lua_gate[], store_lua_claim[], store_lua_ack_result[],
-    store_lua_enqueue[], store_lua_list[], store_lua_get[], store_lua_stats[], store_lua_release[], store_lua_blocksync[];
+    store_lua_enqueue[], store_lua_list[], store_lua_get[], store_lua_stats[], store_lua_release[], store_lua_blocksync[],
+    store_lua_budget[];
 
 static const char *const script_src[SCRIPT_COUNT] = {
     [SCRIPT_APPLY] = store_lua_apply, [SCRIPT_GATE] = store_lua_gate,
     [SCRIPT_CLAIM] = store_lua_claim, [SCRIPT_ACK_RESULT] = store_lua_ack_result,
     [SCRIPT_ENQUEUE] = store_lua_enqueue, [SCRIPT_LIST] = store_lua_list,
     [SCRIPT_GET] = store_lua_get, [SCRIPT_STATS] = store_lua_stats, [SCRIPT_RELEASE] = store_lua_release,
-    [SCRIPT_BLOCKSYNC] = store_lua_blocksync,
+    [SCRIPT_BLOCKSYNC] = store_lua_blocksync, [SCRIPT_BUDGET] = store_lua_budget,
 };
 
 struct store {

@@ -264,6 +264,7 @@ handlers.cc = function(op)
   redis.call('EXPIRE', k, WEEK)
   if op.w then
     redis.call('HSET', ukey(op.w), 'contact', op.st, 'contact_at', NOW)
+    redis.call('SET', P .. ':contact_rev:{' .. op.w .. '}', n, 'EX', WEEK)
     -- an earlier answer without a wa_id left a record of the number: it no longer applies
     if op.w ~= n then redis.call('HDEL', ukey(n), 'contact', 'contact_at') end
   else
@@ -317,6 +318,20 @@ handlers.st = function(op)
   end
   event('status', op.w, { 'id', op.id, 'status', op.st, 'codes', table.concat(codes, ',') })
   res.accepted = res.accepted + 1
+end
+
+-- A send went out to op.w (recipient forms): its numbers are no longer "checked and
+-- never sent to" (budget.lua), nor the dialled numbers a contact check mapped to it.
+handlers.sent = function(op)
+  local CHECKS = P .. ':checks'
+  for kind, key in string.gmatch(op.w, '(%a):(%S+)') do
+    redis.call('ZREM', CHECKS, key)
+  end
+  for _, w in ipairs(users_of(op.w)) do
+    redis.call('ZREM', CHECKS, w)
+    local d = redis.call('GET', P .. ':contact_rev:{' .. w .. '}')
+    if d then redis.call('ZREM', CHECKS, d) end
+  end
 end
 
 handlers.err = function(op)
