@@ -29,6 +29,7 @@
 #include "webhook.h"
 
 #define MAX_LISTENERS 8
+#define LISTEN_BACKLOG 1024
 #define CONN_BUCKETS 1024
 
 /* Where a client connection is in its current request.  Connections are counted from
@@ -742,7 +743,7 @@ static int bind_unix(struct server *sv, const char *path, char *err, size_t errl
         return -1;
     }
     unlink(path);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 511) != 0) {
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
         snprintf(err, errlen, "cannot listen on unix:%s: %s", path, strerror(errno));
         close(fd);
         return -1;
@@ -816,25 +817,31 @@ int server_new(struct app *app, char *err, size_t errlen)
         log_notice(&app->log, "server", "listening on %d socket(s) passed by systemd", n);
         return 0;
     }
-    const char *listen = app->cfg->listen;
-    if (strncmp(listen, "unix:", 5) == 0) {
-        if (bind_unix(sv, listen + 5, err, errlen) != 0)
+    const char *where = app->cfg->listen;
+    if (strncmp(where, "unix:", 5) == 0) {
+        if (bind_unix(sv, where + 5, err, errlen) != 0)
             return -1;
     } else {
         char host[256];
         int port;
-        if (config_split_hostport(listen, host, sizeof host, &port) != 0) {
-            snprintf(err, errlen, "bad listen address %s", listen);
+        if (config_split_hostport(where, host, sizeof host, &port) != 0) {
+            snprintf(err, errlen, "bad listen address %s", where);
             return -1;
         }
         sv->bound[0] = evhttp_bind_socket_with_handle(sv->http, host, (ev_uint16_t)port);
         if (!sv->bound[0]) {
-            snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno));
+            snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(errno));
             return -1;
         }
         sv->nbound = 1;
+        /* libevent listens with a backlog of 128; a burst of connections (a flood of slow
+         * ones included) then drops SYNs and a normal client waits a second to retry.
+         * Listening again only changes the backlog. */
+        if (listen(evhttp_bound_socket_get_fd(sv->bound[0]), LISTEN_BACKLOG) != 0)
+            log_warn(&app->log, "server", "cannot raise the listen backlog to %d: %s", LISTEN_BACKLOG,
+                     strerror(errno));
     }
-    log_notice(&app->log, "server", "listening on %s", listen);
+    log_notice(&app->log, "server", "listening on %s", where);
     return 0;
 }
 
