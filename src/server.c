@@ -17,6 +17,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <systemd/sd-daemon.h>
@@ -30,6 +31,10 @@
 
 #define MAX_LISTENERS 8
 #define LISTEN_BACKLOG 1024
+/* Connections accepted beyond max_connections while none is waiting to be closed in their
+ * place (every one busy answering, or just accepted): each is answered 503 on its request.
+ * Past this many the listeners pause, so a burst never runs into the descriptor limit. */
+#define REFUSE_MARGIN 16
 #define CONN_BUCKETS 1024
 
 /* Where a client connection is in its current request.  Connections are counted from
@@ -69,7 +74,8 @@ struct server {
     int replies_unsent;              /* answers handed to libevent, not yet written out */
     struct conn *conns[CONN_BUCKETS];
     long nconns;                     /* open connections, counted from accept */
-    struct conn *pending;            /* accepted in this loop turn, set up by setup_ev */
+    struct conn *pending, *pending_tail; /* accepted in this loop turn, set up by setup_ev, in order */
+    bool paused;                     /* the listeners are disabled: max_connections + REFUSE_MARGIN open */
     struct conn *whead, *wtail;      /* the waiting list, oldest first */
     struct event *setup_ev, *deadline_ev;
     long long refused_logged_ms;     /* the last "refusing a connection" line */
@@ -228,6 +234,20 @@ static void conn_wait(struct conn *c)
     deadline_arm(sv);
 }
 
+static void listeners_pause(struct server *sv, bool pause)
+{
+    if (sv->paused == pause)
+        return;
+    sv->paused = pause;
+    for (int i = 0; i < sv->nbound; i++) {
+        struct evconnlistener *l = evhttp_bound_socket_get_listener(sv->bound[i]);
+        if (pause)
+            evconnlistener_disable(l);
+        else
+            evconnlistener_enable(l);
+    }
+}
+
 static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 {
     struct conn *c = arg;
@@ -245,6 +265,8 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
         *pp = c->next;
     sv->nconns--;
     free(c);
+    if (sv->paused && sv->nconns < sv->app->cfg->max_connections + REFUSE_MARGIN)
+        listeners_pause(sv, false);
 }
 
 /* Closes a connection that has not sent a complete request (c is freed). */
@@ -331,6 +353,28 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
         conn_inspect(c, true);
 }
 
+/* Room for the connection c just accepted: beyond max_connections, the connections waiting
+ * longest for a complete request are closed first; if none is waiting, c is refused (its
+ * request answered 503), and past REFUSE_MARGIN more the listeners pause. */
+static void make_room(struct server *sv, struct conn *c)
+{
+    long max = sv->app->cfg->max_connections;
+    while (sv->nconns > max && sv->whead) {
+        sv->slow_closed++;
+        conn_drop(sv->whead);
+    }
+    if (sv->nconns <= max)
+        return;
+    c->refused = true;
+    if (sv->nconns >= max + REFUSE_MARGIN)
+        listeners_pause(sv, true);
+    if (app_mono_ms() - sv->refused_logged_ms >= 1000) {    /* once a second at most */
+        sv->refused_logged_ms = app_mono_ms();
+        log_warn(&sv->app->log, "server", "refusing connections: %ld open and none waiting for a request, "
+                 "max_connections is %ld", sv->nconns, max);
+    }
+}
+
 /* evhttp_set_bevcb: a connection was accepted; its bufferevent is ours to make.  The
  * connection itself does not exist yet: on_setup finishes the record in the same loop turn. */
 static struct bufferevent *on_accept(struct event_base *base, void *arg)
@@ -347,30 +391,16 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg)
     c->sv = sv;
     c->state = CONN_HEAD;
     bufferevent_incref(c->bev);      /* held until on_setup, in case libevent fails first */
-    c->pending_next = sv->pending;
-    sv->pending = c;
+    if (sv->pending_tail)
+        sv->pending_tail->pending_next = c;
+    else
+        sv->pending = c;
+    sv->pending_tail = c;
     sv->nconns++;
+    /* Before the next accept of this burst, so that the descriptors stay bounded. */
+    make_room(sv, c);
     event_active(sv->setup_ev, EV_TIMEOUT, 0);
     return c->bev;
-}
-
-/* Room for one more connection: the ones waiting longest for a complete request are closed
- * first; if every connection is busy answering, c is refused (answered 503). */
-static void make_room(struct server *sv, struct conn *c)
-{
-    long max = sv->app->cfg->max_connections;
-    while (sv->nconns > max && sv->whead && sv->whead != c) {
-        sv->slow_closed++;
-        conn_drop(sv->whead);
-    }
-    if (sv->nconns <= max)
-        return;
-    c->refused = true;
-    if (app_mono_ms() - sv->refused_logged_ms >= 1000) {    /* once a second at most */
-        sv->refused_logged_ms = app_mono_ms();
-        log_warn(&sv->app->log, "server", "refusing connections: %ld open and all busy, max_connections is %ld",
-                 sv->nconns, max);
-    }
 }
 
 static void on_setup(evutil_socket_t fd, short what, void *arg)
@@ -381,6 +411,8 @@ static void on_setup(evutil_socket_t fd, short what, void *arg)
     struct conn *c;
     while ((c = sv->pending) != NULL) {
         sv->pending = c->pending_next;
+        if (!sv->pending)
+            sv->pending_tail = NULL;
         bufferevent_data_cb readcb = NULL;
         void *cbarg = NULL;
         bufferevent_getcb(c->bev, &readcb, NULL, NULL, &cbarg);
@@ -399,9 +431,10 @@ static void on_setup(evutil_socket_t fd, short what, void *arg)
         c->watch = evbuffer_add_cb(bufferevent_get_input(c->bev), on_input, c);
         bufferevent_decref(c->bev);
         conn_wait(c);
-        if (sv->nconns > sv->app->cfg->max_connections)
-            make_room(sv, c);
     }
+    /* Every one of them can be closed to make room now: accept on. */
+    if (sv->whead || sv->nconns < sv->app->cfg->max_connections + REFUSE_MARGIN)
+        listeners_pause(sv, false);
 }
 
 /* Closes the connections that have waited timeout_s for a complete request. */
@@ -878,6 +911,7 @@ void server_free(struct app *app)
         bufferevent_decref(c->bev);
         free(c);
     }
+    sv->pending_tail = NULL;
     if (sv->setup_ev)
         event_free(sv->setup_ev);
     if (sv->deadline_ev)
