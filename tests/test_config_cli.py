@@ -186,7 +186,8 @@ def test_env_override_max_body_bytes(waguard_factory):
     assert wg.webhook(small).status_code == 200
     r = wg.webhook(big)
     assert r.status_code == 413, r.text
-    assert "Request Entity Too Large" in r.text  # libevent's own answer, see test_body_limit_413
+    j = assert_error_body(r, 413)
+    assert "max_body_bytes (2048)" in j["errors"][0]["details"], j
 
 
 def test_env_override_wins_over_file(waguard_factory):
