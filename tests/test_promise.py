@@ -21,7 +21,11 @@ against a model of what waguard has been told:
     differ from the model's (checked where the model is exact).
 
 Runs for PROMISE_SECONDS (default 18 s) of events; PROMISE_SEED replays one sequence of
-events.  Prints `promise: N decisions checked, V violations, …` (also a test property)."""
+events; PROMISE_FIRST_SEEN = trust (default), hold or random sets [identity] first_seen.  Prints
+`promise: N decisions checked, V violations, …` (also junit suite properties).  A violation or
+mismatch fails the test with the answer, the model's view and each user's event history.
+
+Two known bugs have deterministic tests of their own at the end (xfail, strict)."""
 import json
 import os
 import random
