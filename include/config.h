@@ -91,6 +91,9 @@ struct config {
     long lease_s;
     enum first_seen first_seen;
 
+    /* [proxy] */
+    bool forward_unknown;      /* other /v1 and Cloud /{version} paths forwarded unchanged */
+
     /* [contacts] */
     long check_budget;         /* numbers checked and never sent to, within the window; 0 off */
     long check_window_s;

@@ -21,6 +21,7 @@ struct upstream_reply {
     const char *body;        /* borrowed, NUL-terminated, valid during the callback */
     size_t len;
     const char *error;       /* why there was no answer (status 0), else NULL */
+    const char *content_type; /* the answer's Content-Type, borrowed; NULL when none */
 };
 
 typedef void upstream_cb(struct app *app, const struct upstream_reply *rep, void *arg);
@@ -46,6 +47,10 @@ void upstream_prep_free(struct upstream_prep *p);
  * Returns 0, or -1 when out of memory. */
 int upstream_request(struct app *app, enum evhttp_cmd_type method, const char *path,
                      const char *body, size_t len, upstream_cb *cb, void *arg)
+    __attribute__((warn_unused_result));
+/* The same with the body's Content-Type (NULL: application/json): forwarded media. */
+int upstream_request_typed(struct app *app, enum evhttp_cmd_type method, const char *path,
+                           const char *body, size_t len, const char *content_type, upstream_cb *cb, void *arg)
     __attribute__((warn_unused_result));
 
 #endif

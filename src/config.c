@@ -77,6 +77,7 @@ static const struct key keys[] = {
     { "identity", "retry_base_ms", K_INT, F(retry_base_ms), "1000", 10, 3600000, NULL },
     { "identity", "lease_s", K_INT, F(lease_s), "30", 1, 3600, NULL },
     { "identity", "first_seen", K_ENUM, F(first_seen), "trust", 0, 0, e_first },
+    { "proxy", "forward_unknown", K_BOOL, F(forward_unknown), "true", 0, 0, NULL },
     { "contacts", "check_budget", K_INT, F(check_budget), "10000", 0, 100000000, NULL },
     { "contacts", "check_window_s", K_INT, F(check_window_s), "604800", 60, 31536000, NULL },
     { "gate", "fail", K_ENUM, F(fail), "closed", 0, 0, e_fail },
@@ -705,9 +706,17 @@ static void validate(struct parse_state *ps, struct config *cfg)
         bad_value(ps, i_cc, "'%s' is not a country calling code (1 to 3 digits)", cfg->home_country_code);
     else if (cc != cfg->home_country_code)
         memmove(cfg->home_country_code, cc, ccl + 1);
-    if (cfg->lease_s * 1000 <= 2 * cfg->timeout_ms)
-        bad_value(ps, key_index("identity", "lease_s"), "%ld s must be more than twice [upstream] timeout_ms "
-                  "(%ld ms), or a second worker could send while the first still waits", cfg->lease_s, cfg->timeout_ms);
+    if (cfg->lease_s * 1000 <= 2 * cfg->timeout_ms) {
+        /* Name the key the operator set: a default lease_s is not where to look. */
+        size_t i_lease = key_index("identity", "lease_s"), i_tmo = key_index("upstream", "timeout_ms");
+        if (strcmp(ps->raw[i_lease].origin, "default") == 0)
+            bad_value(ps, i_tmo, "%ld ms must be under half of [identity] lease_s (%ld s, the default): raise "
+                      "lease_s too, or a second worker could send while the first still waits",
+                      cfg->timeout_ms, cfg->lease_s);
+        else
+            bad_value(ps, i_lease, "%ld s must be more than twice [upstream] timeout_ms (%ld ms), or a second "
+                      "worker could send while the first still waits", cfg->lease_s, cfg->timeout_ms);
+    }
     size_t i_pnid = key_index("upstream", "phone_number_id");
     for (const char *p = cfg->phone_number_id; *p; p++)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||

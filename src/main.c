@@ -239,6 +239,13 @@ int main(int argc, char **argv)
     upstream_prep_free(prep);
     if (check) {
         printf("waguard: %s is valid\n", path);
+        if (cfg->require_valid_contact)
+            printf("waguard: note: [gate] require_valid_contact = true protects nothing on WABA client v2.39 "
+                   "and later, which answers every contact check \"valid\" with a wa_id, WhatsApp user or not; "
+                   "it still refuses numbers an older client said were invalid\n");
+        if (cfg->check_budget == 0)
+            printf("waguard: note: [contacts] check_budget = 0: contact checks are not limited; checking many "
+                   "numbers without messaging them gets the business banned\n");
         config_free(cfg);
         free(cfg);
         free(metrics);

@@ -15,7 +15,7 @@ static const char *const route_names[ROUTE_COUNT] = {
     "webhook", "webhook_verify", "gate", "gate_batch", "messages", "contacts",
     "identity_proxy", "block", "blocklist", "cloud_messages", "cloud_block", "identities",
     "identity", "identity_ack", "healthz", "readyz", "metrics", "identity_release",
-    "identity_change_check", "other"
+    "identity_change_check", "forwarded", "other"
 };
 static const char *const reason_names[REASON_COUNT] = {
     "identity_unacknowledged", "blocked", "contact_invalid", "outside_session_window",

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "gate.h"
@@ -683,4 +684,91 @@ void proxy_cloud_block(struct request *r)
     if (f->block < 0)
         f->rec = REC_NONE;
     forward(r);
+}
+
+/* ---- everything else under /v1/ and the Cloud /{version}/ --------------- */
+
+static bool is_version_segment(const char *p, size_t n)
+{
+    if (n < 2 || p[0] != 'v')
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || p[i] == '.'))
+            return false;
+    return true;
+}
+
+bool proxy_forwardable(const char *path, int method)
+{
+    if (path[0] != '/')
+        return false;
+    const char *first = path + 1, *slash = strchr(first, '/');
+    if (!slash || !is_version_segment(first, (size_t)(slash - first)))
+        return false;
+    if (strncmp(path, "/v1/gate", 8) == 0 || strncmp(path, "/v1/identities", 14) == 0)
+        return false;                        /* waguard's own routes */
+    int segments = 0, messages_at = -1;
+    for (const char *p = path + 1; *p;) {
+        const char *e = strchr(p, '/');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return false;                    /* "//", "/./", "/../" or a final '/' */
+        for (size_t i = 0; i < n; i++) {
+            char c = p[i];
+            if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '_' || c == '.' || c == '~' || c == '=' || c == ':'))
+                return false;                /* no %-escapes: the WABA client may decode them */
+        }
+        if (n == 8 && strncasecmp(p, "messages", 8) == 0 && messages_at < 0)
+            messages_at = segments;
+        segments++;
+        p += n + (e ? 1 : 0);
+        if (!e)
+            break;
+    }
+    if (messages_at < 0)
+        return true;
+    /* On-Premises' read receipt, PUT /v1/messages/{id}: nobody is sent anything. */
+    return method == EVHTTP_REQ_PUT && strncmp(path, "/v1/messages/", 13) == 0 && segments == 3 &&
+           messages_at == 1;
+}
+
+static void on_unknown_answer(struct app *app, const struct upstream_reply *rep, void *arg)
+{
+    struct request *r = arg;
+    if (rep->status == 0) {
+        bool timeout = rep->error && strstr(rep->error, "timed out");
+        request_reply_error(r, timeout ? 504 : 502, timeout ? "Gateway timeout" : "Bad gateway",
+                            "the WABA client did not answer: %s", rep->error ? rep->error : "?");
+        return;
+    }
+    if (rep->len > (size_t)app->cfg->max_body_bytes) {
+        request_reply_error(r, 502, "Bad gateway", "the WABA client's answer (%zu bytes) is larger than "
+                            "[server] max_body_bytes (%ld)", rep->len, app->cfg->max_body_bytes);
+        return;
+    }
+    request_reply_raw(r, rep->status, rep->content_type ? rep->content_type : "application/json", rep->body, rep->len);
+}
+
+void proxy_unknown(struct request *r)
+{
+    if (request_authorize(r, ROLE_API) != 0)
+        return;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(r->req);
+    const char *q = evhttp_uri_get_query(uri);
+    char path[2048];
+    int w = snprintf(path, sizeof path, "%s%s%s", evhttp_uri_get_path(uri), q ? "?" : "", q ? q : "");
+    if (w < 0 || (size_t)w >= sizeof path) {
+        request_reply_error(r, 414, "URI too long", "the path and query are over %zu bytes", sizeof path - 1);
+        return;
+    }
+    size_t len;
+    const char *body = request_body(r, &len);
+    /* The caller's Content-Type goes along (media uploads); its Authorization and
+     * hop-by-hop headers never do: upstream.c sends waguard's own credentials. */
+    const char *ct = request_header(r, "Content-Type");
+    request_hold(r);
+    if (upstream_request_typed(r->app, evhttp_request_get_command(r->req), path, len ? body : NULL, len, ct,
+                               on_unknown_answer, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
 }

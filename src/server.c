@@ -738,10 +738,15 @@ static void dispatch(struct evhttp_request *req, void *arg)
         routes[i].fn(r);
         return;
     }
-    if (path_known)
+    if (path_known) {
         request_reply_error(r, 405, "Method not allowed", "%s does not take this method", path);
-    else
-        request_reply_error(r, 404, "Not found", "no route %s", path);
+    } else if (app->cfg->forward_unknown && proxy_forwardable(path, method)) {
+        r->route = ROUTE_FORWARDED;
+        proxy_unknown(r);
+    } else {
+        request_reply_error(r, 404, "Not found", "no route %s%s", path,
+                            app->cfg->forward_unknown ? "" : " ([proxy] forward_unknown is off)");
+    }
 }
 
 /* ---- listeners --------------------------------------------------------- */

@@ -66,6 +66,7 @@ struct ureq {
     char *path;
     char *body;
     size_t len;
+    char content_type[128];     /* of the body; "" application/json */
     upstream_cb *cb;
     void *arg;
     bool is_login;
@@ -394,6 +395,7 @@ static void on_done(struct evhttp_request *req, void *arg)
         if (s->gen->https && tls_error(s, u->errbuf, sizeof u->errbuf))
             rep.error = u->errbuf;
     } else {
+        rep.content_type = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
         /* A NUL after the body makes it a C string for the callbacks. */
         struct evbuffer *in = evhttp_request_get_input_buffer(req);
         rep.len = evbuffer_get_length(in);
@@ -473,7 +475,7 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s, long lo
     evhttp_add_header(h, "User-Agent", "waguard/" WAGUARD_VERSION);
     add_auth(up, u, h);
     if (u->body || u->method == EVHTTP_REQ_POST || u->method == EVHTTP_REQ_PUT) {
-        evhttp_add_header(h, "Content-Type", "application/json");
+        evhttp_add_header(h, "Content-Type", u->content_type[0] ? u->content_type : "application/json");
         if (u->len)
             evbuffer_add(evhttp_request_get_output_buffer(req), u->body, u->len);
         /* libevent adds Content-Length itself only to POST and PUT; a DELETE with a
@@ -655,10 +657,18 @@ static void fail_waiting(struct upstream *up, const char *why)
 int upstream_request(struct app *app, enum evhttp_cmd_type method, const char *path,
                      const char *body, size_t len, upstream_cb *cb, void *arg)
 {
+    return upstream_request_typed(app, method, path, body, len, NULL, cb, arg);
+}
+
+int upstream_request_typed(struct app *app, enum evhttp_cmd_type method, const char *path,
+                           const char *body, size_t len, const char *content_type, upstream_cb *cb, void *arg)
+{
     struct upstream *up = app->upstream;
     struct ureq *u = calloc(1, sizeof *u);
     if (!u)
         return -1;
+    if (content_type && strlen(content_type) < sizeof u->content_type)
+        snprintf(u->content_type, sizeof u->content_type, "%s", content_type);
     u->app = app;
     u->method = method;
     u->path = strdup(path);

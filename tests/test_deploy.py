@@ -78,6 +78,13 @@ KEYS = {
         "lease_s": "30",
         "first_seen": "trust",
     },
+    "proxy": {
+        "forward_unknown": "true",
+    },
+    "contacts": {
+        "check_budget": "10000",
+        "check_window_s": "604800",
+    },
     "gate": {
         "fail": "closed",
         "require_valid_contact": "false",
@@ -121,6 +128,9 @@ METRICS = [
     "waguard_holds_lifted_total",
     "waguard_identity_future_total",
     "waguard_blocklist_syncs_total",
+    "waguard_contact_checks_refused_total",
+    "waguard_contact_checks_unsent",
+    "waguard_contact_check_budget",
     "waguard_identity_check",
     "waguard_build_info",
 ]

@@ -25,7 +25,7 @@ events; PROMISE_FIRST_SEEN = trust (default), hold or random sets [identity] fir
 `promise: N decisions checked, V violations, …` (also junit suite properties).  A violation or
 mismatch fails the test with the answer, the model's view and each user's event history.
 
-Two known bugs have deterministic tests of their own at the end (xfail, strict)."""
+Two bugs it found have deterministic tests of their own at the end."""
 import json
 import os
 import random
@@ -787,10 +787,9 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
     seconds = float(os.environ.get("PROMISE_SECONDS") or 18)
     rng = random.Random(seed)
     now = int(time.time())
-    # Is a user's first hash acknowledged?  PROMISE_FIRST_SEEN = trust (the default), hold,
-    # or random.  (hold is not the default while a message repeated in one store call
-    # acknowledges a held first hash: the xfail test below.)
-    first_seen = os.environ.get("PROMISE_FIRST_SEEN") or "trust"
+    # Is a user's first hash acknowledged?  PROMISE_FIRST_SEEN = trust, hold, or random (the
+    # default: each run draws one, printed with the seed).
+    first_seen = os.environ.get("PROMISE_FIRST_SEEN") or "random"
     if first_seen == "random":
         first_seen = rng.choice(["trust", "hold"])
     assert first_seen in ("trust", "hold"), first_seen
@@ -963,8 +962,6 @@ def test_promise_holds_for_random_users_events_and_forms(procs, record_testsuite
             assert n > 0, "no %s in %d decisions: %s" % (what, chk.decisions, seen)
 
 
-@pytest.mark.xfail(strict=True, reason="waguard re-dates an observation of a superseded hash whose time "
-                                       "is ahead of the clock and makes it the newest again")
 def test_a_superseded_hash_seen_again_with_a_time_ahead_does_not_reopen_the_gate(procs):
     """H1 acknowledged, then a real change H2: the gate is closed.  A late copy of a message
     about H1, acknowledged, whose identity time is a day ahead (a WABA host with a skewed clock),
@@ -989,7 +986,6 @@ def test_a_superseded_hash_seen_again_with_a_time_ahead_does_not_reopen_the_gate
     assert code == 423 and d["identity"]["hash"] == "H2=" and d["reasons"] == ["identity_unacknowledged"], d
 
 
-@pytest.mark.xfail(strict=True, reason="a message repeated in one store call applies its identity part twice")
 def test_a_message_repeated_in_one_body_does_not_acknowledge_a_held_first_hash(procs):
     """first_seen = hold: a first hash that a message says is acknowledged is recorded as not
     acknowledged.  The same message twice in one body (or in two bodies applied together) is

@@ -25,6 +25,7 @@ local function fresh(mid, part)
   if part then return s ~= false end
   if s ~= nil then
     res.dup = res.dup + 1
+    seen[mid] = false       -- the parts that follow this repeat are repeats too
     return false
   end
   s = redis.call('SET', P .. ':seen:msg:' .. mid, '1', 'NX', 'EX', WEEK) ~= false
@@ -171,7 +172,12 @@ handlers.id = function(op)
   else
     local ct = stored_ts(cur[2])
     if cur[4] == '1' then ct = -1 end      -- its time was not believed: anything later wins
-    if not newer(op.t, op.h, ct, cur[1]) then
+    -- A hash this user had before, arriving with a time that could not be believed, is a
+    -- late copy of a superseded identity: it never outranks the newest.
+    local superseded = rx and string.find(
+      table.concat(redis.call('LRANGE', ukey(op.w) .. ':history', 0, 49), '\n'),
+      '"hash":' .. cjson.encode(op.h), 1, true)
+    if superseded or not newer(op.t, op.h, ct, cur[1]) then
       res.late = res.late + 1
       event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
       return
