@@ -17,8 +17,9 @@ again (growing pause) until one answers 200, as the On-Premises client does.  Me
 The model a gate answer is checked against (no send may reach a user whose newest identity is
 not acknowledged):  an answer `allowed` is wrong when, before the question was sent, an
 instance had answered 200 to a change with hash H for that user (so H, or something newer, is
-in Redis), H is the newest such change, and the simulator had not acknowledged H by the time
-the answer came back.  A change still being posted, not yet answered 200, is not in the model:
+in Redis), H is the newest such change, and by the time the answer came back the simulator had
+acknowledged neither H nor any newer hash of the user (waguard may learn a newer hash from
+the WABA client's identity GET before that hash's webhook arrives, and acknowledge it).  A change still being posted, not yet answered 200, is not in the model:
 waguard cannot know it, and the WABA client itself refuses sends for it.
 
 Redis runs with `appendonly yes` and `appendfsync always`.  With `everysec` (what
@@ -162,11 +163,14 @@ class Model:
             self.changes[u][-1][1] = time.monotonic()
 
     def newest_answered_before(self, u, t):
+        """The hashes from the newest change answered 200 before t on (that one first, then
+        the newer ones, answered or not), or [] when no change was answered before t."""
         with self.lock:
-            for h, at in reversed(self.changes[u]):
-                if at is not None and at < t:
-                    return h
-        return None
+            ch = self.changes[u]
+            for i in range(len(ch) - 1, -1, -1):
+                if ch[i][1] is not None and ch[i][1] < t:
+                    return [h for h, _ in ch[i:]]
+        return []
 
 
 def identity_body(u, h, ts, mid):
@@ -267,15 +271,15 @@ def test_fault_suite(procs):
                 if not d["allowed"]:
                     continue
                 bump("gate_allowed")
-                h = model.newest_answered_before(u, t0)
-                if h is None:
-                    continue
-                acked = sim.ack_time(u, h)
-                if acked is None or acked > t1:
+                # Right when that change, or one newer than it (waguard may learn a newer
+                # hash from the WABA client before its webhook comes), was acknowledged
+                # upstream before the answer came back.
+                hashes = model.newest_answered_before(u, t0)
+                if hashes and not any((sim.ack_time(u, h) or t1 + 1) <= t1 for h in hashes):
                     with slock:
                         stats["wrong"].append("%s allowed by %s while %s (answered 200 before the "
-                                              "question) was not acknowledged: %s"
-                                              % (u, wg.name, h, r.text))
+                                              "question) and every newer hash were not "
+                                              "acknowledged: %s" % (u, wg.name, hashes[0], r.text))
         except Exception as e:  # noqa: BLE001
             errors.append("poller %d: %r" % (idx, e))
 
@@ -320,13 +324,30 @@ def test_fault_suite(procs):
 
     def converged():
         for u in USERS:
-            newest = model.newest_answered_before(u, time.monotonic() + 1)
-            if newest is not None and sim.ack_time(u, newest) is None:
+            hashes = model.newest_answered_before(u, time.monotonic() + 1)
+            if hashes and sim.ack_time(u, hashes[-1]) is None:
                 return False
         return True
     wait_for(converged, 60, "every user's newest identity acknowledged at the simulator",
              interval=0.1)
     converge_s = time.monotonic() - t
+
+    def gates_open():
+        n = 0
+        for u in USERS:
+            for d in fleet.daemons:
+                r = requests.get(d.url + "/v1/gate/+" + u + "?type=template", timeout=5,
+                                 headers={"Authorization": "Bearer " + API_TOKEN})
+                n += r.status_code == 200
+        return n
+    # A worker killed while it held a user keeps that user until its lease (2 s) runs out.
+    open_n = [0]
+    try:
+        wait_for(lambda: open_n.__setitem__(0, gates_open()) or open_n[0] == 2 * len(USERS),
+                 30, "every gate open on both instances", interval=0.2)
+    except AssertionError:
+        pass                          # reported and asserted below
+    open_s = time.monotonic() - t
     time.sleep(0.3)                   # the pollers see the opened gates too
     stop_polls.set()
     for t in pollers:
@@ -354,12 +375,6 @@ def test_fault_suite(procs):
             if rec.get("id_hash") != answered[-1]:
                 lost.append("%s: newest hash in Redis %r, the newest answered 200 %r"
                             % (u, rec.get("id_hash"), answered[-1]))
-    gates_open = 0
-    for u in USERS:
-        for d in fleet.daemons:
-            r = requests.get(d.url + "/v1/gate/+" + u + "?type=template", timeout=5,
-                             headers={"Authorization": "Bearer " + API_TOKEN})
-            gates_open += r.status_code == 200
 
     rs = stats["restart_s"]
     print("fault suite: %.1f s of faults: %d kill -9 of waguard, 1 kill -9 of Redis, %d SIGHUPs; "
@@ -375,10 +390,10 @@ def test_fault_suite(procs):
           "(instance down): %d" % (stats["gate_answers"], stats["gate_allowed"],
                                    len(stats["wrong"]), stats["gate_errors"]))
     print("fault suite: recovery: waguard restart to /readyz 200 median %.2f s, max %.2f s; "
-          "Redis restart to both ready %.2f s; all newest identities acknowledged %.2f s after "
-          "the faults stopped; gates open at the end %d/%d"
+          "Redis restart to both ready %.2f s; after the faults stopped, every newest identity "
+          "acknowledged upstream in %.2f s and every gate open in %.2f s (%d/%d open)"
           % (statistics.median(rs) if rs else 0, max(rs) if rs else 0,
-             stats["redis_recovery_s"] or 0, converge_s, gates_open, 2 * len(USERS)))
+             stats["redis_recovery_s"] or 0, converge_s, open_s, open_n[0], 2 * len(USERS)))
 
     assert not errors, errors
     assert not stats["wrong"], "\n".join(stats["wrong"][:20])
@@ -386,6 +401,6 @@ def test_fault_suite(procs):
     assert stats["kills"] == KILLS and stats["redis_recovery_s"] is not None
     assert stats["changes_200"] >= len(USERS), stats
     assert stats["gate_answers"] > 0 and stats["gate_allowed"] > 0, stats
-    assert gates_open == 2 * len(USERS), "every user's newest identity is acknowledged: all open"
+    assert open_n[0] == 2 * len(USERS), "every user's newest identity is acknowledged: all open"
     for d in fleet.daemons:
         assert d.alive(), d.name
