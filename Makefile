@@ -140,7 +140,7 @@ fuzz: $(FUZZ_BIN)
 VALGRIND := valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
             --show-leak-kinds=definite --track-origins=yes --num-callers=30
 valgrind: all
-	WAGUARD_BIN=build/waguard WAGUARD_WRAPPER="$(VALGRIND)" WAGUARD_TIME_SCALE=4 \
+	WAGUARD_BIN=build/waguard WAGUARD_WRAPPER="$(VALGRIND)" \
 	    $(PY) -m pytest -q -m 'not fault' tests
 
 # `make soak`: the fault suite with FAULT_KILLS kill -9s (100 here, 20 in `make test`).
