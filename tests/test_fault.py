@@ -33,7 +33,7 @@ can only be waguard's fault.
 At the end, with the faults stopped, every user's newest identity must become acknowledged at
 both ends, every change answered 200 must be in Redis (`identity_changed` or `identity_late`
 events, and the user's hash the newest one), and no gate answer may have been wrong.  The
-figures are printed (run with -s to see them): webhooks answered 200, lost, gate answers,
+figures are printed in every run, -s or not: webhooks answered 200, lost, gate answers,
 wrong gate answers, and recovery times.
 
 FAULT_KILLS, FAULT_SEED and FAULT_USERS change the run."""
@@ -179,9 +179,9 @@ def identity_body(u, h, ts, mid):
                                      "type": "user_identity_changed"}}]}
 
 
-def test_fault_suite(procs):
+def test_fault_suite(procs, capsys):
     rng = random.Random(SEED)
-    print("\nfault suite: seed %d (FAULT_SEED), %d kills, %d users" % (SEED, KILLS, len(USERS)))
+    lines = ["fault suite: seed %d (FAULT_SEED), %d kills, %d users" % (SEED, KILLS, len(USERS))]
     redis = procs.redis(appendonly=True)
     sim = FlakySim(SEED + 1, auth="login", username=WABA_USER, password=WABA_PASSWORD)
     procs.sims.append(sim)
@@ -377,23 +377,26 @@ def test_fault_suite(procs):
                             % (u, rec.get("id_hash"), answered[-1]))
 
     rs = stats["restart_s"]
-    print("fault suite: %.1f s of faults: %d kill -9 of waguard, 1 kill -9 of Redis, %d SIGHUPs; "
+    lines.append("fault suite: %.1f s of faults: %d kill -9 of waguard, 1 kill -9 of Redis, %d SIGHUPs; "
           "the simulator failed %d, dropped %d and delayed %d calls"
           % (chaos_s, stats["kills"], stats["sighups"], sim.injected["fail"],
              sim.injected["drop"], sim.injected["delay"]))
-    print("fault suite: webhooks answered 200: %d (%d identity changes, %d re-posted "
+    lines.append("fault suite: webhooks answered 200: %d (%d identity changes, %d re-posted "
           "duplicates); %d posts, %d refused by connection errors, non-200 answers %s"
           % (stats["answered_200"], stats["changes_200"], stats["duplicates_posted"],
              stats["posts"], stats["post_errors"], stats["non_200"] or "none"))
-    print("fault suite: lost: %d" % len(lost))
-    print("fault suite: gate answers: %d (%d allowed), wrong gate answers: %d, unanswered "
+    lines.append("fault suite: lost: %d" % len(lost))
+    lines.append("fault suite: gate answers: %d (%d allowed), wrong gate answers: %d, unanswered "
           "(instance down): %d" % (stats["gate_answers"], stats["gate_allowed"],
                                    len(stats["wrong"]), stats["gate_errors"]))
-    print("fault suite: recovery: waguard restart to /readyz 200 median %.2f s, max %.2f s; "
+    lines.append("fault suite: recovery: waguard restart to /readyz 200 median %.2f s, max %.2f s; "
           "Redis restart to both ready %.2f s; after the faults stopped, every newest identity "
           "acknowledged upstream in %.2f s and every gate open in %.2f s (%d/%d open)"
           % (statistics.median(rs) if rs else 0, max(rs) if rs else 0,
              stats["redis_recovery_s"] or 0, converge_s, open_s, open_n[0], 2 * len(USERS)))
+
+    with capsys.disabled():           # the figures show in every run, -s or not
+        print("\n" + "\n".join(lines))
 
     assert not errors, errors
     assert not stats["wrong"], "\n".join(stats["wrong"][:20])
