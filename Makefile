@@ -143,10 +143,11 @@ valgrind: all
 	WAGUARD_BIN=build/waguard WAGUARD_WRAPPER="$(VALGRIND)" \
 	    $(PY) -m pytest -q -m 'not fault' tests
 
-# `make soak`: the fault suite with FAULT_KILLS kill -9s (100 here, 20 in `make test`).
+# `make soak`: the fault suite with FAULT_KILLS kill -9s (100 here, 20 in `make test`);
+# `make soak SANITIZE=address,undefined` runs it on the sanitizer build.
 FAULT_KILLS ?= 100
 soak: all
-	FAULT_KILLS=$(FAULT_KILLS) WAGUARD_BIN=build/waguard $(PY) -m pytest -q -s -m fault tests/test_fault.py
+	$(SAN_ENV) FAULT_KILLS=$(FAULT_KILLS) WAGUARD_BIN=$(BUILD)/waguard $(PY) -m pytest -q -s -m fault tests/test_fault.py
 
 # A private Redis on a unix socket, the WABA simulator and waguard in the foreground.
 run: deps
