@@ -63,6 +63,12 @@ class WaguardFactory(Daemons):
         return self.start_daemon(cfg, files=files, env=env, port=port, args=args, wait=wait)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "fault: the fault suite (tests/test_fault.py): kill -9, Redis restarts, SIGHUP "
+        "and a failing WABA client; `-m fault` runs only it, `-m 'not fault'` all but it")
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -17,6 +17,8 @@ Default tokens: API_TOKEN, ADMIN_TOKEN, WEBHOOK_TOKEN, VERIFY_TOKEN, HMAC_SECRET
 login WABA_USER / WABA_PASSWORD (constants here, written by DEFAULT_FILES).
 """
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -32,10 +34,19 @@ from helpers import GiveUp, free_port, hmac_sig, metric_value, parse_metrics, to
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent
-# WAGUARD_TEST_BINARY=/path/to/waguard (or WAGUARD_TEST_BIN) runs the suite against another
-# build (e.g. a sanitizer one).
-WAGUARD_BIN = Path(os.environ.get("WAGUARD_TEST_BINARY") or os.environ.get("WAGUARD_TEST_BIN")
-                   or (ROOT / "build" / "waguard")).resolve()
+# WAGUARD_BIN=/path/to/waguard (or WAGUARD_TEST_BINARY, WAGUARD_TEST_BIN) runs the suite
+# against another build (`make sanitize`: build/san/waguard).  WAGUARD_WRAPPER="valgrind …"
+# starts every daemon under that command (`make valgrind`).
+WAGUARD_BIN = Path(os.environ.get("WAGUARD_BIN") or os.environ.get("WAGUARD_TEST_BINARY")
+                   or os.environ.get("WAGUARD_TEST_BIN") or (ROOT / "build" / "waguard")).resolve()
+WAGUARD_WRAPPER = shlex.split(os.environ.get("WAGUARD_WRAPPER", ""))
+# What ASan, LSan, UBSan and memcheck write when they find something: a daemon whose stderr
+# holds one of these fails the test at teardown (Daemons.cleanup), even if it exited 0.
+SANITIZER_REPORT = re.compile(
+    r"ERROR: (?:Address|Leak|Memory|Thread|UndefinedBehavior)Sanitizer|runtime error: "
+    r"|^==\d+== (?:Invalid (?:read|write|free)|Conditional jump|Use of uninitialised"
+    r"|Syscall param|Mismatched free|Source and destination overlap"
+    r"|[\d,]+ bytes in [\d,]+ blocks are definitely lost)", re.M)
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 API_TOKEN = "apitoken-A1b2C3d4"
@@ -267,7 +278,7 @@ class Waguard:
         self.reaped = False
         self.returncode = None
         self._err = open(self.stderr_path, "ab")
-        argv = [str(WAGUARD_BIN), "--config", str(self.config_path)] + self.args
+        argv = WAGUARD_WRAPPER + [str(WAGUARD_BIN), "--config", str(self.config_path)] + self.args
         if shell_prefix:
             argv = ["/bin/sh", "-c", shell_prefix + ' exec "$0" "$@"'] + argv
         self.proc = subprocess.Popen(argv, stdout=self._err, stderr=self._err, env=self.env,
@@ -353,6 +364,11 @@ class Waguard:
             return self.stderr_path.stat().st_size
         except OSError:
             return 0
+
+    def sanitizer_reports(self):
+        """The lines of its stderr where a sanitizer or memcheck reported an error."""
+        text = self.log()
+        return [text[m.start():text.find("\n", m.start())] for m in SANITIZER_REPORT.finditer(text)]
 
     def wait_log(self, needle, start=0, timeout=5.0):
         """Wait until the log (from byte `start`) contains needle (a str, or a callable on the
@@ -487,11 +503,16 @@ class Daemons:
         returns the complaints about those that did not exit 0."""
         bad = []
         for d in self.daemons:
-            if d.proc is None or d.killed or d.reaped:
+            if d.proc is None:
                 continue
-            rc = d.stop()
-            if rc != 0:
-                bad.append("%s exited %s" % (d.name, rc))
+            if not (d.killed or d.reaped):
+                rc = d.stop()
+                if rc != 0:
+                    bad.append("%s exited %s" % (d.name, rc))
+            reports = d.sanitizer_reports()
+            if reports:
+                bad.append("%s: %d sanitizer/memcheck report(s) in its stderr, the first: %s"
+                           % (d.name, len(reports), reports[0].strip()))
         return bad
 
     def dump_logs(self, header):
