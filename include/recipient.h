@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* A wa_id (at most 15 digits) or a user id ("CC." and up to 128 letters or digits). */
+/* A wa_id (7 to 15 digits) or a user id ("CC." and up to 128 letters or digits). */
 #define RECIPIENT_MAX 136
 #define RECIPIENT_USER_ID_MAX 128
 #define RECIPIENT_FORMS 2
@@ -41,7 +41,7 @@ struct recipient {
 bool recipient_is_user_id(const char *s);
 
 /* A value WhatsApp or the WABA client handed out (from, wa_id, recipient_id, user_id,
- * a contact check's wa_id): 1 to 15 digits not starting with 0, or a user id; a
+ * a contact check's wa_id): 7 to 15 digits not starting with 0, or a user id; a
  * leading '+' is tolerated.  Writes it to out and returns 0, or returns -1 (why set
  * when not NULL) when it is neither. */
 int recipient_from_whatsapp(const char *raw, char out[RECIPIENT_MAX], const char **why)

@@ -79,7 +79,7 @@ static const struct key keys[] = {
     { "identity", "first_seen", K_ENUM, F(first_seen), "trust", 0, 0, e_first },
     { "proxy", "forward_unknown", K_BOOL, F(forward_unknown), "true", 0, 0, NULL },
     { "contacts", "check_budget", K_INT, F(check_budget), "10000", 0, 100000000, NULL },
-    { "contacts", "check_window_s", K_INT, F(check_window_s), "604800", 60, 31536000, NULL },
+    { "contacts", "check_window_s", K_INT, F(check_window_s), "604800", 1, 31536000, NULL },
     { "gate", "fail", K_ENUM, F(fail), "closed", 0, 0, e_fail },
     { "gate", "require_valid_contact", K_BOOL, F(require_valid_contact), "false", 0, 0, NULL },
     { "gate", "session_window", K_ENUM, F(session_window), "enforce", 0, 0, e_window },

@@ -707,6 +707,8 @@ bool proxy_forwardable(const char *path, int method)
         return false;
     if (strncmp(path, "/v1/gate", 8) == 0 || strncmp(path, "/v1/identities", 14) == 0)
         return false;                        /* waguard's own routes */
+    if (path[strlen(path) - 1] == '/')
+        return false;                        /* a final '/' names nothing of the WABA client's */
     int segments = 0, messages_at = -1;
     for (const char *p = path + 1; *p;) {
         const char *e = strchr(p, '/');

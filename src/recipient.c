@@ -43,8 +43,8 @@ int recipient_from_whatsapp(const char *raw, char out[RECIPIENT_MAX], const char
     }
     const char *d = raw[0] == '+' ? raw + 1 : raw;
     size_t n;
-    if (!all_digits(d, &n) || n > 15 || d[0] == '0') {
-        *why = "not a wa_id (1 to 15 digits, no leading 0) nor a user id (CC.…)";
+    if (!all_digits(d, &n) || n < 7 || n > 15 || d[0] == '0') {
+        *why = "not a wa_id (7 to 15 digits, no leading 0) nor a user id (CC.…)";
         return -1;
     }
     memcpy(out, d, n + 1);
@@ -78,7 +78,7 @@ int recipient_parse(const char *in, const char *home_cc, struct recipient *out, 
         return 0;
     }
     size_t n;
-    if (all_digits(in, &n) && n <= 15 && in[0] != '0') {
+    if (all_digits(in, &n) && n >= 7 && n <= 15 && in[0] != '0') {
         /* Bare digits: most likely a wa_id handed out by WhatsApp; it may also be a
          * number dialled without its country code. */
         out->form[out->n].kind = RECIPIENT_ID;

@@ -425,7 +425,7 @@ def test_reload_with_an_acknowledgement_in_flight_frees_what_it_replaced(procs):
         wg.webhook_ok(identity_body(u, h, 1602535238 + n, "leak.%d" % n))
         sim.wait_for_calls(n + 1, method="PUT", path_prefix="/v1/contacts/", answered=False)
         wg.reload()                   # the PUT is held 300 ms by the simulator: its slot is busy
-        wg.wait_log("a request in flight finishes on the old connection", start=at)
+        wg.wait_log("in flight finish on the old connections", start=at)
         wait_for(lambda: sim.get_identity(u)["acknowledged"], 10, "%s acknowledged upstream" % h)
         wait_for(lambda: wg.gate("+" + u, type="template").status_code == 200, 10,
                  "the gate open on %s" % h)

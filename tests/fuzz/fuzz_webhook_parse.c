@@ -65,6 +65,9 @@ static void check_op(const cJSON *op)
     } else if (strcmp(kind, "num") == 0) {
         need_string(op, "w", 1);
         need_string(op, "nw", 1);
+    } else if (strcmp(kind, "uid") == 0) {
+        need_string(op, "prev", 1);
+        need_string(op, "u", 1);
     } else if (strcmp(kind, "sys") == 0 || strcmp(kind, "prof") == 0) {
         need_string(op, "w", 1);
     } else if (strcmp(kind, "dead") == 0) {
