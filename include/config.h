@@ -128,6 +128,8 @@ int config_reload(const char *path, const struct config *running, struct config 
     __attribute__((warn_unused_result));
 void config_free(struct config *cfg);
 
+/* The numbers of [upstream] phone_number_id, at most max, into out.  Returns how many. */
+int config_numbers(const struct config *cfg, char (*out)[64], int max);
 /* The first of [upstream] phone_number_id into out.  Returns 0, or -1 when none. */
 int config_default_number(const struct config *cfg, char *out, size_t outlen);
 

@@ -226,14 +226,8 @@ void blocksync_now(struct app *app)
     b->running = true;
     b->nnumbers = 0;
     b->at = 0;
-    if (app->cfg->api == API_CLOUD) {
-        char list[1024];
-        snprintf(list, sizeof list, "%s", app->cfg->phone_number_id);
-        char *save = NULL;
-        for (char *t = strtok_r(list, ", ", &save); t && b->nnumbers < MAX_NUMBERS; t = strtok_r(NULL, ", ", &save))
-            if (ops_number_valid(t))
-                snprintf(b->numbers[b->nnumbers++], sizeof b->numbers[0], "%s", t);
-    }
+    if (app->cfg->api == API_CLOUD)
+        b->nnumbers = config_numbers(app->cfg, b->numbers, MAX_NUMBERS);
     if (b->nnumbers == 0)
         b->numbers[b->nnumbers++][0] = '\0';
     if (store_command(app, on_time, NULL, "TIME") != 0)

@@ -805,16 +805,29 @@ static int load(const char *path, const struct config *running, struct config *c
     return 0;
 }
 
+int config_numbers(const struct config *cfg, char (*out)[64], int max)
+{
+    int n = 0;
+    for (const char *p = cfg->phone_number_id; *p && n < max;) {
+        p += strspn(p, ", ");
+        size_t len = strcspn(p, ", ");
+        if (len == 0)
+            break;
+        if (len < 64) {
+            memcpy(out[n], p, len);
+            out[n++][len] = '\0';
+        }
+        p += len;
+    }
+    return n;
+}
+
 int config_default_number(const struct config *cfg, char *out, size_t outlen)
 {
-    const char *p = cfg->phone_number_id;
-    while (*p == ' ' || *p == ',')
-        p++;
-    size_t n = strcspn(p, ", ");
-    if (n == 0 || n >= outlen)
+    char first[1][64];
+    if (config_numbers(cfg, first, 1) != 1 || strlen(first[0]) >= outlen)
         return -1;
-    memcpy(out, p, n);
-    out[n] = '\0';
+    memcpy(out, first[0], strlen(first[0]) + 1);
     return 0;
 }
 

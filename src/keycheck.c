@@ -80,13 +80,12 @@ void keycheck_run(struct app *app)
     const struct config *cfg = app->cfg;
     if (!cfg->identity_check)
         return;
-    char list[1024];
-    snprintf(list, sizeof list, "%s", cfg->phone_number_id);
-    char *save = NULL;
-    for (char *t = strtok_r(list, ", ", &save); t && k->count < KEYCHECK_MAX; t = strtok_r(NULL, ", ", &save)) {
+    char numbers[KEYCHECK_MAX][64];
+    int count = config_numbers(cfg, numbers, KEYCHECK_MAX);
+    for (int i = 0; i < count; i++) {
         struct number_check *n = &k->n[k->count];
         memset(n, 0, sizeof *n);
-        snprintf(n->number, sizeof n->number, "%s", t);
+        memcpy(n->number, numbers[i], sizeof n->number);
         n->generation = k->generation;
         struct call *c = calloc(1, sizeof *c);
         if (!c)
