@@ -11,7 +11,6 @@
 #include <event2/event.h>
 
 #include "metrics.h"
-#include "ops.h"
 #include "recipient.h"
 #include "store.h"
 #include "upstream.h"
