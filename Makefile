@@ -201,7 +201,9 @@ deb: deps
 	tar -c --exclude-vcs --exclude=./build --exclude=./.run --exclude=__pycache__ \
 	    --exclude=.pytest_cache --exclude=./debian/waguard --exclude=./debian/.debhelper . \
 	    | tar -x -C $(DEB_STAGE)
-	cd $(DEB_STAGE) && dpkg-buildpackage -us -uc -b
+	# a plain build whatever this make was asked (make sanitize passes BUILD and SANITIZE down)
+	cd $(DEB_STAGE) && env -u MAKEFLAGS -u MFLAGS -u MAKEOVERRIDES -u MAKELEVEL -u BUILD -u SANITIZE \
+	    dpkg-buildpackage -us -uc -b
 	cp build/deb/waguard_$(VERSION)_*.deb build/
 	@ls build/waguard_$(VERSION)_*.deb
 
