@@ -8,7 +8,6 @@ local bodies = cjson.decode(ARGV[3])
 local cfg = { ack = 'auto', first_seen = ARGV[4], maxlen = ARGV[5] }
 local EVENTS = P .. ':events'
 local res
-local seen = {}     -- message ids met in this call: a repeat in a later body is a duplicate
 
 local function event(kind, w, extra)
   local a = { 'XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', kind, 'wa_id', w or '', 'at', NOW }
@@ -16,21 +15,35 @@ local function event(kind, w, extra)
   redis.call(unpack(a))
 end
 
--- True the first time a message id is seen (kept a week).  A repeat, from an earlier
--- body or inside this one, is a duplicate and counted once; an operation that is
--- part of the message before it (its identity) shares that message's answer.
-local function fresh(mid, part)
-  if mid == nil or mid == cjson.null then return true end
-  local s = seen[mid]
-  if part then return s ~= false end
-  if s ~= nil then
-    res.dup = res.dup + 1
-    return false
+-- The duplicate check, in memory bounded by users (docs/data-model.md, "Duplicates").
+-- Every item's effect is idempotent (the newest hash wins, last_in only moves
+-- forward, a number change is ordered by the inbound messages around it), so the
+-- check only keeps a retried item from being counted and written to the events
+-- stream twice: each user has one small hash, seen:{wa_id}, with two rings of the
+-- fingerprints (8 hex digits of SHA-1) of their RING newest items, `i` for messages
+-- (inbound and system) and `s` for statuses (id:status), kept a week after the
+-- user's last item.  A retry of an item older than that is applied again (no
+-- harm) and counted as new; a fingerprint collision (about 1 in 500 million per
+-- item) only leaves out that item's event.  An identity change needs no ring: its
+-- message id is kept in the identity history (see handlers.id).
+local RING = 8
+
+-- True the first time item id is seen in user w's ring (field f); false for a repeat,
+-- which is counted as a duplicate.  No user (a status without a recipient): true.
+local function fresh(w, f, id)
+  if id == nil or id == cjson.null or id == '' or w == nil or w == '' then return true end
+  local k = P .. ':seen:{' .. w .. '}'
+  local fp = string.sub(redis.sha1hex(id), 1, 8)
+  local r = redis.call('HGET', k, f) or ''
+  for i = 1, #r, 8 do
+    if string.sub(r, i, i + 7) == fp then
+      res.dup = res.dup + 1
+      return false
+    end
   end
-  s = redis.call('SET', P .. ':seen:msg:' .. mid, '1', 'NX', 'EX', WEEK) ~= false
-  seen[mid] = s
-  if not s then res.dup = res.dup + 1 end
-  return s
+  redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * 8))
+  redis.call('EXPIRE', k, WEEK)
+  return true
 end
 
 -- The newer of two identities: the later time, a tie broken by the hash.
@@ -92,8 +105,11 @@ end
 
 -- rx: t is the time it reached us standing in for a time that could not be believed;
 -- such a record is ordered before any other hash that arrives after it.
-local function record_identity(w, h, t, ackd, src, rx)
+local function record_identity(w, h, t, ackd, src, rx, mid)
   local k = ukey(w)
+  -- A write that Redis refuses when out of memory goes first: once a script has
+  -- written, Redis lets its later writes through, and the body would be half applied.
+  redis.call('HSET', k, 'id_hash', h, 'id_ts', t)
   if rx then redis.call('HSET', k, 'id_rx', 1) else redis.call('HDEL', k, 'id_rx') end
   if ackd then
     redis.call('HSET', k, 'id_hash', h, 'id_ts', t, 'id_attempts', 0)
@@ -113,16 +129,31 @@ local function record_identity(w, h, t, ackd, src, rx)
     end
   end
   local hk = k .. ':history'
+  if mid == cjson.null then mid = nil end
   redis.call('LPUSH', hk, cjson.encode({ hash = h, created_timestamp = t, source = src,
-                                         received_at = NOW, acknowledged = ackd }))
+                                         received_at = NOW, acknowledged = ackd, message_id = mid }))
   redis.call('LTRIM', hk, 0, 49)
   event('identity_changed', w, { 'hash', h, 'created_ms', t, 'source', src })
 end
 
 local handlers = {}
 
+-- True when user w's identity history holds hash h, from message mid when mid is given.
+local function in_history(w, h, mid)
+  if mid == cjson.null then mid = nil end
+  for _, e in ipairs(redis.call('LRANGE', ukey(w) .. ':history', 0, 49)) do
+    local ok, d = pcall(cjson.decode, e)
+    if ok and d.hash == h and (mid == nil or d.message_id == mid) then return true end
+  end
+  return false
+end
+
+-- An identity needs no duplicate check of its own: the same hash again changes nothing,
+-- an older one is late.  A system message delivered again is recognised (and counted
+-- as a duplicate) by its message id in the identity history; an identity carried by a
+-- message or status (op.part) is never counted, and one that history already holds
+-- (an old message delivered again) is not late either.
 handlers.id = function(op)
-  if not fresh(op.mid, op.part) then return end
   op.w = who(op)
   -- Learnt by the worker that holds this user: its lease ends here.
   if op.src == 'reconcile' then redis.call('HDEL', ukey(op.w), 'id_lease') end
@@ -144,26 +175,36 @@ handlers.id = function(op)
     -- carried by a message is trusted when the WABA client says it is acknowledged,
     -- a Cloud API one when first_seen = trust.
     local trusted = cfg.first_seen == 'trust' and (ackd or op.src == 'cloud')
-    record_identity(op.w, op.h, op.t, trusted, op.src, rx)
+    record_identity(op.w, op.h, op.t, trusted, op.src, rx, op.mid)
   elseif cur[1] == op.h then
     if ackd and cur[3] ~= '1' then
       mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')
+    elseif not op.part and op.mid and in_history(op.w, op.h, op.mid) then
+      res.dup = res.dup + 1
+      return
     end
   else
     local ct = stored_ts(cur[2])
     if cur[4] == '1' then ct = -1 end      -- its time was not believed: anything later wins
     if not newer(op.t, op.h, ct, cur[1]) then
+      if op.part then
+        if in_history(op.w, op.h, nil) then return end
+      elseif op.mid and in_history(op.w, op.h, op.mid) then
+        res.dup = res.dup + 1
+        return
+      end
       res.late = res.late + 1
       event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
       return
     end
-    record_identity(op.w, op.h, op.t, ackd, op.src, rx)
+    record_identity(op.w, op.h, op.t, ackd, op.src, rx, op.mid)
   end
   if not op.part then res.accepted = res.accepted + 1 end
 end
 
+-- An inbound message moves last_in forward (and lifts a number change it follows)
+-- whether or not it was seen before; only its event and its count depend on fresh().
 handlers['in'] = function(op)
-  if not fresh(op.mid) then return end
   op.w = who(op)
   local now_s = math.floor(NOW / 1000)
   local t = op.t
@@ -172,24 +213,32 @@ handlers['in'] = function(op)
   local cur = redis.call('HMGET', k, 'last_in', 'moved_at')
   if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, 'last_in', t) end
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, 'moved_to', 'moved_at') end
+  if not fresh(op.w, 'i', op.mid) then return end
   -- the hot path: written out rather than through event()
   redis.call('XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', 'inbound', 'wa_id', op.w,
              'at', NOW, 'type', op.type, 'id', op.mid)
   res.accepted = res.accepted + 1
 end
 
+-- A number change is ordered by the inbound messages around it: an inbound message
+-- from the old number at or after the change lifts it ('in' above), so a change
+-- older than the last inbound message (a late or repeated delivery) is not set again
+-- (within one second the later arrival wins).
 handlers.num = function(op)
-  if not fresh(op.mid) then return end
   local t = op.t
   if t == 0 then t = math.floor(NOW / 1000) end
-  redis.call('HSET', ukey(op.w), 'moved_to', op.nw, 'moved_at', t)
+  local k = ukey(op.w)
+  if t >= (tonumber(redis.call('HGET', k, 'last_in')) or 0) then
+    redis.call('HSET', k, 'moved_to', op.nw, 'moved_at', t)
+  end
+  if not fresh(op.w, 'i', op.mid) then return end
   event('number_changed', op.w, { 'new_wa_id', op.nw })
   res.accepted = res.accepted + 1
 end
 
 handlers.sys = function(op)
-  if not fresh(op.mid) then return end
   op.w = who(op)
+  if not fresh(op.w, 'i', op.mid) then return end
   event('system', op.w, { 'type', op.st })
   res.accepted = res.accepted + 1
 end
@@ -222,15 +271,8 @@ handlers.prof = function(op)
 end
 
 handlers.st = function(op)
-  local key = 'st:' .. op.id .. ':' .. op.st
-  local new = seen[key] == nil and
-              redis.call('SET', P .. ':seen:' .. key, '1', 'NX', 'EX', WEEK) ~= false
-  seen[key] = new           -- what an identity carried by this status goes by
-  if not new then
-    res.dup = res.dup + 1
-    return
-  end
   if op.w ~= '' then op.w = who(op) end
+  if not fresh(op.w, 's', op.id .. ':' .. op.st) then return end
   local codes = {}
   for i = 1, #op.codes do codes[i] = string.format('%d', op.codes[i]) end
   event('status', op.w, { 'id', op.id, 'status', op.st, 'codes', table.concat(codes, ',') })
