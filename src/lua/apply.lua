@@ -20,7 +20,7 @@ end
 -- forward, a number change is ordered by the inbound messages around it), so the
 -- check only keeps a retried item from being counted and written to the events
 -- stream twice: each user has one small hash, seen:{wa_id}, with two rings of the
--- fingerprints (8 hex digits of SHA-1) of their RING newest items, `i` for messages
+-- fingerprints (the first 4 bytes of SHA-1) of their RING newest items, `i` for messages
 -- (inbound and system) and `s` for statuses (id:status), kept a week after the
 -- user's last item.  A retry of an item older than that is applied again (no
 -- harm) and counted as new; a fingerprint collision (about 1 in 500 million per
@@ -33,15 +33,17 @@ local RING = 8
 local function fresh(w, f, id)
   if id == nil or id == cjson.null or id == '' or w == nil or w == '' then return true end
   local k = P .. ':seen:{' .. w .. '}'
-  local fp = string.sub(redis.sha1hex(id), 1, 8)
+  local x = redis.sha1hex(id)
+  local fp = string.char(tonumber(string.sub(x, 1, 2), 16), tonumber(string.sub(x, 3, 4), 16),
+                         tonumber(string.sub(x, 5, 6), 16), tonumber(string.sub(x, 7, 8), 16))
   local r = redis.call('HGET', k, f) or ''
-  for i = 1, #r, 8 do
-    if string.sub(r, i, i + 7) == fp then
+  for i = 1, #r, 4 do
+    if string.sub(r, i, i + 3) == fp then
       res.dup = res.dup + 1
       return false
     end
   end
-  redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * 8))
+  redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * 4))
   redis.call('EXPIRE', k, WEEK)
   return true
 end
