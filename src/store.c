@@ -160,6 +160,19 @@ static void sent_one(struct store *st)
         st->progress_ms = app_mono_ms();
 }
 
+/* A READONLY answer: the whole reply, or (the apply script answers per body) one of
+ * its elements. */
+static bool says_readonly(const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR)
+        return strstr(r->str, "READONLY") != NULL;
+    if (r->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_ERROR && strstr(r->element[i]->str, "READONLY"))
+                return true;
+    return false;
+}
+
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     struct call *c = priv;
@@ -192,11 +205,14 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     } else if (reply->type == REDIS_REPLY_ERROR) {
         app->metrics->redis_errors++;
         log_warn(&app->log, "store", "Redis answered an error: %s", reply->str);
-        if (strncmp(reply->str, "READONLY", 8) == 0 && app->store->ac) {
-            /* We are talking to a replica (a failover happened): connect again. */
-            app->store->ready = false;
-            redisAsyncDisconnect(app->store->ac);
-        }
+    }
+    if (reply && app->store->ac && app->store->ready && says_readonly(reply)) {
+        /* We are talking to a replica (a failover happened): connect again (with
+         * Sentinel: to the primary the sentinels name now). */
+        log_warn(&app->log, "store", "Redis at %s:%d answered READONLY: it is a replica now; connecting again",
+                 app->store->host, app->store->port);
+        app->store->ready = false;
+        redisAsyncDisconnect(app->store->ac);
     }
     if (c->cb)
         c->cb(app, reply, c->arg);

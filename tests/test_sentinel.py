@@ -8,9 +8,11 @@ A with [redis] min_replicas = 1, B with min_replicas = 0.
   * READONLY: the roles swapped by hand (and the sentinels told with REMOVE/MONITOR, which
     publishes no +switch-master): the next write answers READONLY and both daemons
     find the new primary by themselves;
-  * failover: under a steady stream of identity changes (users of several countries) the
-    primary is killed with SIGKILL; the sentinels promote the replica, the daemons follow,
-    and every webhook A answered 200 is on the new primary (B's losses are reported).
+  * failover: under a steady stream of identity changes (users of several countries) and
+    their acknowledgements (the WABA simulator knows each hash) the primary is killed with
+    SIGKILL; the sentinels promote the replica, the daemons follow, every webhook A
+    answered 200 is on the new primary (B's losses are reported), and no gate is open on
+    the new primary for a hash the WABA client has not acknowledged.
 
 The whole module is one scenario (the processes are shared, the parts run in order)."""
 import os
@@ -23,7 +25,8 @@ import time
 
 import pytest
 
-from daemon import NO_REDIS_URL, RedisServer, default_config, merge_config
+from daemon import (ACK_OVERRIDES, NO_REDIS_URL, WABA_PASSWORD, WABA_USER, RedisServer, default_config,
+                    merge_config)
 from helpers import WORLD, free_port, identity_change, wait_for, world_wa_id
 
 SENTINEL_BIN = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
@@ -99,16 +102,21 @@ def sentinels_settled(sentinels, primary_port):
 def cluster(request, tmp_path_factory):
     from daemon import Daemons
     r1, r2 = RedisServer().start(), RedisServer().start()
+    for r in (r1, r2):                     # a replica's full sync starts at once
+        r.client().config_set("repl-diskless-sync-delay", 0)
     make_replica(r2, r1)
     sentinels = [Sentinel(r1.port) for _ in range(3)]
     daemons = Daemons(tmp_path_factory.mktemp("sentinel"))
-    env = {"r1": r1, "r2": r2, "sentinels": sentinels, "daemons": daemons}
+    from waba_sim import WabaSim
+    sim = WabaSim(auth="login", username=WABA_USER, password=WABA_PASSWORD).start()
+    env = {"r1": r1, "r2": r2, "sentinels": sentinels, "daemons": daemons, "sim": sim}
     try:
         wait_for(lambda: sentinels_settled(sentinels, r1.port), 20, "the sentinels know each other",
                  diag=lambda: sentinels[0].log_text())
         for name, n in (("A", 1), ("B", 0)):
             port = free_port()
-            cfg = default_config(port, NO_REDIS_URL)   # the url's address is not used
+            cfg = default_config(port, NO_REDIS_URL, sim.url)   # the url's address is not used
+            merge_config(cfg, ACK_OVERRIDES)
             merge_config(cfg, {"redis": {
                 "sentinels": ",".join("127.0.0.1:%d" % s.port for s in sentinels),
                 "master_name": MASTER, "min_replicas": str(n), "timeout_ms": "1000"},
@@ -123,6 +131,7 @@ def cluster(request, tmp_path_factory):
                 print("----- sentinel %d -----\n%s" % (s.port, s.log_text()))
         for s in sentinels:
             s.cleanup()
+        sim.stop()
         r1.cleanup()
         r2.cleanup()
         assert not bad, bad
@@ -214,8 +223,8 @@ class Stream:
     RATE = 150
     used = set()
 
-    def __init__(self, daemon, tag):
-        self.daemon, self.tag = daemon, tag
+    def __init__(self, daemon, tag, sim):
+        self.daemon, self.tag, self.sim = daemon, tag, sim
         self.ok = []            # (wa_id, hash, sent at, answered at)
         self.failed = 0
         self.stop = threading.Event()
@@ -231,6 +240,7 @@ class Stream:
                 continue
             Stream.used.add(w)
             h = "%s%05d=" % (self.tag, i)
+            self.sim.set_identity(w, h, created_timestamp=T0 + i)
             sent = time.monotonic()
             try:
                 r = self.daemon.webhook(identity_change(w, h, T0 + i))
@@ -251,11 +261,11 @@ class Stream:
 
 def test_failover_under_load(cluster):
     a, b, r1, r2, sentinels = cluster["A"], cluster["B"], cluster["r1"], cluster["r2"], cluster["sentinels"]
-    streams = [Stream(a, "A"), Stream(b, "B")]
+    streams = [Stream(a, "A", cluster["sim"]), Stream(b, "B", cluster["sim"])]
     for s in streams:
         s.thread.start()
     try:
-        wait_for(lambda: all(len(s.ok) >= 20 for s in streams), 10, "webhooks flowing")
+        wait_for(lambda: all(len(s.ok) >= 150 for s in streams), 10, "webhooks flowing")
         t_kill = time.monotonic()
         r2.stop(kill=True)                         # the primary, SIGKILL
         wait_for(lambda: int(sentinels[0].client().execute_command(
@@ -267,6 +277,7 @@ def test_failover_under_load(cluster):
         wait_for(lambda: streams[1].first_ok_sent_after(t_kill) is not None, 10, "B writes to the new primary")
         # A needs a replica too: the old primary comes back as one (as its config would say).
         r2.start()
+        r2.client().config_set("repl-diskless-sync-delay", 0)
         make_replica(r2, r1)
         wait_for(lambda: streams[0].first_ok_sent_after(t_kill) is not None, 10, "A writes again")
         wait_for(lambda: all(len([x for x in s.ok if x[2] > t_promoted]) >= 10 for s in streams), 10,
@@ -295,6 +306,18 @@ def test_failover_under_load(cluster):
     for s in streams:
         lat = sorted(at - sent for _, _, sent, at in s.ok)
         print("stream %s: %d answered 200 (median %.1f ms), %d not" % (s.tag, len(lat), 1000 * lat[len(lat) // 2], s.failed))
+    # The promise: a gate open on the new primary is open for the hash the WABA client has
+    # acknowledged (an acknowledgement lost with the old primary is only done again).
+    sim, opened = cluster["sim"], 0
+    for s in streams:
+        for w, h, _, _ in s.ok:
+            v = new.hmget("waguard:user:{%s}" % w, "id_hash", "id_ack")
+            if v[1] == "1":
+                opened += 1
+                got = sim.get_identity(w)
+                assert v[0] == h and got["hash"] == h and got["acknowledged"] is True, (w, v, got)
+    print("gates open on the new primary: %d, each for a hash the WABA client acknowledged" % opened)
+    assert opened > 0
     assert lost["A"] == [], "min_replicas = 1 lost webhooks answered 200: %r" % lost["A"][:5]
     # waguard's own share of the outage: a few seconds beyond the sentinels' failover.
     assert follow_b < promoted + 5, (follow_b, promoted)
