@@ -1,9 +1,10 @@
 /* store — see include/store.h
  *
- * Connection life: connect → (AUTH, SELECT, SCRIPT LOAD …, PING) → ready.  A refused
- * AUTH or SELECT is not ready: the connection is dropped and made again later, and
- * nothing is written meanwhile (a database that cannot be selected is never replaced by
- * database 0).  A lost connection is freed by hiredis after our disconnect callback; a
+ * Connection life: (with Sentinel: ask the sentinels for the primary, sentinel.c) →
+ * connect → (AUTH, SELECT, ROLE, SCRIPT LOAD …, PING) → ready.  A refused AUTH or
+ * SELECT, or a ROLE that is not master, is not ready: the connection is dropped and
+ * made again later, and nothing is written meanwhile (a database that cannot be
+ * selected is never replaced by database 0, a replica never stands in for the primary).  A lost connection is freed by hiredis after our disconnect callback; a
  * timer then connects again with a growing delay.  A health timer PINGs an idle
  * connection every second and drops one whose handshake, or whose oldest command, has
  * gone unanswered for [redis] timeout_ms, so a hung Redis answers 503 instead of
