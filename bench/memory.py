@@ -14,10 +14,13 @@ per body and --threads bodies at a time:
   retry      --webhooks / 4 status bodies sent again (the WABA client's retries)
 After each phase: INFO memory, INFO commandstats and MEMORY USAGE … SAMPLES 0 of the
 capped streams (events, audit, deadletter).  The figure that matters, "outside the
-streams", is the change of used_memory less the streams' own MEMORY USAGE and less the
-client buffers (mem_clients_normal): what the keyspace (keys, their values, the main
-dictionary and its expiry table) gained.  The streams are capped ([redis] events_maxlen, the
-audit and dead-letter caps): their size is reported apart.  Redis time is the change of
+streams", is the change of used_memory less the client buffers (mem_clients_normal):
+what the keyspace (keys, their values, the main dictionary and its expiry table) gained.
+The streams are capped, so they are kept out of it by running with the smallest
+[redis] events_maxlen (100: the events stream stays between 100 and 200 entries, a
+few kilobytes that come and go, and its change is subtracted too); with ack = manual
+nothing is audited and nothing here is a dead letter.  Their own cost per entry
+(MEMORY USAGE / XLEN) is printed apart: multiply by the caps for their share.  Redis time is the change of
 the usec of EVALSHA and EVAL in INFO commandstats, per webhook.
 Standard library only; prints a table (also appended to build/bench-results.txt by run.sh).
 """
@@ -73,8 +76,10 @@ class Redis:
             if k in ("cmdstat_evalsha", "cmdstat_eval"):
                 usec += int(dict(kv.split("=") for kv in v.split(","))["usec"])
         keys = int(self.cmd("DBSIZE") or 0)
+        cpu = self.info("cpu")
         return {"used": int(mem["used_memory"]), "clients": int(mem.get("mem_clients_normal", 0)),
-                "streams": streams, "usec": usec, "keys": keys}
+                "streams": streams, "usec": usec, "keys": keys,
+                "cpu_us": 1e6 * (float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"]))}
 
 
 def send_all(port, bodies, threads):
@@ -145,7 +150,7 @@ def main():
         wait_for(lambda: r.cmd("PING") == "PONG", 10, "redis-server")
         conf = os.path.join(tmp, "waguard.conf")
         with open(conf, "w") as f:
-            f.write("[server]\nlisten = 127.0.0.1:%d\n[redis]\nurl = redis://127.0.0.1:%d/0\n"
+            f.write("[server]\nlisten = 127.0.0.1:%d\n[redis]\nurl = redis://127.0.0.1:%d/0\nevents_maxlen = 100\n"
                     "[upstream]\nurl = http://127.0.0.1:1\nauth = none\n[webhook]\ntoken_file =\n"
                     "hmac_secret_file =\n[api]\ntokens_file =\nadmin_tokens_file =\n"
                     "[identity]\nack = manual\n[log]\nlevel = warning\n" % (wport, rport))
@@ -187,17 +192,25 @@ def main():
                       (before["used"] - before["streams"] - before["clients"])
             rows.append((name, what, n, codes.get(200, 0), dups, outside / n,
                          (after["streams"] - before["streams"]) / n, (after["usec"] - before["usec"]) / n,
-                         after["keys"] - before["keys"], n / secs))
+                         after["keys"] - before["keys"], n / secs, (after["cpu_us"] - before["cpu_us"]) / n))
             before = after
         ver = subprocess.run([waguard, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-        print("Redis memory per webhook (bench/memory.py; %s; %d users; used_memory less the capped "
-              "streams and client buffers)" % (ver, n_users))
-        fmt = "%-9s %-27s %7s %7s %6s %11s %11s %10s %7s %8s"
-        print(fmt % ("phase", "webhook", "bodies", "200", "dups", "B outside", "B streams", "Redis us",
-                     "keys+", "bodies/s"))
+        print("Redis memory per webhook (bench/memory.py; %s; %d users; used_memory less the client "
+              "buffers, events_maxlen 100)" % (ver, n_users))
+        fmt = "%-9s %-27s %7s %7s %6s %10s %10s %9s %9s %7s %8s"
+        print(fmt % ("phase", "webhook", "bodies", "200", "dups", "B outside", "B streams", "script us",
+                     "Redis us", "keys+", "bodies/s"))
         for row in rows:
             print(fmt % (row[0], row[1], row[2], row[3], row[4], "%.1f" % row[5], "%.1f" % row[6],
-                         "%.1f" % row[7], row[8], "%.0f" % row[9]))
+                         "%.1f" % row[7], "%.1f" % row[10], row[8], "%.0f" % row[9]))
+        print("(B outside: bytes per webhook outside the capped streams; B streams: what the streams (capped "
+              "at 100 here) changed by; script us: Redis time in EVALSHA per webhook (INFO commandstats); Redis us: CPU of "
+              "Redis's main thread per webhook, network included (INFO cpu); %d bodies in flight)" % threads)
+        xlen = int(r.cmd("XLEN", "waguard:events") or 0)
+        xmem = r.cmd("MEMORY", "USAGE", "waguard:events", "SAMPLES", "0")
+        if xlen and xmem.isdigit():
+            print("events stream: %.0f bytes an entry (%s bytes for %d entries): about %.1f MB at the "
+                  "default events_maxlen of 100,000" % (int(xmem) / xlen, xmem, xlen, int(xmem) / xlen * 0.1))
         total = r.snapshot()
         per_user = (total["used"] - total["streams"] - total["clients"]) / n_users
         print("keyspace after all phases: %d keys, %.0f bytes outside the streams per user "

@@ -20,13 +20,13 @@ end
 -- forward, a number change is ordered by the inbound messages around it), so the
 -- check only keeps a retried item from being counted and written to the events
 -- stream twice: each user has one small hash, seen:{wa_id}, with two rings of the
--- fingerprints (the first 4 bytes of SHA-1) of their RING newest items, `i` for messages
+-- fingerprints (the first 6 bytes of SHA-1) of their RING newest items, `i` for messages
 -- (inbound and system) and `s` for statuses (id:status), kept a week after the
 -- user's last item.  A retry of an item older than that is applied again (no
--- harm) and counted as new; a fingerprint collision (about 1 in 500 million per
--- item) only leaves out that item's event.  An identity change needs no ring: its
+-- harm) and counted as new; a fingerprint collision (about 3 in 10^14 items) only
+-- leaves out that item's event.  An identity change needs no ring: its
 -- message id is kept in the identity history (see handlers.id).
-local RING = 8
+local RING, FP = 8, 6      -- 48 bytes a ring: the hash stays a listpack (values ≤ 64)
 
 -- True the first time item id is seen in user w's ring (field f); false for a repeat,
 -- which is counted as a duplicate.  No user (a status without a recipient): true.
@@ -34,16 +34,16 @@ local function fresh(w, f, id)
   if id == nil or id == cjson.null or id == '' or w == nil or w == '' then return true end
   local k = P .. ':seen:{' .. w .. '}'
   local x = redis.sha1hex(id)
-  local fp = string.char(tonumber(string.sub(x, 1, 2), 16), tonumber(string.sub(x, 3, 4), 16),
-                         tonumber(string.sub(x, 5, 6), 16), tonumber(string.sub(x, 7, 8), 16))
+  local fp = ''
+  for i = 1, FP * 2, 2 do fp = fp .. string.char(tonumber(string.sub(x, i, i + 1), 16)) end
   local r = redis.call('HGET', k, f) or ''
-  for i = 1, #r, 4 do
-    if string.sub(r, i, i + 3) == fp then
+  for i = 1, #r, FP do
+    if string.sub(r, i, i + FP - 1) == fp then
       res.dup = res.dup + 1
       return false
     end
   end
-  redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * 4))
+  redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP))
   redis.call('EXPIRE', k, WEEK)
   return true
 end
