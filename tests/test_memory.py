@@ -103,3 +103,37 @@ def test_number_change_repeat_does_not_return(waguard_factory, private_redis):
     j = answer(wg, change)                          # the WABA client's retry, late
     assert j["duplicates"] == 1, j
     assert c.hget("waguard:user:{%s}" % old, "moved_to") is None
+
+
+def test_old_message_past_the_horizon_does_not_bring_back_its_hash(waguard_factory, private_redis):
+    """An identity carried by a message, with a time ahead of the clock (a skewed WABA host):
+    the arrival time stands in for it.  A late copy of that message, delivered again after the
+    user's ring has moved on, must not make its (superseded) hash the newest again."""
+    from helpers import identity_obj
+    wg = waguard_factory(redis=private_redis, overrides={"identity": {"ack": "manual"}})
+    w = new_wa_id()
+    now = now_s()
+    old = inbound_text(w, msg_id=new_msg_id(), ts=now - 600,
+                       identity=identity_obj("SKEW1=", (now + 86400) * 1000, acknowledged=True))
+    answer(wg, old)
+    answer(wg, identity_change(w, "SKEW2=", now - 300))
+    for i in range(9):
+        answer(wg, inbound_text(w, ts=now - 200 + i))
+    j = answer(wg, old)
+    assert j["duplicates"] == 0, j                  # past the horizon: not recognised as a copy
+    d = wg.gate(w, type="template").json()
+    assert d["identity"]["hash"] == "SKEW2=" and d["allowed"] is False, d
+
+
+def test_a_message_twice_in_one_body_applies_its_identity_once(waguard_factory, private_redis):
+    """first_seen = hold: the message's 'acknowledged' does not open a first hash; its copy in
+    the same body is a duplicate, and so is the identity it carries."""
+    from helpers import identity_obj
+    wg = waguard_factory(redis=private_redis,
+                         overrides={"identity": {"ack": "manual", "first_seen": "hold"}})
+    w = new_wa_id()
+    m = inbound_text_msg(w, ts=now_s() - 60,
+                         identity=identity_obj("HOLD1=", (now_s() - 7200) * 1000, acknowledged=True))
+    assert answer(wg, body(messages=[m, dict(m)]))["duplicates"] == 1
+    d = wg.gate(w, type="template").json()
+    assert d["identity"]["hash"] == "HOLD1=" and d["identity"]["acknowledged"] is False, d

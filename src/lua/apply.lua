@@ -8,6 +8,9 @@ local bodies = cjson.decode(ARGV[3])
 local cfg = { ack = 'auto', first_seen = ARGV[4], maxlen = ARGV[5] }
 local EVENTS = P .. ':events'
 local res
+-- Messages and statuses found to be duplicates in this call: the identity they carry
+-- (an 'id' operation with part set and their id, right after them) goes with them.
+local dup_msgs = {}
 
 local function event(kind, w, extra)
   local a = { 'XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', kind, 'wa_id', w or '', 'at', NOW }
@@ -153,9 +156,11 @@ end
 -- An identity needs no duplicate check of its own: the same hash again changes nothing,
 -- an older one is late.  A system message delivered again is recognised (and counted
 -- as a duplicate) by its message id in the identity history; an identity carried by a
--- message or status (op.part) is never counted, and one that history already holds
--- (an old message delivered again) is not late either.
+-- message or status (op.part) is never counted, is skipped with its message when that
+-- is a duplicate, and one that history already holds (an old message delivered again)
+-- is not late either.
 handlers.id = function(op)
+  if op.part and op.mid and dup_msgs[op.mid] then return end
   op.w = who(op)
   -- Learnt by the worker that holds this user: its lease ends here.
   if op.src == 'reconcile' then redis.call('HDEL', ukey(op.w), 'id_lease') end
@@ -165,6 +170,7 @@ handlers.id = function(op)
   -- Cloud API hashes come without a time: the time they reach us orders them; a time
   -- ahead of Redis's clock (a skewed WABA host, a unit mix-up) would hide every real
   -- change after it, so the time it reached us stands in for it.
+  local supplied = op.t == 0       -- the time is ours, not the observation's
   if op.t == 0 then op.t = NOW end
   if op.t > NOW + FUTURE_MS then
     res.future = res.future + 1
@@ -186,15 +192,28 @@ handlers.id = function(op)
       return
     end
   else
+    -- The same message again is not news, whatever time it carries now (a skewed clock
+    -- sends another one each time; a time not believed is replaced by the arrival).
+    if op.mid and op.mid ~= cjson.null and in_history(op.w, op.h, op.mid) then
+      if not op.part then res.dup = res.dup + 1 end
+      return
+    end
+    -- A hash already in the history, seen again without a time we believe (none, or
+    -- one ahead of the clock): the arrival time that stands in for it would make an old
+    -- hash the newest again (a late copy of an old message, past the duplicate check's
+    -- horizon).  Hashes do not come back: it is late.
+    if (supplied or rx) and in_history(op.w, op.h, nil) then
+      if not op.part then
+        res.late = res.late + 1
+        event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
+      end
+      return
+    end
     local ct = stored_ts(cur[2])
     if cur[4] == '1' then ct = -1 end      -- its time was not believed: anything later wins
     if not newer(op.t, op.h, ct, cur[1]) then
-      if op.part then
-        if in_history(op.w, op.h, nil) then return end
-      elseif op.mid and in_history(op.w, op.h, op.mid) then
-        res.dup = res.dup + 1
-        return
-      end
+      -- an older message carrying a hash already on record: nothing to say
+      if op.part and in_history(op.w, op.h, nil) then return end
       res.late = res.late + 1
       event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
       return
@@ -215,7 +234,10 @@ handlers['in'] = function(op)
   local cur = redis.call('HMGET', k, 'last_in', 'moved_at')
   if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, 'last_in', t) end
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, 'moved_to', 'moved_at') end
-  if not fresh(op.w, 'i', op.mid) then return end
+  if not fresh(op.w, 'i', op.mid) then
+    dup_msgs[op.mid] = true
+    return
+  end
   -- the hot path: written out rather than through event()
   redis.call('XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', 'inbound', 'wa_id', op.w,
              'at', NOW, 'type', op.type, 'id', op.mid)
@@ -274,7 +296,10 @@ end
 
 handlers.st = function(op)
   if op.w ~= '' then op.w = who(op) end
-  if not fresh(op.w, 's', op.id .. ':' .. op.st) then return end
+  if not fresh(op.w, 's', op.id .. ':' .. op.st) then
+    dup_msgs['st:' .. op.id .. ':' .. op.st] = true
+    return
+  end
   local codes = {}
   for i = 1, #op.codes do codes[i] = string.format('%d', op.codes[i]) end
   event('status', op.w, { 'id', op.id, 'status', op.st, 'codes', table.concat(codes, ',') })
