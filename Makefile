@@ -67,12 +67,13 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(LIB_OBJ) | $(BUILD)/unit
 
 # Install what a fresh Debian machine lacks, only when something is missing.
 DEB_PKGS := build-essential pkg-config libevent-dev libcjson-dev libhiredis-dev libinih-dev \
-            libsystemd-dev libssl-dev check redis-server python3-pytest python3-requests \
+            libsystemd-dev libssl-dev check redis-server redis-sentinel python3-pytest python3-requests \
             python3-redis wrk openssl curl prometheus nginx-light man-db groff-base \
             debhelper dpkg-dev lintian python3-jsonschema python3-yaml clang libclang-rt-14-dev valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@if ! pkg-config --exists $(PKGS) check 2>/dev/null || ! command -v redis-server >/dev/null \
+	    || ! command -v redis-sentinel >/dev/null \
 	    || ! $(PY) -c 'import pytest, requests, redis, jsonschema, yaml' 2>/dev/null || ! command -v wrk >/dev/null \
 	    || ! command -v promtool >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } \
 	    || ! command -v dh >/dev/null || ! command -v dpkg-buildpackage >/dev/null || ! command -v lintian >/dev/null \

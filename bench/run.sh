@@ -7,12 +7,14 @@
 #   (a) webhook ingest: POST /webhook, On-Premises bodies, a unique message id
 #       per request, every 10th a user_identity_changed system message;
 #   (b) gate decisions: GET /v1/gate/+WA_ID?type=text over a pre-populated pool.
-# Then bench/ack_bench.py measures acknowledgement throughput and latency.
+# Then bench/ack_bench.py measures acknowledgement throughput and latency, and
+# bench/memory.py the Redis memory and Redis time per user and per webhook of each kind.
 # Results are printed and written to build/bench-results.txt.
 #
 # Env: BENCH_SECONDS (5) per wrk run, BENCH_ROUNDS (3), BENCH_THREADS (2), BENCH_CONNECTIONS (32),
 #      BENCH_GATE_USERS (1000), BENCH_SKIP_ACK=1 to skip ack_bench.py,
 #      BENCH_ACK_USERS (1000), BENCH_ACK_SAMPLE (200),
+#      BENCH_SKIP_MEMORY=1 to skip memory.py, BENCH_MEMORY_USERS (10000), BENCH_MEMORY_WEBHOOKS (20000),
 #      BENCH_WAGUARD=PATH (benchmark that binary, skip make), KEEP_TMP=1 (keep logs).
 # Needs: wrk, redis-server, redis-cli, cc, pkg-config, /usr/bin/python3.
 set -euo pipefail
@@ -265,5 +267,10 @@ if [ -z "${BENCH_SKIP_ACK:-}" ]; then
     else
         echo "ack benchmark skipped: tests/waba_sim.py is missing" | tee -a "$RESULTS"
     fi
+fi
+if [ -z "${BENCH_SKIP_MEMORY:-}" ]; then
+    log "Redis memory per user and per webhook (bench/memory.py)"
+    { echo; "$PY" bench/memory.py --waguard "$WAGUARD" --users "${BENCH_MEMORY_USERS:-10000}" \
+          --webhooks "${BENCH_MEMORY_WEBHOOKS:-20000}"; } | tee -a "$RESULTS" || log "memory.py failed"
 fi
 log "results written to $RESULTS"

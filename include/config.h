@@ -55,6 +55,9 @@ struct config {
     char *key_prefix;
     long events_maxlen;
     long redis_timeout_ms;     /* the handshake and every command; then reconnect */
+    char *redis_sentinels;     /* "host:port,host:port" or "": ask Sentinel for the primary */
+    char *redis_master_name;   /* the Sentinel service name ("" without sentinels) */
+    long redis_min_replicas;   /* WAIT for this many replicas after a webhook's write */
 
     /* [upstream] */
     enum upstream_api api;
@@ -117,6 +120,7 @@ struct config {
 };
 
 #define CONFIG_DEFAULT_PATH "/etc/waguard/waguard.conf"
+#define CONFIG_MAX_SENTINELS 16
 
 /* Loads and validates path into *cfg (zeroed first).  Returns 0, or -1 with err set. */
 int config_load(const char *path, struct config *cfg, char *err, size_t errlen)

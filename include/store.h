@@ -3,7 +3,12 @@
  * The store keeps one connection, reconnecting with backoff when it drops, and runs
  * the scripts in src/lua/ (EVALSHA, falling back to EVAL when Redis has not seen one).
  * A reply lives only inside its callback; a NULL reply means Redis did not answer (the
- * connection is down or went down): the caller must treat the write as not confirmed. */
+ * connection is down or went down): the caller must treat the write as not confirmed.
+ *
+ * Where it connects: [redis] url, or with [redis] sentinels the primary that the sentinels
+ * name (sentinel.h); every connection checks ROLE and is used only on a primary, and a
+ * READONLY answer, or the sentinels' +switch-master, makes it connect again.  With
+ * [redis] min_replicas, store_apply's bodies are confirmed only after WAIT. */
 #ifndef WAGUARD_STORE_H
 #define WAGUARD_STORE_H
 
@@ -39,8 +44,11 @@ int store_eval(struct app *app, enum store_script s, int argc, const char **argv
 /* Applies operations (JSON, see webhook_parse.h) with the running policies; with
  * force_auto the acknowledgement is queued whatever [identity] ack says (a newer
  * identity learnt while acknowledging).  Bodies queued in one loop turn go to Redis
- * as one call (group commit); cb gets this body's own element of the answer.  Same
- * contract as store_eval: 0 and cb called once, later, or -1 and cb never called. */
+ * as one call (group commit); cb gets this body's own element of the answer.  With
+ * [redis] min_replicas = N, a WAIT N follows the call on the same connection and cb
+ * gets the answer only once N replicas have it, else an error reply "NOREPLICAS …"
+ * (the write is on the primary but not confirmed: answer 503).  Same contract as
+ * store_eval: 0 and cb called once, later, or -1 and cb never called. */
 int store_apply(struct app *app, const char *ops_json, bool force_auto, store_cb *cb, void *arg)
     __attribute__((warn_unused_result));
 

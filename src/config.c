@@ -51,6 +51,9 @@ static const struct key keys[] = {
     { "redis", "key_prefix", K_STR, F(key_prefix), "waguard", 0, 0, NULL },
     { "redis", "events_maxlen", K_INT, F(events_maxlen), "100000", 100, 100000000, NULL },
     { "redis", "timeout_ms", K_INT, F(redis_timeout_ms), "3000", 100, 600000, NULL },
+    { "redis", "sentinels", K_STR, F(redis_sentinels), "", 0, 0, NULL },
+    { "redis", "master_name", K_STR, F(redis_master_name), "", 0, 0, NULL },
+    { "redis", "min_replicas", K_INT, F(redis_min_replicas), "0", 0, 100, NULL },
     { "upstream", "api", K_ENUM, F(api), "onprem", 0, 0, e_api },
     { "upstream", "url", K_STR, F(upstream_url), "https://127.0.0.1:9090", 0, 0, NULL },
     { "upstream", "auth", K_ENUM, F(auth), "none", 0, 0, e_auth },
@@ -647,6 +650,7 @@ static size_t key_index(const char *section, const char *name)
 static const char *const restart_only[][2] = {
     { "server", "listen" }, { "redis", "url" }, { "redis", "key_prefix" },
     { "redis", "password_file" }, { "webhook", "path" },
+    { "redis", "sentinels" }, { "redis", "master_name" },
 };
 
 static bool same_str(const char *a, const char *b)
@@ -671,6 +675,54 @@ static void keep_running(struct config *cfg, const struct config *running)
     }
 }
 
+/* [redis] sentinels: host:port,host:port (at most CONFIG_MAX_SENTINELS), and then a
+ * master_name; master_name alone is a mistake.  With sentinels, url's host and port
+ * are not used (its /db still is). */
+static void validate_sentinels(struct parse_state *ps, const struct config *cfg)
+{
+    size_t i_s = key_index("redis", "sentinels"), i_m = key_index("redis", "master_name");
+    const char *list = cfg->redis_sentinels;
+    if (!list[0]) {
+        if (cfg->redis_master_name[0])
+            bad_value(ps, i_m, "'%s' needs [redis] sentinels (host:port,…) to ask for it",
+                      cfg->redis_master_name);
+        return;
+    }
+    if (!cfg->redis_master_name[0] || strpbrk(cfg->redis_master_name, " \t\r\n"))
+        bad_value(ps, i_m, "'%s': with [redis] sentinels, name the Sentinel service (its "
+                  "'sentinel monitor' name, no spaces)", cfg->redis_master_name);
+    int n = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        char one[300], host[256];
+        int port;
+        while (len && (*p == ' ')) {
+            p++;
+            len--;
+        }
+        size_t l = len;
+        while (l && p[l - 1] == ' ')
+            l--;
+        if (l == 0 || l >= sizeof one) {
+            bad_value(ps, i_s, "'%s': an empty or too long entry (host:port,host:port)", list);
+            return;
+        }
+        memcpy(one, p, l);
+        one[l] = '\0';
+        if (config_split_hostport(one, host, sizeof host, &port) != 0) {
+            bad_value(ps, i_s, "'%s' is not host:port (Sentinel's port is usually 26379)", one);
+            return;
+        }
+        if (++n > CONFIG_MAX_SENTINELS) {
+            bad_value(ps, i_s, "more than %d sentinels", CONFIG_MAX_SENTINELS);
+            return;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+}
+
 /* Checks that concern several keys, or the shape of one beyond its type. */
 static void validate(struct parse_state *ps, struct config *cfg)
 {
@@ -691,6 +743,7 @@ static void validate(struct parse_state *ps, struct config *cfg)
         bad_value(ps, i_url, "'%s' is not redis://host:port/db or unix:/path", cfg->redis_url);
     else if (strchr(cfg->redis_url, '@'))
         bad_value(ps, i_url, "holds user info: put the password in [redis] password_file");
+    validate_sentinels(ps, cfg);
     static const char *const http_schemes[] = { "http://", "https://", NULL };
     if (!url_ok(cfg->upstream_url, http_schemes))
         bad_value(ps, i_up, "'%s' is not an http:// or https:// URL", cfg->upstream_url);

@@ -1,9 +1,10 @@
 /* store — see include/store.h
  *
- * Connection life: connect → (AUTH, SELECT, SCRIPT LOAD …, PING) → ready.  A refused
- * AUTH or SELECT is not ready: the connection is dropped and made again later, and
- * nothing is written meanwhile (a database that cannot be selected is never replaced by
- * database 0).  A lost connection is freed by hiredis after our disconnect callback; a
+ * Connection life: (with Sentinel: ask the sentinels for the primary, sentinel.c) →
+ * connect → (AUTH, SELECT, ROLE, SCRIPT LOAD …, PING) → ready.  A refused AUTH or
+ * SELECT, or a ROLE that is not master, is not ready: the connection is dropped and
+ * made again later, and nothing is written meanwhile (a database that cannot be
+ * selected is never replaced by database 0, a replica never stands in for the primary).  A lost connection is freed by hiredis after our disconnect callback; a
  * timer then connects again with a growing delay.  A health timer PINGs an idle
  * connection every second and drops one whose handshake, or whose oldest command, has
  * gone unanswered for [redis] timeout_ms, so a hung Redis answers 503 instead of
@@ -23,6 +24,7 @@
 #include <openssl/sha.h>
 
 #include "metrics.h"
+#include "sentinel.h"
 
 extern const char store_lua_apply[], store_lua_gate[], store_lua_claim[], store_lua_ack_result[],
     store_lua_enqueue[], store_lua_list[], store_lua_get[], store_lua_stats[], store_lua_release[], store_lua_blocksync[],
@@ -38,6 +40,7 @@ static const char *const script_src[SCRIPT_COUNT] = {
 
 struct store {
     redisAsyncContext *ac;       /* NULL while disconnected */
+    struct sentinel *sentinel;   /* owned; NULL without [redis] sentinels (host, port from url) */
     bool ready;                  /* connected and the handshake answered */
     char host[256];
     int port;                    /* 0: unix socket at host */
@@ -50,7 +53,7 @@ struct store {
     long long connect_ms;        /* when this connection was started */
     int pending;                 /* commands sent, not yet answered */
     long long progress_ms;       /* the last answer, or when pending went from 0 to 1 */
-    bool handshake_failed;       /* AUTH or SELECT refused on this connection */
+    bool handshake_failed;       /* AUTH, SELECT or ROLE refused on this connection */
     char status[256];
     bool ever_connected;
     bool closing;                /* store_free: no reconnecting */
@@ -72,6 +75,7 @@ struct apply_item {
 
 static void flush_batch(struct app *app);
 static void on_flush(evutil_socket_t fd, short what, void *arg);
+static void drop(struct app *app, const char *why);
 
 struct call {
     struct app *app;
@@ -159,6 +163,19 @@ static void sent_one(struct store *st)
         st->progress_ms = app_mono_ms();
 }
 
+/* A READONLY answer: the whole reply, or (the apply script answers per body) one of
+ * its elements. */
+static bool says_readonly(const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR)
+        return strstr(r->str, "READONLY") != NULL;
+    if (r->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_ERROR && strstr(r->element[i]->str, "READONLY"))
+                return true;
+    return false;
+}
+
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     struct call *c = priv;
@@ -191,11 +208,14 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     } else if (reply->type == REDIS_REPLY_ERROR) {
         app->metrics->redis_errors++;
         log_warn(&app->log, "store", "Redis answered an error: %s", reply->str);
-        if (strncmp(reply->str, "READONLY", 8) == 0 && app->store->ac) {
-            /* We are talking to a replica (a failover happened): connect again. */
-            app->store->ready = false;
-            redisAsyncDisconnect(app->store->ac);
-        }
+    }
+    if (reply && app->store->ac && app->store->ready && says_readonly(reply)) {
+        /* We are talking to a replica (a failover happened): connect again (with
+         * Sentinel: to the primary the sentinels name now). */
+        log_warn(&app->log, "store", "Redis at %s:%d answered READONLY: it is a replica now; connecting again",
+                 app->store->host, app->store->port);
+        app->store->ready = false;
+        redisAsyncDisconnect(app->store->ac);
     }
     if (c->cb)
         c->cb(app, reply, c->arg);
@@ -209,6 +229,25 @@ static void on_handshake_step(struct app *app, redisReply *reply, void *arg)
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         st->handshake_failed = true;
         set_status(st, "Redis refused %s: %s", (const char *)arg, reply ? reply->str : "connection lost");
+    }
+}
+
+static void on_role(struct app *app, redisReply *reply, void *arg)
+{
+    struct store *st = app->store;
+    (void)arg;
+    if (!reply) {
+        on_handshake_step(app, reply, "ROLE");
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        /* A user without the right to ROLE: only Sentinel needs the answer. */
+        if (st->sentinel)
+            on_handshake_step(app, reply, "ROLE");
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+               reply->element[0]->type != REDIS_REPLY_STRING || strcmp(reply->element[0]->str, "master") != 0) {
+        st->handshake_failed = true;
+        set_status(st, "Redis at %s:%d is not the primary (ROLE %s)", st->host, st->port,
+                   reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                   reply->element[0]->type == REDIS_REPLY_STRING ? reply->element[0]->str : "?");
     }
 }
 
@@ -286,6 +325,11 @@ static void on_connect(const redisAsyncContext *ac, int status)
         if (send_argv(app, on_handshake_step, "SELECT", 2, a, NULL) != 0)
             return;
     }
+    /* The primary, not a replica (the sentinels' answer may be stale, a url may name a
+     * replica): a replica is not used. */
+    const char *role[] = { "ROLE" };
+    if (send_argv(app, on_role, NULL, 1, role, NULL) != 0)
+        return;
     for (int s = 0; s < SCRIPT_COUNT; s++) {
         const char *a[] = { "SCRIPT", "LOAD", script_src[s] };
         if (send_argv(app, on_script_loaded, (void *)(long)s, 3, a, NULL) != 0)
@@ -334,11 +378,57 @@ static void connect_now(struct app *app)
     set_status(st, "connecting to Redis");
 }
 
+/* The sentinels named the primary (host), or none did. */
+static void on_primary_found(struct app *app, const char *host, int port)
+{
+    struct store *st = app->store;
+    if (!st || st->closing || st->ac)
+        return;
+    if (!host) {
+        set_status(st, "no sentinel named the primary: %s", sentinel_status(st->sentinel));
+        log_warn(&app->log, "store", "%s; asking again in %lld ms", st->status, st->backoff_ms);
+        schedule_reconnect(app);
+        return;
+    }
+    snprintf(st->host, sizeof st->host, "%s", host);
+    st->port = port;
+    connect_now(app);
+}
+
+/* The sentinels moved the primary: leave the old one now (what it has not answered
+ * is answered 503) and connect to the new one. */
+static void on_primary_moved(struct app *app, const char *host, int port)
+{
+    struct store *st = app->store;
+    if (!st || st->closing)
+        return;
+    if (st->ac && port == st->port && strcmp(host, st->host) == 0)
+        return;                  /* there already (a READONLY answer got us there first) */
+    snprintf(st->host, sizeof st->host, "%s", host);
+    st->port = port;
+    st->backoff_ms = 1;
+    if (st->ac) {
+        char why[320];
+        snprintf(why, sizeof why, "the sentinels moved the primary to %s:%d", host, port);
+        drop(app, why);          /* reconnects after backoff_ms */
+    } else {
+        event_del(st->reconnect);
+        schedule_reconnect(app);
+    }
+}
+
+/* A new connection: to the url's address, or to the primary the sentinels name. */
 static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
 {
+    struct app *app = arg;
     (void)fd;
     (void)what;
-    connect_now(arg);
+    if (app->store->sentinel) {
+        set_status(app->store, "asking the sentinels for the primary '%s'", app->cfg->redis_master_name);
+        sentinel_ask(app->store->sentinel, on_primary_found);
+    } else {
+        connect_now(app);
+    }
 }
 
 static void on_pong(struct app *app, redisReply *reply, void *arg)
@@ -354,6 +444,8 @@ static void drop(struct app *app, const char *why)
 {
     struct store *st = app->store;
     redisAsyncContext *ac = st->ac;
+    if (!ac)
+        return;
     bool connected = (ac->c.flags & REDIS_CONNECTED) != 0;
     log_error(&app->log, "store", "%s; dropping the connection", why);
     st->ready = false;
@@ -407,6 +499,16 @@ int store_new(struct app *app, char *err, size_t errlen)
         free(st);
         return -1;
     }
+    if (app->cfg->redis_sentinels[0]) {
+        /* The url's host and port give way to the sentinels' answer; its db stays. */
+        st->sentinel = sentinel_new(app, app->cfg->redis_sentinels, app->cfg->redis_master_name, err, errlen);
+        if (!st->sentinel) {
+            free(st);
+            return -1;
+        }
+        st->host[0] = '\0';
+        st->port = 1;
+    }
     for (int s = 0; s < SCRIPT_COUNT; s++) {
         unsigned char md[SHA_DIGEST_LENGTH];
         SHA1((const unsigned char *)script_src[s], strlen(script_src[s]), md);
@@ -422,7 +524,12 @@ int store_new(struct app *app, char *err, size_t errlen)
     st->health = event_new(app->base, -1, EV_PERSIST, on_health_timer, app);
     struct timeval tick = { 0, 100 * 1000 };
     event_add(st->health, &tick);
-    connect_now(app);
+    if (st->sentinel) {
+        sentinel_watch(st->sentinel, on_primary_moved);
+        on_reconnect_timer(-1, 0, app);
+    } else {
+        connect_now(app);
+    }
     return 0;
 }
 
@@ -439,6 +546,7 @@ void store_free(struct app *app)
         st->ac = NULL;
         redisAsyncFree(ac);
     }
+    sentinel_free(st->sentinel);
     if (st->health)
         event_free(st->health);
     event_free(st->reconnect);
@@ -552,6 +660,111 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
     }
 }
 
+/* ---- [redis] min_replicas: WAIT after the batch ------------------------- */
+
+/* A batch whose answer waits for WAIT: the script's reply is copied (hiredis frees its
+ * own after the callback) and handed to the bodies once WAIT has answered. */
+struct waited {
+    struct apply_item *items;    /* owned until answered */
+    redisReply *script;          /* owned copy; NULL while unanswered or when lost */
+    bool script_answered;
+    bool wait_answered;          /* a WAIT answered before the script (NOSCRIPT resent it) */
+    long long replicas;          /* what that WAIT said */
+};
+
+static redisReply *reply_dup(const redisReply *r)
+{
+    redisReply *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->type = r->type;
+    c->integer = r->integer;
+    if (r->str) {
+        c->str = malloc(r->len + 1);
+        if (!c->str) {
+            free(c);
+            return NULL;
+        }
+        memcpy(c->str, r->str, r->len);
+        c->str[r->len] = '\0';
+        c->len = r->len;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements) {
+        c->element = calloc(r->elements, sizeof *c->element);
+        if (!c->element) {
+            freeReplyObject(c);
+            return NULL;
+        }
+        c->elements = r->elements;
+        for (size_t i = 0; i < r->elements; i++)
+            if (!(c->element[i] = reply_dup(r->element[i]))) {
+                freeReplyObject(c);
+                return NULL;
+            }
+    }
+    return c;
+}
+
+static void on_applied(struct app *app, redisReply *reply, void *arg);
+
+/* Answers the bodies: the script's reply when replicas ≥ min_replicas, else a
+ * NOREPLICAS error (answered 503: the WABA client sends it again). */
+static void waited_finish(struct app *app, struct waited *w, long long replicas)
+{
+    redisReply *r = w->script;
+    long need = app->cfg->redis_min_replicas;
+    if (r && r->type == REDIS_REPLY_ARRAY && replicas < need) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "NOREPLICAS the write reached %lld of the %ld replica(s) [redis] min_replicas "
+                 "asks for within %ld ms", replicas < 0 ? 0 : replicas, need, app->cfg->redis_timeout_ms / 2);
+        app->metrics->redis_errors++;
+        log_warn(&app->log, "store", "%s: answering 503", msg + 11);
+        redisReply e = { .type = REDIS_REPLY_ERROR, .str = msg, .len = strlen(msg) };
+        on_applied(app, &e, w->items);
+    } else {
+        on_applied(app, r, w->items);
+    }
+    freeReplyObject(r);
+    free(w);
+}
+
+static int send_wait(struct app *app, struct waited *w);
+
+static void on_wait_reply(struct app *app, redisReply *reply, void *arg)
+{
+    struct waited *w = arg;
+    long long n = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+    if (!w->script_answered) {
+        w->wait_answered = true;         /* the script was sent again after it: WAIT again */
+        w->replicas = n;
+        return;
+    }
+    waited_finish(app, w, n);
+}
+
+static void on_script_reply(struct app *app, redisReply *reply, void *arg)
+{
+    struct waited *w = arg;
+    w->script_answered = true;
+    w->script = reply ? reply_dup(reply) : NULL;
+    if (w->wait_answered && w->script && w->script->type == REDIS_REPLY_ARRAY && send_wait(app, w) != 0) {
+        freeReplyObject(w->script);
+        w->script = NULL;                /* not confirmed */
+        waited_finish(app, w, -1);
+    } else if (w->wait_answered && !(w->script && w->script->type == REDIS_REPLY_ARRAY)) {
+        waited_finish(app, w, -1);
+    }
+}
+
+/* WAIT min_replicas, half of timeout_ms, so that the watchdog never drops a
+ * connection for a WAIT that Redis is still allowed to take. */
+static int send_wait(struct app *app, struct waited *w)
+{
+    w->wait_answered = false;
+    long ms = app->cfg->redis_timeout_ms / 2;
+    return store_command(app, on_wait_reply, w, "WAIT %ld %ld", app->cfg->redis_min_replicas, ms > 0 ? ms : 1);
+}
+
 static void flush_batch(struct app *app)
 {
     struct store *st = app->store;
@@ -569,6 +782,22 @@ static void flush_batch(struct app *app)
     const char *argv[] = { json, app->cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold", maxlen,
                            app->cfg->api == API_CLOUD ? "cloud" : "onprem" };
     const size_t lens[] = { len, strlen(argv[1]), strlen(maxlen), strlen(argv[3]) };
+    if (app->cfg->redis_min_replicas > 0 && store_ready(app)) {
+        /* WAIT right behind the script on the same connection: Redis answers in order,
+         * and one WAIT covers every body of the batch. */
+        struct waited *w = calloc(1, sizeof *w);
+        int rc = w ? store_eval(app, SCRIPT_APPLY, 4, argv, lens, on_script_reply, w) : -1;
+        evbuffer_drain(st->batch, len);
+        if (rc != 0) {
+            free(w);
+            on_applied(app, NULL, items);
+            return;
+        }
+        w->items = items;
+        if (send_wait(app, w) != 0)
+            w->wait_answered = true;     /* the script's answer then sends it */
+        return;
+    }
     int rc = store_eval(app, SCRIPT_APPLY, 4, argv, lens, on_applied, items);
     evbuffer_drain(st->batch, len);
     if (rc != 0)

@@ -43,6 +43,9 @@ KEYS = {
         "key_prefix": "waguard",
         "events_maxlen": "100000",
         "timeout_ms": "3000",
+        "sentinels": "",
+        "master_name": "",
+        "min_replicas": "0",
     },
     "upstream": {
         "api": "onprem",

@@ -8,7 +8,9 @@ local bodies = cjson.decode(ARGV[3])
 local cfg = { ack = 'auto', first_seen = ARGV[4], maxlen = ARGV[5], api = ARGV[6] }
 local EVENTS = P .. ':events'
 local res
-local seen = {}     -- message ids met in this call: a repeat in a later body is a duplicate
+-- Messages and statuses found to be duplicates in this call: the identity they carry
+-- (an 'id' operation with part set and their id, right after them) goes with them.
+local dup_msgs = {}
 
 local function event(kind, w, extra)
   local a = { 'XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', kind, 'wa_id', w or '', 'at', NOW }
@@ -16,22 +18,37 @@ local function event(kind, w, extra)
   redis.call(unpack(a))
 end
 
--- True the first time a message id is seen (kept a week).  A repeat, from an earlier
--- body or inside this one, is a duplicate and counted once; an operation that is
--- part of the message before it (its identity) shares that message's answer.
-local function fresh(mid, part)
-  if mid == nil or mid == cjson.null then return true end
-  local s = seen[mid]
-  if part then return s ~= false end
-  if s ~= nil then
-    res.dup = res.dup + 1
-    seen[mid] = false       -- the parts that follow this repeat are repeats too
-    return false
+-- The duplicate check, in memory bounded by users (docs/data-model.md, "Duplicates").
+-- Every item's effect is idempotent (the newest hash wins, last_in only moves
+-- forward, a number change is ordered by the inbound messages around it), so the
+-- check only keeps a retried item from being counted and written to the events
+-- stream twice: each user has one small hash, seen:{wa_id}, with two rings of the
+-- fingerprints (the first 6 bytes of SHA-1) of their RING newest items, `i` for messages
+-- (inbound and system) and `s` for statuses (id:status), kept a week after the
+-- user's last item.  A retry of an item older than that is applied again (no
+-- harm) and counted as new; a fingerprint collision (about 3 in 10^14 items) only
+-- leaves out that item's event.  An identity change needs no ring: its
+-- message id is kept in the identity history (see handlers.id).
+local RING, FP = 8, 6      -- 48 bytes a ring: the hash stays a listpack (values ≤ 64)
+
+-- True the first time item id is seen in user w's ring (field f); false for a repeat,
+-- which is counted as a duplicate.  No user (a status without a recipient): true.
+local function fresh(w, f, id)
+  if id == nil or id == cjson.null or id == '' or w == nil or w == '' then return true end
+  local k = P .. ':seen:{' .. w .. '}'
+  local x = redis.sha1hex(id)
+  local fp = ''
+  for i = 1, FP * 2, 2 do fp = fp .. string.char(tonumber(string.sub(x, i, i + 1), 16)) end
+  local r = redis.call('HGET', k, f) or ''
+  for i = 1, #r, FP do
+    if string.sub(r, i, i + FP - 1) == fp then
+      res.dup = res.dup + 1
+      return false
+    end
   end
-  s = redis.call('SET', P .. ':seen:msg:' .. mid, '1', 'NX', 'EX', WEEK) ~= false
-  seen[mid] = s
-  if not s then res.dup = res.dup + 1 end
-  return s
+  redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP))
+  redis.call('EXPIRE', k, WEEK)
+  return true
 end
 
 -- The newer of two identities: the later time, a tie broken by the hash.
@@ -106,9 +123,13 @@ end
 -- such a record is ordered before any other hash that arrives after it.
 -- changed: the identity changed (a hash replaced another, or WhatsApp said so): the
 -- time it reached us (id_changed_at) starts the holds of [hold] and answers the
--- identity-change check; a first hash seen for a new user is no change.
-local function record_identity(w, h, t, ackd, src, rx, changed)
+-- identity-change check; a first hash seen for a new user is no change.  mid: the
+-- message that carried it (kept in the history: a repeat of it is a duplicate).
+local function record_identity(w, h, t, ackd, src, rx, changed, mid)
   local k = ukey(w)
+  -- A write that Redis refuses when out of memory goes first: once a script has
+  -- written, Redis lets its later writes through, and the body would be half applied.
+  redis.call('HSET', k, 'id_hash', h, 'id_ts', t)
   if rx then redis.call('HSET', k, 'id_rx', 1) else redis.call('HDEL', k, 'id_rx') end
   if changed then redis.call('HSET', k, 'id_changed_at', NOW) end
   if ackd then
@@ -129,16 +150,33 @@ local function record_identity(w, h, t, ackd, src, rx, changed)
     end
   end
   local hk = k .. ':history'
+  if mid == cjson.null then mid = nil end
   redis.call('LPUSH', hk, cjson.encode({ hash = h, created_timestamp = t, source = src,
-                                         received_at = NOW, acknowledged = ackd }))
+                                         received_at = NOW, acknowledged = ackd, message_id = mid }))
   redis.call('LTRIM', hk, 0, 49)
   event('identity_changed', w, { 'hash', h, 'created_ms', t, 'source', src })
 end
 
 local handlers = {}
 
+-- True when user w's identity history holds hash h, from message mid when mid is given.
+local function in_history(w, h, mid)
+  if mid == cjson.null then mid = nil end
+  for _, e in ipairs(redis.call('LRANGE', ukey(w) .. ':history', 0, 49)) do
+    local ok, d = pcall(cjson.decode, e)
+    if ok and d.hash == h and (mid == nil or d.message_id == mid) then return true end
+  end
+  return false
+end
+
+-- An identity needs no duplicate check of its own: the same hash again changes nothing,
+-- an older one is late.  A system message delivered again is recognised (and counted
+-- as a duplicate) by its message id in the identity history; an identity carried by a
+-- message or status (op.part) is never counted, is skipped with its message when that
+-- is a duplicate, and one that history already holds (an old message delivered again)
+-- is not late either.
 handlers.id = function(op)
-  if not fresh(op.mid, op.part) then return end
+  if op.part and op.mid and dup_msgs[op.mid] then return end
   op.w = who(op)
   -- Learnt by the worker that holds this user: its lease ends here.
   if op.src == 'reconcile' then redis.call('HDEL', ukey(op.w), 'id_lease') end
@@ -148,6 +186,7 @@ handlers.id = function(op)
   -- Cloud API hashes come without a time: the time they reach us orders them; a time
   -- ahead of Redis's clock (a skewed WABA host, a unit mix-up) would hide every real
   -- change after it, so the time it reached us stands in for it.
+  local supplied = op.t == 0       -- the time is ours, not the observation's
   if op.t == 0 then op.t = NOW end
   if op.t > NOW + FUTURE_MS then
     res.future = res.future + 1
@@ -160,35 +199,53 @@ handlers.id = function(op)
     -- carried by a message is trusted when the WABA client says it is acknowledged,
     -- a Cloud API one when first_seen = trust.
     local trusted = cfg.first_seen == 'trust' and (ackd or op.src == 'cloud')
-    record_identity(op.w, op.h, op.t, trusted, op.src, rx, op.src == 'system')
+    record_identity(op.w, op.h, op.t, trusted, op.src, rx, op.src == 'system', op.mid)
   elseif cur[1] == op.h then
     if ackd and cur[3] ~= '1' then
       mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')
     elseif cur[5] == 'hash_unknown' then
       -- WhatsApp refused a send for an identity change, and the hash it now shows is the
       -- one on record: that is the newest, to be acknowledged by policy.
-      record_identity(op.w, op.h, op.t, false, op.src, rx, false)
+      record_identity(op.w, op.h, op.t, false, op.src, rx, false, op.mid)
+    elseif not op.part and op.mid and in_history(op.w, op.h, op.mid) then
+      res.dup = res.dup + 1
+      return
     end
   else
+    -- The same message again is not news, whatever time it carries now (a skewed clock
+    -- sends another one each time; a time not believed is replaced by the arrival).
+    if op.mid and op.mid ~= cjson.null and in_history(op.w, op.h, op.mid) then
+      if not op.part then res.dup = res.dup + 1 end
+      return
+    end
+    -- A hash already in the history, seen again without a time we believe (none, or
+    -- one ahead of the clock): the arrival time that stands in for it would make an old
+    -- hash the newest again (a late copy of an old message, past the duplicate check's
+    -- horizon).  Hashes do not come back: it is late.
+    if (supplied or rx) and in_history(op.w, op.h, nil) then
+      if not op.part then
+        res.late = res.late + 1
+        event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
+      end
+      return
+    end
     local ct = stored_ts(cur[2])
     if cur[4] == '1' then ct = -1 end      -- its time was not believed: anything later wins
-    -- A hash this user had before, arriving with a time that could not be believed, is a
-    -- late copy of a superseded identity: it never outranks the newest.
-    local superseded = rx and string.find(
-      table.concat(redis.call('LRANGE', ukey(op.w) .. ':history', 0, 49), '\n'),
-      '"hash":' .. cjson.encode(op.h), 1, true)
-    if superseded or not newer(op.t, op.h, ct, cur[1]) then
+    if not newer(op.t, op.h, ct, cur[1]) then
+      -- an older message carrying a hash already on record: nothing to say
+      if op.part and in_history(op.w, op.h, nil) then return end
       res.late = res.late + 1
       event('identity_late', op.w, { 'hash', op.h, 'created_ms', op.t, 'newest', cur[1] })
       return
     end
-    record_identity(op.w, op.h, op.t, ackd, op.src, rx, true)
+    record_identity(op.w, op.h, op.t, ackd, op.src, rx, true, op.mid)
   end
   if not op.part then res.accepted = res.accepted + 1 end
 end
 
+-- An inbound message moves last_in forward (and lifts a number change it follows)
+-- whether or not it was seen before; only its event and its count depend on fresh().
 handlers['in'] = function(op)
-  if not fresh(op.mid) then return end
   op.w = who(op)
   local now_s = math.floor(NOW / 1000)
   local t = op.t
@@ -198,6 +255,10 @@ handlers['in'] = function(op)
   local cur = redis.call('HMGET', k, f, 'moved_at')
   if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, f, t) end
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, 'moved_to', 'moved_at') end
+  if not fresh(op.w, 'i', op.mid) then
+    dup_msgs[op.mid] = true
+    return
+  end
   -- the hot path: written out rather than through event()
   redis.call('XADD', EVENTS, 'MAXLEN', '~', cfg.maxlen, '*', 'kind', 'inbound', 'wa_id', op.w,
              'at', NOW, 'type', op.type, 'id', op.mid)
@@ -206,9 +267,10 @@ end
 
 -- The user moved to number op.nw: the identity, the windows and the blocks go with
 -- them (unless the new number already has a newer identity); the old number is
--- refused (number_changed) until someone writes from it again.
+-- refused (number_changed) until someone writes from it again.  Each step is
+-- idempotent; the old number's flag is set again only when no inbound message from it
+-- came at or after the change (a late or repeated delivery does not bring it back).
 handlers.num = function(op)
-  if not fresh(op.mid) then return end
   op.w = canon(op.w)
   local t = op.t
   if t == 0 then t = math.floor(NOW / 1000) end
@@ -230,7 +292,12 @@ handlers.num = function(op)
   end
   carry_windows(a, to)
   if a.user_id then redis.call('SET', akey(a.user_id), op.nw) redis.call('HSET', to, 'user_id', a.user_id) end
-  redis.call('HSET', from, 'moved_to', op.nw, 'moved_at', t)
+  local last = 0
+  for f, v in pairs(a) do
+    if f == 'last_in' or string.sub(f, 1, 8) == 'last_in:' then last = math.max(last, tonumber(v) or 0) end
+  end
+  if t >= last then redis.call('HSET', from, 'moved_to', op.nw, 'moved_at', t) end
+  if not fresh(op.w, 'i', op.mid) then return end
   event('number_changed', op.w, { 'new_wa_id', op.nw })
   res.accepted = res.accepted + 1
 end
@@ -238,8 +305,9 @@ end
 -- The user's business-scoped id changed from op.prev to op.u: the record the old id
 -- named is the new id's from now on (the old id keeps naming it).
 handlers.uid = function(op)
-  if not fresh(op.mid) then return end
   local target = redis.call('GET', akey(op.prev))
+  -- A repeat is left alone: the merge below is not one to do twice.
+  if not fresh(target or op.u, 'i', op.mid) then return end
   if target then
     redis.call('SET', akey(op.u), target)
     redis.call('HSET', ukey(target), 'user_id', op.u)
@@ -252,8 +320,8 @@ handlers.uid = function(op)
 end
 
 handlers.sys = function(op)
-  if not fresh(op.mid) then return end
   op.w = who(op)
+  if not fresh(op.w, 'i', op.mid) then return end
   event('system', op.w, { 'type', op.st })
   res.accepted = res.accepted + 1
 end
@@ -287,15 +355,12 @@ handlers.prof = function(op)
 end
 
 handlers.st = function(op)
-  local key = 'st:' .. op.id .. ':' .. op.st
-  local new = seen[key] == nil and
-              redis.call('SET', P .. ':seen:' .. key, '1', 'NX', 'EX', WEEK) ~= false
-  seen[key] = new           -- what an identity carried by this status goes by
-  if not new then
-    res.dup = res.dup + 1
+  if op.w ~= '' then op.w = who(op) end
+  -- A status seen before (the WABA client's retry) changes nothing: not even the gate.
+  if not fresh(op.w, 's', op.id .. ':' .. op.st) then
+    dup_msgs['st:' .. op.id .. ':' .. op.st] = true
     return
   end
-  if op.w ~= '' then op.w = who(op) end
   local codes, mismatch = {}, false
   for i = 1, #op.codes do
     codes[i] = string.format('%d', op.codes[i])
