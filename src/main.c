@@ -262,8 +262,14 @@ int main(int argc, char **argv)
         log_error(&app.log, "main", "cannot create the event loop");
         return 1;
     }
+    char redis_where[600];
+    if (cfg->redis_sentinels && cfg->redis_sentinels[0])
+        snprintf(redis_where, sizeof redis_where, "master %s from sentinels %s", cfg->redis_master_name,
+                 cfg->redis_sentinels);
+    else
+        snprintf(redis_where, sizeof redis_where, "%s", cfg->redis_url);
     log_notice(&app.log, "main", "waguard %s starting: listen %s, redis %s, upstream %s (%s), ack %s",
-               WAGUARD_VERSION, cfg->listen, cfg->redis_url, cfg->upstream_url,
+               WAGUARD_VERSION, cfg->listen, redis_where, cfg->upstream_url,
                cfg->api == API_CLOUD ? "cloud" : "onprem", cfg->ack == ACK_AUTO ? "auto" : "manual");
     int rc = 0;
     if (start(&app) != 0) {
