@@ -474,6 +474,9 @@ def test_a_thousand_reloads_under_acknowledgement_load(procs):
         wait_for(lambda: wg.gate("+" + u, type="template").status_code == 200, 20, "%s acknowledged" % u)
     growth = rss[-1] - rss[len(rss) // 2]
     print("\nreloads: 1000 under load; RSS (kB) every 100: %s; second half grew %d kB" % (rss, growth))
-    assert growth < 1024, "the resident set grew %d kB over the last 500 reloads: %s" % (growth, rss)
+    # Under AddressSanitizer freed memory waits in its quarantine (256 MB), so the resident set
+    # says nothing there; LeakSanitizer at exit (below) is that build's check.
+    if "ASAN_OPTIONS" not in os.environ:
+        assert growth < 1024, "the resident set grew %d kB over the last 500 reloads: %s" % (growth, rss)
     rc = wg.stop()
     assert rc == 0 and not wg.sanitizer_reports(), wg.log()[-3000:]
