@@ -100,7 +100,8 @@ local function merge(u, w)
   for i = #hist, 1, -1 do redis.call('LPUSH', kw .. ':history', hist[i]) end
   redis.call('LTRIM', kw .. ':history', 0, 49)
   for _, z in ipairs({ QUEUE, SINCE, PENDING, FAILED }) do redis.call('ZREM', z, u) end
-  redis.call('DEL', ukey(u), ukey(u) .. ':history', ukey(u) .. ':acks')
+  redis.call('SUNIONSTORE', kw .. ':hashes', kw .. ':hashes', ukey(u) .. ':hashes')
+  redis.call('DEL', ukey(u), ukey(u) .. ':history', ukey(u) .. ':acks', ukey(u) .. ':hashes')
   event('linked', w, { 'user_id', u, 'merged', 1 })
 end
 
@@ -149,6 +150,10 @@ local function record_identity(w, h, t, ackd, src, rx, changed, mid)
       res.queued = res.queued + 1
     end
   end
+  -- Every hash this user has had, beyond the history's 50 (hashes do not come back);
+  -- a user with over 1,000 changes forgets one at random.
+  redis.call('SADD', k .. ':hashes', h)
+  if redis.call('SCARD', k .. ':hashes') > 1000 then redis.call('SPOP', k .. ':hashes') end
   local hk = k .. ':history'
   if mid == cjson.null then mid = nil end
   redis.call('LPUSH', hk, cjson.encode({ hash = h, created_timestamp = t, source = src,
@@ -162,6 +167,7 @@ local handlers = {}
 -- True when user w's identity history holds hash h, from message mid when mid is given.
 local function in_history(w, h, mid)
   if mid == cjson.null then mid = nil end
+  if mid == nil and redis.call('SISMEMBER', ukey(w) .. ':hashes', h) == 1 then return true end
   for _, e in ipairs(redis.call('LRANGE', ukey(w) .. ':history', 0, 49)) do
     local ok, d = pcall(cjson.decode, e)
     if ok and d.hash == h and (mid == nil or d.message_id == mid) then return true end
@@ -291,6 +297,7 @@ handlers.num = function(op)
     end
   end
   carry_windows(a, to)
+  redis.call('SUNIONSTORE', to .. ':hashes', to .. ':hashes', from .. ':hashes')
   if a.user_id then redis.call('SET', akey(a.user_id), op.nw) redis.call('HSET', to, 'user_id', a.user_id) end
   local last = 0
   for f, v in pairs(a) do
