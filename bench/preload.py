@@ -20,6 +20,9 @@
       (the hash bench/webhook.lua sends in its user_identity_changed messages)
   preload.py metric URL NAME...
       print the sum of the samples of each named Prometheus metric at URL
+  preload.py cmdstats FILE REQUESTS
+      read Redis's INFO commandstats saved in FILE and print, per HTTP request, the time
+      Redis spent in commands, the scripts (EVALSHA) and the commands they called
 """
 import http.client
 import json
@@ -163,6 +166,38 @@ def metric(url, names):
     return 0
 
 
+def cmdstats(path, requests):
+    stats = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("cmdstat_"):
+                continue
+            name, _, rest = line[len("cmdstat_"):].partition(":")
+            kv = dict(x.split("=", 1) for x in rest.split(",") if "=" in x)
+            if name.startswith("config") or name in ("info", "ping", "zcard"):
+                continue    # the benchmark's own calls
+            stats[name] = (int(kv.get("calls", 0)), int(kv.get("usec", 0)))
+    if requests <= 0:
+        print("-")
+        return 0
+    # below one call in a hundred requests: waguard's timers, not the requests
+    stats = {n: v for n, v in stats.items() if v[0] / requests >= 0.01}
+    scripts = {n: v for n, v in stats.items() if n in ("evalsha", "eval", "fcall")}
+    plain = {n: v for n, v in stats.items() if n not in scripts}
+    # commands a script calls are counted both on their own and inside the script's time
+    total = sum(v[1] for v in scripts.values()) if scripts else sum(v[1] for v in plain.values())
+    parts = ["%.1f us/req in Redis commands" % (total / requests)]
+    for n, (calls, usec) in sorted(scripts.items()):
+        parts.append("%s %.2f/req %.1f us/req" % (n, calls / requests, usec / requests))
+    inner = sorted(plain.items(), key=lambda kv: -kv[1][1])
+    label = "inside: " if scripts else ""
+    parts.append(label + ", ".join("%s %.2f/req %.1f us" % (n, c / requests, u / requests)
+                                   for n, (c, u) in inner[:8]))
+    print("; ".join(parts))
+    return 0
+
+
 def config(args):
     sys.stdout.write(waguard_config(int(opt(args, "--port")), int(opt(args, "--redis-port")),
                                     opt(args, "--upstream"), username=opt(args, "--username", "admin"),
@@ -191,6 +226,8 @@ def main(argv):
         return sim_identities(args[0], args[1:])
     if cmd == "metric":
         return metric(args[0], args[1:])
+    if cmd == "cmdstats":
+        return cmdstats(args[0], float(args[1]))
     sys.stderr.write(__doc__)
     return 2
 

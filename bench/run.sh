@@ -178,31 +178,70 @@ pick_median() {
     echo "$(printf '%s\n' "$sorted" | sed -n "${mid}p" | cut -d' ' -f2) $(printf '%s\n' "$sorted" | cut -d' ' -f1 | paste -sd' ')"
 }
 # wait_acks: wait (at most 10 s) until waguard's acknowledgement queue is empty, so that
-# acknowledgements of waguard's turn do not run during the reference's; prints what is left.
+# acknowledgements of waguard's turn do not run during the reference's; prints
+# "LEFT_AT_START:MS_TO_EMPTY:LEFT_AT_END".
 wait_acks() {
-    local left _
-    for _ in $(seq 100); do
-        left=$(redis-cli -p "$RPORT" zcard waguard:ack:queue 2>/dev/null || echo 0)
+    local first left t0 _
+    t0=$(date +%s%N)
+    first=$(redis-cli -p "$RPORT" zcard waguard:ack:queue 2>/dev/null || echo 0)
+    left=$first
+    for _ in $(seq 200); do
         [ "${left:-0}" = 0 ] && break
-        sleep 0.1
+        sleep 0.05
+        left=$(redis-cli -p "$RPORT" zcard waguard:ack:queue 2>/dev/null || echo 0)
     done
-    echo "${left:-0}"
+    echo "${first:-0}:$(( ($(date +%s%N) - t0) / 1000000 )):${left:-0}"
+}
+# Where the time goes, every round: Redis's INFO commandstats of each turn (reset before it)
+# goes to $TMP/cmdstats-SCENARIO-{waguard,reference}-ROUND.txt.  BENCH_PERF=1 also records
+# waguard with `perf record -e cpu-clock -g` during its first turn of every scenario and
+# writes the top of the profile to build/bench-perf-SCENARIO.txt.
+cmdstats_reset() { redis-cli -p "$RPORT" config resetstat >/dev/null 2>&1 || true; }
+cmdstats_save() { redis-cli -p "$RPORT" info commandstats >"$TMP/cmdstats-$1.txt" 2>/dev/null || true; }
+perf_start() { # perf_start SCENARIO: prints the pid of perf record, or nothing
+    [ -n "${BENCH_PERF:-}" ] && command -v perf >/dev/null || return 0
+    perf record -q -e cpu-clock -F 999 -g -p "$WG_PID" -o "$TMP/perf-$1.data" -- sleep "$SECS" \
+        >/dev/null 2>&1 &
+    echo $!
+}
+perf_finish() { # perf_finish SCENARIO PID
+    [ -n "$2" ] || return 0
+    local _
+    for _ in $(seq 100); do kill -0 "$2" 2>/dev/null || break; sleep 0.1; done
+    { echo "perf record -e cpu-clock -g of waguard during its first '$1' turn (self time)"
+      perf report -i "$TMP/perf-$1.data" --stdio --no-children --sort dso -g none 2>/dev/null \
+          | grep -v '^#' | grep -v '^$' | sed -n '1,12p'
+      echo
+      perf report -i "$TMP/perf-$1.data" --stdio --no-children --sort dso,sym -g none 2>/dev/null \
+          | grep -v '^#' | grep -v '^$' | sed -n '1,40p'
+    } >"build/bench-perf-$1.txt" || true
+    log "profile of waguard during $1 written to build/bench-perf-$1.txt"
 }
 # compare SCENARIO SCRIPT WG_URL REF_URL REF_PID [ENV...]: ROUNDS rounds of wrk at waguard,
 # then at the reference; the BENCH_RESULT lines go to the arrays RES_WG_<SCENARIO> and
-# RES_REF_<SCENARIO>.  Each scenario and round gets its own BENCH_NONCE (unique message ids).
+# RES_REF_<SCENARIO>, the acknowledgement queue after each waguard turn (wait_acks) to
+# ACKS_<SCENARIO>.  Each scenario and round gets its own BENCH_NONCE (unique message ids).
 SC_N=0
 compare() {
-    local sc=$1 script=$2 wurl=$3 rurl=$4 rpid=$5 round nonce
+    local sc=$1 script=$2 wurl=$3 rurl=$4 rpid=$5 round nonce perf_pid acks
     shift 5
     SC_N=$((SC_N + 1))
-    declare -ga "RES_WG_$sc=()" "RES_REF_$sc=()"
-    local -n wg=RES_WG_$sc ref=RES_REF_$sc
+    declare -ga "RES_WG_$sc=()" "RES_REF_$sc=()" "ACKS_$sc=()"
+    local -n wg=RES_WG_$sc ref=RES_REF_$sc ackq=ACKS_$sc
     for round in $(seq "$ROUNDS"); do
         nonce=$NONCE$SC_N$(printf '%02d' "$round")
+        perf_pid=""
+        [ "$round" = 1 ] && perf_pid=$(perf_start "$sc")
+        cmdstats_reset
         wg+=("$(run_wrk "$sc-waguard-$round" "$script" "$wurl" "$WG_PID" "$@" BENCH_NONCE="$nonce")")
-        [ "$(wait_acks)" = 0 ] || log "acknowledgements still queued after $sc round $round"
+        cmdstats_save "$sc-waguard-$round"
+        perf_finish "$sc" "$perf_pid"
+        acks=$(wait_acks)
+        ackq+=("$acks")
+        [ "${acks##*:}" = 0 ] || log "acknowledgements still queued after $sc round $round"
+        cmdstats_reset
         ref+=("$(run_wrk "$sc-reference-$round" "$script" "$rurl" "$rpid" "$@" BENCH_NONCE="$nonce")")
+        cmdstats_save "$sc-reference-$round"
     done
 }
 
@@ -220,7 +259,7 @@ read -r M_ITEMS M_DUPS M_DEAD M_ACKQ M_ACKOK <<<"$("$PY" bench/preload.py metric
     waguard_ack_queue_depth waguard_ack_attempts_total 2>/dev/null || echo '- - - - -')"
 STREAM_LEN=$(redis-cli -p "$RPORT" xlen waguard:events 2>/dev/null || echo '-')
 # Let waguard's acknowledgements of the webhook phase settle (at most 10 s).
-ACKQ_LEFT=$(wait_acks)
+ACKQ_LEFT=$(wait_acks); ACKQ_LEFT=${ACKQ_LEFT##*:}
 
 # ---- (b) gate decisions
 log "pre-populating $GATE_USERS gate users in both"
@@ -277,7 +316,24 @@ scenario() {
     printf '%-17s %-9s %10s   (median of %s rounds; rounds in order: %s; target %s: %s)\n' \
         "" ratio "$r" "$ROUNDS" "$(ratios "$sc")" "$target" "$verdict"
     MEDIANS+="$label=$r "
+    WHERE+="$label (median round $((i + 1))):"$'\n'
+    WHERE+="  CPU per request, waguard: $(cpu_per_req "${a[$i]}")"$'\n'
+    WHERE+="  CPU per request, $refname: $(cpu_per_req "${b[$i]}")"$'\n'
+    WHERE+="  Redis, waguard: $("$PY" bench/preload.py cmdstats "$TMP/cmdstats-$sc-waguard-$((i + 1)).txt" \
+        "$(field "${a[$i]}" requests)" 2>/dev/null || echo -)"$'\n'
+    WHERE+="  Redis, $refname: $("$PY" bench/preload.py cmdstats "$TMP/cmdstats-$sc-reference-$((i + 1)).txt" \
+        "$(field "${b[$i]}" requests)" 2>/dev/null || echo -)"$'\n'
+    local -n aq=ACKS_$sc
+    [ "${aq[$i]%%:*}" = 0 ] ||
+        WHERE+="  acknowledgements queued at the end of waguard's turn: ${aq[$i]%%:*}, emptied ${aq[$i]#*:} ms later (ms:left)"$'\n'
 }
+# cpu_per_req RESULT: the CPU time the server, Redis and the stub used per request, in µs.
+cpu_per_req() {
+    awk -v rps="$(field "$1" rps)" -v s="$(field "$1" cpu_srv)" -v r="$(field "$1" cpu_redis)" \
+        -v t="$(field "$1" cpu_stub)" 'BEGIN { if (rps + 0 <= 0) { print "-"; exit }
+            f = 1e4 / rps; printf "server %.1f us, redis %.1f us, stub %.1f us\n", s * f, r * f, t * f }'
+}
+WHERE=""
 {
     echo "waguard benchmark — $(date -u '+%Y-%m-%d %H:%M:%SZ'), $(nproc) CPUs, wrk -t$THREADS -c$CONNS -d${SECS}s, $ROUNDS rounds"
     echo "waguard $("$WAGUARD" --version 2>/dev/null | head -n 1 || echo '?'), redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), ceiling = bench/ceiling.c, upstream = bench/upstream_stub.c"
@@ -300,6 +356,10 @@ scenario() {
     echo " US, UK, India and Brazil; identity changes carry a new hash each and are acknowledged to the stub)"
     echo "(gate: half the users asked for as +digits, half as bare digits; send proxy: POST /v1/messages"
     echo " through waguard to the stub, against the same requests sent to the stub directly)"
+    echo
+    echo "Where the time goes (CPU from /proc, % of one core / req/s; Redis from INFO commandstats:"
+    echo "the time in commands per request, a script's time includes the commands it calls):"
+    printf '%s' "$WHERE"
     echo "BENCH_RATIOS $MEDIANS"
 } | tee "$RESULTS"
 
