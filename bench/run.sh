@@ -22,7 +22,11 @@
 # Env: BENCH_SECONDS (5) per wrk run, BENCH_ROUNDS (3), BENCH_THREADS (2), BENCH_CONNECTIONS (32),
 #      BENCH_GATE_USERS (1000), BENCH_SEND_USERS (1000), BENCH_SKIP_ACK=1 to skip ack_bench.py,
 #      BENCH_ACK_USERS (1000), BENCH_ACK_SAMPLE (200),
-#      BENCH_WAGUARD=PATH (benchmark that binary, skip make), KEEP_TMP=1 (keep logs).
+#      BENCH_WAGUARD=PATH (benchmark that binary, skip make), KEEP_TMP=1 (keep logs),
+#      BENCH_PERF=1 (perf record waguard during each scenario: build/bench-perf-SCENARIO.txt).
+# Targets (issues 10 and 11): ingest of inbound messages and statuses 0.8 of the ceiling,
+# identity changes 0.6, decisions 0.9, the send proxy 0.6 of the stub; each line says met
+# or MISSED, and "Where the time goes" gives each scenario's CPU and Redis time per request.
 # Needs: wrk, redis-server, redis-cli, cc, pkg-config, /usr/bin/python3.
 set -euo pipefail
 
@@ -145,20 +149,24 @@ CLK_TCK=$(getconf CLK_TCK)
 # plus cpu_srv / cpu_redis / cpu_stub: the CPU the server, redis-server and the upstream
 # stub used, % of one core.
 run_wrk() {
-    local name=$1 script=$2 url=$3 spid=$4 s0 r0 t0 s1 r1 t1 res
+    local name=$1 script=$2 url=$3 spid=$4 s0 r0 t0 a0 s1 r1 t1 a1 res
     shift 4
     log "wrk $name ($SECS s, $THREADS threads, $CONNS connections)"
-    s0=$(cpu_ticks "$spid"); r0=$(cpu_ticks "$REDIS_PID"); t0=$(cpu_ticks "$STUB_PID")
+    s0=$(cpu_ticks "$spid"); r0=$(cpu_ticks "$REDIS_PID"); t0=$(cpu_ticks "$STUB_PID"); a0=$(busy_ticks)
     env "$@" wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --timeout 5s --latency -s "$script" "$url" \
         >"$TMP/wrk-$name.txt" 2>&1 || { cat "$TMP/wrk-$name.txt" >&2; die "wrk failed ($name)"; }
-    s1=$(cpu_ticks "$spid"); r1=$(cpu_ticks "$REDIS_PID"); t1=$(cpu_ticks "$STUB_PID")
+    s1=$(cpu_ticks "$spid"); r1=$(cpu_ticks "$REDIS_PID"); t1=$(cpu_ticks "$STUB_PID"); a1=$(busy_ticks)
     kill -0 "$WG_PID" 2>/dev/null || { show_log "$TMP/waguard.log"; die "waguard died during $name"; }
     res=$(grep '^BENCH_RESULT' "$TMP/wrk-$name.txt" | tail -n 1) || die "no result from wrk ($name)"
-    awk -v r="$res" -v s=$((s1 - s0)) -v rd=$((r1 - r0)) -v st=$((t1 - t0)) -v hz="$CLK_TCK" \
-        -v d="$(field "$res" duration_us)" \
+    [ "$spid" != "$STUB_PID" ] || t1=$t0   # the stub as the server: counted once, as the server
+    awk -v r="$res" -v s=$((s1 - s0)) -v rd=$((r1 - r0)) -v st=$((t1 - t0)) -v all=$((a1 - a0)) \
+        -v hz="$CLK_TCK" -v d="$(field "$res" duration_us)" \
         'BEGIN { f = 100 / hz / (d / 1e6);
-                 printf "%s cpu_srv=%.0f%% cpu_redis=%.0f%% cpu_stub=%.0f%%\n", r, s * f, rd * f, st * f }'
+                 printf "%s cpu_srv=%.0f%% cpu_redis=%.0f%% cpu_stub=%.0f%% cpu_all=%.0f%%\n",
+                        r, s * f, rd * f, st * f, all * f }'
 }
+# The CPU time (clock ticks) every core of the machine has been busy so far.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 field() { sed -n "s/.* $2=\\([^ ]*\\).*/\\1/p" <<<" $1"; }
 
 NONCE=$(printf '%04x' $((RANDOM)))
@@ -330,8 +338,9 @@ scenario() {
 # cpu_per_req RESULT: the CPU time the server, Redis and the stub used per request, in µs.
 cpu_per_req() {
     awk -v rps="$(field "$1" rps)" -v s="$(field "$1" cpu_srv)" -v r="$(field "$1" cpu_redis)" \
-        -v t="$(field "$1" cpu_stub)" 'BEGIN { if (rps + 0 <= 0) { print "-"; exit }
-            f = 1e4 / rps; printf "server %.1f us, redis %.1f us, stub %.1f us\n", s * f, r * f, t * f }'
+        -v t="$(field "$1" cpu_stub)" -v all="$(field "$1" cpu_all)" -v n="$(nproc)" 'BEGIN { if (rps + 0 <= 0) { print "-"; exit }
+            f = 1e4 / rps; printf "server %.1f us, redis %.1f us, stub %.1f us, the rest (wrk, the kernel, anything else running) %.1f us; machine busy %.0f%% of %d cores\n",
+                s * f, r * f, t * f, (all - s - r - t) * f, all / n, n }'
 }
 WHERE=""
 {
