@@ -3,21 +3,26 @@
 
   preload.py freeport
       print a free TCP port on 127.0.0.1
-  preload.py config --port N --redis-port N --upstream URL [--username U]
+  preload.py config --port N --redis-port N --upstream URL [--username U] [--max-in-flight N]
       print the waguard.conf of the benchmark (benchlib.waguard_config)
   preload.py wait URL [SECONDS]
       wait until GET URL answers 200 (exit 1 on timeout)
-  preload.py users URL --base N --count N [--batch 100] [--token T]
+  preload.py users URL (--pool D | --base N) --count N [--batch 100] [--token T]
       POST On-Premises webhooks with one inbound text message per user of the
-      pool (wa_ids base..base+count-1), BATCH messages per body, so that the
-      24 h session window is open for each of them
-  preload.py check URL --base N --count N [--type text]
-      GET /v1/gate/+WA_ID for every user; print "allowed=A denied=D other=O"
+      pool (--pool D: benchlib.pool_wa_id(D, 0..count-1), users from several
+      countries; --base N: wa_ids N..N+count-1), BATCH messages per body, so that
+      the 24 h session window is open for each of them
+  preload.py check URL (--pool D | --base N) --count N [--type text]
+      GET /v1/gate/INPUT for every user (--pool: benchlib.gate_input, "+" or bare
+      digits; --base: "+WA_ID"); print "allowed=A denied=D other=O"
   preload.py sim-identities SIM_URL --base N --count N
       tell the WABA simulator the identity "Bk<wa_id>A=" of each user of the pool
       (the hash bench/webhook.lua sends in its user_identity_changed messages)
   preload.py metric URL NAME...
       print the sum of the samples of each named Prometheus metric at URL
+  preload.py cmdstats FILE REQUESTS
+      read Redis's INFO commandstats saved in FILE and print, per HTTP request, the time
+      Redis spent in commands, the scripts (EVALSHA) and the commands they called
 """
 import http.client
 import json
@@ -25,7 +30,7 @@ import sys
 import time
 import urllib.parse
 
-from benchlib import freeport, metric_sum, wait_for, waguard_config
+from benchlib import freeport, gate_input, metric_sum, pool_wa_id, wait_for, waguard_config
 
 
 def conn_for(url, timeout=10):
@@ -66,16 +71,28 @@ def headers(token, json_body=True):
     return h
 
 
-def users(url, args):
-    base = int(opt(args, "--base"))
+def pool_of(args):
+    """The wa_ids of the pool that --pool D or --base N names, and how the gate is asked
+    for each."""
     count = int(opt(args, "--count"))
+    pool = opt(args, "--pool")
+    if pool is not None:
+        return ([pool_wa_id(pool, i) for i in range(count)],
+                [gate_input(pool, i) for i in range(count)])
+    base = int(opt(args, "--base"))
+    return [str(base + i) for i in range(count)], ["+%d" % (base + i) for i in range(count)]
+
+
+def users(url, args):
+    ids, _ = pool_of(args)
+    count = len(ids)
     batch = int(opt(args, "--batch", "100"))
     token = opt(args, "--token")
     c, u = conn_for(url)
     now = int(time.time())
     bad = 0
     for start in range(0, count, batch):
-        wa_ids = [str(base + i) for i in range(start, min(count, start + batch))]
+        wa_ids = ids[start:start + batch]
         body = {
             "contacts": [{"profile": {"name": "Gate User " + w}, "wa_id": w} for w in wa_ids],
             "messages": [{"from": w, "id": "ABGGpreload%s%d" % (w, now), "timestamp": str(now),
@@ -92,15 +109,14 @@ def users(url, args):
 
 
 def check(url, args):
-    base = int(opt(args, "--base"))
-    count = int(opt(args, "--count"))
+    _, inputs = pool_of(args)
     mtype = opt(args, "--type", "text")
     token = opt(args, "--token")
     c, _ = conn_for(url)
     counts = {"allowed": 0, "denied": 0, "other": 0}
     reasons = {}
-    for i in range(count):
-        c.request("GET", "/v1/gate/+%d?type=%s" % (base + i, mtype), headers=headers(token, False))
+    for inp in inputs:
+        c.request("GET", "/v1/gate/%s?type=%s" % (inp, mtype), headers=headers(token, False))
         r = c.getresponse()
         data = r.read()
         if r.status == 200:
@@ -150,10 +166,43 @@ def metric(url, names):
     return 0
 
 
+def cmdstats(path, requests):
+    stats = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("cmdstat_"):
+                continue
+            name, _, rest = line[len("cmdstat_"):].partition(":")
+            kv = dict(x.split("=", 1) for x in rest.split(",") if "=" in x)
+            if name.startswith("config") or name in ("info", "ping", "zcard"):
+                continue    # the benchmark's own calls
+            stats[name] = (int(kv.get("calls", 0)), int(kv.get("usec", 0)))
+    if requests <= 0:
+        print("-")
+        return 0
+    # below one call in a hundred requests: waguard's timers, not the requests
+    stats = {n: v for n, v in stats.items() if v[0] / requests >= 0.01}
+    scripts = {n: v for n, v in stats.items() if n in ("evalsha", "eval", "fcall")}
+    plain = {n: v for n, v in stats.items() if n not in scripts}
+    # commands a script calls are counted both on their own and inside the script's time
+    total = sum(v[1] for v in scripts.values()) if scripts else sum(v[1] for v in plain.values())
+    parts = ["%.1f us/req in Redis commands" % (total / requests)]
+    for n, (calls, usec) in sorted(scripts.items()):
+        parts.append("%s %.2f/req %.1f us/req" % (n, calls / requests, usec / requests))
+    inner = sorted(plain.items(), key=lambda kv: -kv[1][1])
+    label = "inside: " if scripts else ""
+    parts.append(label + ", ".join("%s %.2f/req %.1f us" % (n, c / requests, u / requests)
+                                   for n, (c, u) in inner[:8]))
+    print("; ".join(parts))
+    return 0
+
+
 def config(args):
     sys.stdout.write(waguard_config(int(opt(args, "--port")), int(opt(args, "--redis-port")),
                                     opt(args, "--upstream"), username=opt(args, "--username", "admin"),
-                                    generator="bench/run.sh"))
+                                    generator="bench/run.sh",
+                                    max_in_flight=int(opt(args, "--max-in-flight", "0")) or None))
     return 0
 
 
@@ -177,6 +226,8 @@ def main(argv):
         return sim_identities(args[0], args[1:])
     if cmd == "metric":
         return metric(args[0], args[1:])
+    if cmd == "cmdstats":
+        return cmdstats(args[0], float(args[1]))
     sys.stderr.write(__doc__)
     return 2
 
