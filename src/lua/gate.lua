@@ -19,26 +19,34 @@ elseif ARGV[3] == '' then
 end
 
 local out = {}
+-- One known user's values, the window and block taken for the number(s) asked (a plain
+-- block applies to all of them).
+local function facts(k)
+  local v = redis.call('HMGET', k, 'id_hash', 'id_ts', 'id_ack', 'last_in', 'blocked',
+                       'moved_to', 'contact', 'contact_at', 'id_changed_at', 'hold_released', 'id_state')
+  local last_in, blocked = nil, v[5] == '1' and '1' or nil
+  for _, n in ipairs(numbers) do
+    local nv = redis.call('HMGET', k, win_field(n), blk_field(n))
+    local li = tonumber(nv[1]) or 0
+    if last_in == nil or li < last_in then last_in = li end
+    if nv[2] == '1' then blocked = '1' end
+  end
+  v[4] = last_in and last_in > 0 and tostring(last_in) or false
+  v[5] = blocked or false
+  return v
+end
+
 for i = 4, #ARGV do
   local users = users_of(ARGV[i])
   out[#out + 1] = #users
   for _, w in ipairs(users) do
     local k = ukey(w)
-    local v = redis.call('HMGET', k, 'id_hash', 'id_ts', 'id_ack', 'last_in', 'blocked',
-                         'moved_to', 'contact', 'contact_at', 'id_changed_at', 'hold_released', 'id_state')
-    -- The window and the block for the number(s) asked: a plain block applies to all.
-    local last_in, blocked = nil, v[5] == '1' and '1' or nil
-    for _, n in ipairs(numbers) do
-      local nv = redis.call('HMGET', k, win_field(n), blk_field(n))
-      local li = tonumber(nv[1]) or 0
-      if last_in == nil or li < last_in then last_in = li end
-      if nv[2] == '1' then blocked = '1' end
-    end
-    v[4] = last_in and last_in > 0 and tostring(last_in) or false
-    v[5] = blocked or false
+    local known = redis.call('EXISTS', k) == 1
     out[#out + 1] = w
-    out[#out + 1] = redis.call('EXISTS', k)
-    for j = 1, 11 do out[#out + 1] = v[j] end
+    out[#out + 1] = known and 1 or 0
+    -- no record, nothing to read (most second forms of a bare-digit input)
+    local v = known and facts(k) or {}
+    for j = 1, 11 do out[#out + 1] = v[j] or false end
   end
 end
 return out
