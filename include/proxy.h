@@ -21,9 +21,9 @@ void proxy_cloud_messages(struct request *r);
 void proxy_cloud_block(struct request *r);
 
 /* True when [proxy] forward_unknown may forward path: under /v1/ or a Cloud /vN.N/, plain
- * characters only (no %-escapes, no empty, "." or ".." segments), and no "messages"
- * segment (every send goes through the gate; On-Premises' PUT /v1/messages/{id}, a read
- * receipt, is the one exception). */
+ * characters only (no %-escapes, no empty, "." or ".." segments), and no segment that
+ * contains "messages" (every send goes through the gate, Meta's marketing_messages too;
+ * On-Premises' PUT /v1/messages/{id}, a read receipt, is the one exception). */
 bool proxy_forwardable(const char *path, int method);
 /* Everything else under /v1/ and the Cloud /{version}/: forwarded unchanged with
  * waguard's credentials (never the caller's), bodies bounded by max_body_bytes both ways. */

@@ -721,8 +721,11 @@ bool proxy_forwardable(const char *path, int method)
                   c == '-' || c == '_' || c == '.' || c == '~' || c == '=' || c == ':'))
                 return false;                /* no %-escapes: the WABA client may decode them */
         }
-        if (n == 8 && strncasecmp(p, "messages", 8) == 0 && messages_at < 0)
-            messages_at = segments;
+        /* "messages" anywhere in a segment: /messages, and send routes such as Meta's
+         * /{number}/marketing_messages, never go around the gate */
+        for (size_t i = 0; i + 8 <= n && messages_at < 0; i++)
+            if (strncasecmp(p + i, "messages", 8) == 0)
+                messages_at = segments;
         segments++;
         p += n + (e ? 1 : 0);
         if (!e)
@@ -732,7 +735,7 @@ bool proxy_forwardable(const char *path, int method)
         return true;
     /* On-Premises' read receipt, PUT /v1/messages/{id}: nobody is sent anything. */
     return method == EVHTTP_REQ_PUT && strncmp(path, "/v1/messages/", 13) == 0 && segments == 3 &&
-           messages_at == 1;
+           messages_at == 1 && strcasestr(path + 13, "messages") == NULL;
 }
 
 static void on_unknown_answer(struct app *app, const struct upstream_reply *rep, void *arg)

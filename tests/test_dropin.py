@@ -31,7 +31,8 @@ def test_no_send_is_forwarded_ungated_by_another_path(procs):
     wg.webhook_ok(identity_change(w, "GBX=", int(time.time())))
     body = {"to": w, "type": "template", "template": {"name": "x"}}
     for path in ("/v1/messages/", "/v1//messages", "/v1/Messages", "/v1/%6dessages", "/v1/./messages",
-                 "/v21.0/PNID/messages/", "/v21.0/PNID/MESSAGES", "/v1/messages/x/../../messages"):
+                 "/v21.0/PNID/messages/", "/v21.0/PNID/MESSAGES", "/v1/messages/x/../../messages",
+                 "/v21.0/PNID/marketing_messages", "/v1/messages/gBEG1/messages"):
         r = wg.request("POST", path, token=API_TOKEN, json=body)
         assert r.status_code in (400, 404, 423), (path, r.status_code, r.text)
     assert not [c for c in sim.calls if "essages" in c["path"].lower()], sim.calls
