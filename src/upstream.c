@@ -391,8 +391,10 @@ static void on_done(struct evhttp_request *req, void *arg)
         /* libevent reports a connect that ran out of time without the error callback;
          * its timer runs on the loop's cached clock, so it may fire a little before our
          * own clock says the time is up (a refused connect fails at once instead). */
-        long long slack = u->app->cfg->timeout_ms / 10 > 50 ? u->app->cfg->timeout_ms / 10 : 50;
-        if (!u->error && app_mono_ms() - u->enq_ms >= u->app->cfg->timeout_ms - slack)
+        long long t = u->app->cfg->timeout_ms, slack = t / 10 > 50 ? t / 10 : 50;
+        if (slack > t / 2)
+            slack = t / 2;
+        if (!u->error && app_mono_ms() - u->enq_ms >= t - slack)
             u->error = "timed out";
         rep.error = u->error ? u->error : "could not connect, or the connection failed";
         if (s->gen->https && tls_error(s, u->errbuf, sizeof u->errbuf))
