@@ -137,6 +137,9 @@ int config_numbers(const struct config *cfg, char (*out)[64], int max);
 /* The first of [upstream] phone_number_id into out.  Returns 0, or -1 when none. */
 int config_default_number(const struct config *cfg, char *out, size_t outlen);
 
+/* A category name as [hold], ?category= and a release name it: 1 to 63 lower-case
+ * letters, digits or _. */
+bool config_category_valid(const char *c);
 /* The [hold] category named name, or NULL. */
 const struct hold_category *config_hold(const struct config *cfg, const char *name);
 /* The [hold] category whose templates include template_name, or NULL. */

@@ -47,6 +47,12 @@ bool recipient_is_user_id(const char *s);
 int recipient_from_whatsapp(const char *raw, char out[RECIPIENT_MAX], const char **why)
     __attribute__((warn_unused_result));
 
+/* The user an answer's entry names ({"wa_id":…} or {"user_id":…}, as blocklists and
+ * block answers give them): the wa_id if valid, else the user id.  Returns 0, or -1
+ * when neither is there. */
+struct cJSON;
+int recipient_from_entry(const struct cJSON *entry, char out[RECIPIENT_MAX]) __attribute__((warn_unused_result));
+
 /* A dialable phone number as a person typed it, normalised by the seed's rule (the
  * key of the contact-check mapping).  Returns 0, or -1 with why. */
 int recipient_dial(const char *raw, const char *home_cc, char out[RECIPIENT_MAX], const char **why)
@@ -63,7 +69,8 @@ int recipient_parse(const char *in, const char *home_cc, struct recipient *out, 
     __attribute__((warn_unused_result));
 
 /* The forms as the gate script takes them: "i:KEY d:KEY".  Returns 0, or -1 when buf
- * is too small. */
+ * is too small (RECIPIENT_SPEC_MAX always fits). */
+#define RECIPIENT_SPEC_MAX (RECIPIENT_FORMS * (RECIPIENT_MAX + 4))
 int recipient_spec(const struct recipient *r, char *buf, size_t len) __attribute__((warn_unused_result));
 
 #endif

@@ -246,9 +246,7 @@ void admin_release(struct request *r)
     cJSON *in = cJSON_ParseWithLength(body, len);
     const cJSON *why = cJSON_GetObjectItemCaseSensitive(in, "reason");
     const cJSON *cat = cJSON_GetObjectItemCaseSensitive(in, "category");
-    bool cat_ok = !cat || (cJSON_IsString(cat) && cat->valuestring[0] && strlen(cat->valuestring) < 64 &&
-                           strspn(cat->valuestring, "abcdefghijklmnopqrstuvwxyz0123456789_") ==
-                               strlen(cat->valuestring));
+    bool cat_ok = !cat || (cJSON_IsString(cat) && config_category_valid(cat->valuestring));
     if (!cJSON_IsObject(in) || !cJSON_IsString(why) || !why->valuestring[0] || strlen(why->valuestring) > 500 ||
         !cat_ok) {
         cJSON_Delete(in);

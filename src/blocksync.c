@@ -101,15 +101,9 @@ static void apply_list(struct app *app)
 
 static void add_user(struct blocksync *b, const cJSON *entry)
 {
-    static const char *const keys[] = { "wa_id", "user_id" };
-    for (size_t k = 0; k < 2; k++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(entry, keys[k]);
-        char id[RECIPIENT_MAX];
-        if (cJSON_IsString(v) && recipient_from_whatsapp(v->valuestring, id, NULL) == 0) {
-            cJSON_AddItemToArray(b->ids, cJSON_CreateString(id));
-            return;
-        }
-    }
+    char id[RECIPIENT_MAX];
+    if (recipient_from_entry(entry, id) == 0)
+        cJSON_AddItemToArray(b->ids, cJSON_CreateString(id));
 }
 
 static void on_page(struct app *app, const struct upstream_reply *rep, void *arg)

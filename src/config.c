@@ -153,11 +153,13 @@ static int hold_key(struct parse_state *ps, const char *name, const char *value,
         set_err(ps, line, full, "a [hold] key is <category>_s or <category>_templates");
         return 0;
     }
-    for (size_t i = 0; i < cl; i++)
-        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '_')) {
-            set_err(ps, line, full, "a category name is lower-case letters, digits and _");
-            return 0;
-        }
+    char cat[64];
+    memcpy(cat, name, cl);
+    cat[cl] = '\0';
+    if (!config_category_valid(cat)) {
+        set_err(ps, line, full, "a category name is lower-case letters, digits and _");
+        return 0;
+    }
     struct hold_raw *h = NULL;
     for (size_t i = 0; i < ps->nhold && !h; i++)
         if (ps->hold[i].is_templates == tmpl && strlen(ps->hold[i].category) == cl &&
@@ -262,6 +264,12 @@ static void hold_convert(struct parse_state *ps, struct config *cfg)
                                 cfg->holds[a].name, cfg->holds[b].name);
                         return;
                     }
+}
+
+bool config_category_valid(const char *c)
+{
+    size_t n = strlen(c);
+    return n > 0 && n < 64 && strspn(c, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
 }
 
 const struct hold_category *config_hold(const struct config *cfg, const char *name)

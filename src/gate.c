@@ -10,7 +10,6 @@
 
 #define GATE_VALUES 13          /* per user, in gate.lua's order */
 #define GATE_BATCH_MAX 1000
-#define GATE_SPEC_MAX (RECIPIENT_FORMS * (RECIPIENT_MAX + 4))
 
 /* True when an operator lifted this change's hold for the category. */
 static bool hold_lifted(const struct gate_facts *f, const char *category)
@@ -268,7 +267,7 @@ static void number_for(const struct app *app, const char *named, char *out, size
 
 static int ask(struct app *app, struct check *c)
 {
-    char spec[GATE_SPEC_MAX];
+    char spec[RECIPIENT_SPEC_MAX];
     const char *argv[] = { c->number, spec };
     if (recipient_spec(&c->rcpt, spec, sizeof spec) != 0 ||
         store_eval(app, SCRIPT_GATE, 2, argv, NULL, on_facts, c) != 0)
@@ -319,17 +318,6 @@ static const char *type_param(struct request *r, char *buf, size_t len)
     return t && *t ? t : "text";
 }
 
-/* A category name: lower-case letters, digits and _ (as [hold] names them). */
-static bool category_ok(const char *c)
-{
-    if (!*c || strlen(c) >= 64)
-        return false;
-    for (; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
-            return false;
-    return true;
-}
-
 void gate_get(struct request *r)
 {
     if (request_authorize(r, ROLE_API) != 0)
@@ -342,7 +330,7 @@ void gate_get(struct request *r)
         return;
     }
     const char *category = request_query(r, "category", cbuf, sizeof cbuf);
-    if (category && !category_ok(category)) {
+    if (category && !config_category_valid(category)) {
         request_reply_error(r, 400, "Bad category", "category is lower-case letters, digits and _");
         return;
     }
@@ -408,7 +396,7 @@ void gate_batch(struct request *r)
     const cJSON *cat = cJSON_GetObjectItemCaseSensitive(in, "category");
     const cJSON *num = cJSON_GetObjectItemCaseSensitive(in, "phone_number_id");
     if (!cJSON_IsObject(in) || !cJSON_IsArray(ids) || (type && !cJSON_IsString(type)) ||
-        (cat && (!cJSON_IsString(cat) || !category_ok(cat->valuestring))) ||
+        (cat && (!cJSON_IsString(cat) || !config_category_valid(cat->valuestring))) ||
         (num && (!cJSON_IsString(num) || !ops_number_valid(num->valuestring)))) {
         cJSON_Delete(in);
         request_reply_error(r, 400, "Bad request",
@@ -424,7 +412,7 @@ void gate_batch(struct request *r)
     struct batch *b = calloc(1, sizeof *b);
     if (b)
         b->rcpt = calloc((size_t)n + 1, sizeof *b->rcpt);
-    char (*specs)[GATE_SPEC_MAX] = calloc((size_t)n + 1, sizeof *specs);
+    char (*specs)[RECIPIENT_SPEC_MAX] = calloc((size_t)n + 1, sizeof *specs);
     const char **argv = calloc((size_t)n + 2, sizeof *argv);
     if (!b || !b->rcpt || !specs || !argv) {
         if (b)
@@ -446,7 +434,7 @@ void gate_batch(struct request *r)
         const char *why = "not a string";
         if (!cJSON_IsString(it) ||
             recipient_parse(it->valuestring, app->cfg->home_country_code, &b->rcpt[b->n], &why) != 0 ||
-            recipient_spec(&b->rcpt[b->n], specs[b->n], GATE_SPEC_MAX) != 0) {
+            recipient_spec(&b->rcpt[b->n], specs[b->n], RECIPIENT_SPEC_MAX) != 0) {
             request_reply_error(r, 400, "Bad wa_id", "wa_ids[%zu]: %s", b->n, why);
             cJSON_Delete(in);
             free(specs);

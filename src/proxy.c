@@ -87,6 +87,18 @@ static void fail(struct request *r, bool cloud, int status, const char *title, c
     request_reply_json(r, status, graph_error(r, status == 400 ? 100 : status, 0, "WaguardException", title, details));
 }
 
+/* The WABA client did not answer: 504 when the time ran out, else 502.  Returns true
+ * when it answered the request so. */
+static bool no_answer(struct request *r, bool cloud, const struct upstream_reply *rep)
+{
+    if (rep->status != 0)
+        return false;
+    bool timeout = rep->error && strstr(rep->error, "timed out");
+    fail(r, cloud, timeout ? 504 : 502, timeout ? "Gateway timeout" : "Bad gateway",
+         "the WABA client did not answer: %s", rep->error ? rep->error : "?");
+    return true;
+}
+
 static struct fwd *fwd_new(struct request *r, enum record rec)
 {
     struct fwd *f = calloc(1, sizeof *f);
@@ -136,7 +148,7 @@ static void on_recorded(struct app *app, redisReply *reply, void *arg)
 /* The users a block names, for the apply script to resolve like the gate does. */
 static void block_op(cJSON *ops, const struct recipient *rcpt, bool blocked, const char *number)
 {
-    char spec[RECIPIENT_FORMS * (RECIPIENT_MAX + 4)];
+    char spec[RECIPIENT_SPEC_MAX];
     if (recipient_spec(rcpt, spec, sizeof spec) == 0)
         ops_block(ops, spec, blocked, number);
 }
@@ -145,17 +157,13 @@ static void block_op(cJSON *ops, const struct recipient *rcpt, bool blocked, con
  * as a caller's recipient. */
 static bool answered_user(const struct app *app, const cJSON *u, struct recipient *rc)
 {
-    static const char *const keys[] = { "wa_id", "user_id" };
-    for (size_t i = 0; i < 2; i++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(u, keys[i]);
-        char id[RECIPIENT_MAX];
-        if (cJSON_IsString(v) && recipient_from_whatsapp(v->valuestring, id, NULL) == 0) {
-            memset(rc, 0, sizeof *rc);
-            rc->n = 1;
-            rc->form[0].kind = RECIPIENT_ID;
-            memcpy(rc->form[0].key, id, sizeof id);
-            return true;
-        }
+    char id[RECIPIENT_MAX];
+    if (recipient_from_entry(u, id) == 0) {
+        memset(rc, 0, sizeof *rc);
+        rc->n = 1;
+        rc->form[0].kind = RECIPIENT_ID;
+        memcpy(rc->form[0].key, id, sizeof id);
+        return true;
     }
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(u, "input");
     return cJSON_IsString(in) && recipient_parse(in->valuestring, app->cfg->home_country_code, rc, NULL) == 0;
@@ -217,7 +225,7 @@ static cJSON *ops_from_answer(struct app *app, struct fwd *f)
             block_op(ops, &f->rcpt, f->block == 1, NULL);
         break;
     case REC_SEND: {
-        char spec[RECIPIENT_FORMS * (RECIPIENT_MAX + 4)];
+        char spec[RECIPIENT_SPEC_MAX];
         if (recipient_spec(&f->rcpt, spec, sizeof spec) == 0)
             ops_sent(ops, spec);
         break;
@@ -249,12 +257,8 @@ static void on_upstream(struct app *app, const struct upstream_reply *rep, void 
 {
     struct request *r = arg;
     struct fwd *f = r->data;
-    if (rep->status == 0) {
-        bool timeout = rep->error && strstr(rep->error, "timed out");
-        fail(r, f->cloud, timeout ? 504 : 502, timeout ? "Gateway timeout" : "Bad gateway",
-             "the WABA client did not answer: %s", rep->error ? rep->error : "?");
+    if (no_answer(r, f->cloud, rep))
         return;
-    }
     f->status = rep->status;
     f->answer = malloc(rep->len + 1);
     if (f->answer) {
@@ -498,7 +502,8 @@ static void gated_send(struct request *r, bool cloud)
     }
     struct gate_query q = { .type = t, .category = f->category[0] ? f->category : NULL,
                             .number = f->number[0] ? f->number : NULL };
-    f->rec = REC_SEND;       /* a send that goes out stops counting against the check budget */
+    if (r->app->cfg->check_budget > 0)
+        f->rec = REC_SEND;   /* a send that goes out stops counting against the check budget */
     request_hold(r);
     if (gate_check(r->app, &f->rcpt, &q, on_gate, r) != 0)
         fail(r, cloud, 500, "Internal error", "out of memory");
@@ -741,12 +746,8 @@ bool proxy_forwardable(const char *path, int method)
 static void on_unknown_answer(struct app *app, const struct upstream_reply *rep, void *arg)
 {
     struct request *r = arg;
-    if (rep->status == 0) {
-        bool timeout = rep->error && strstr(rep->error, "timed out");
-        request_reply_error(r, timeout ? 504 : 502, timeout ? "Gateway timeout" : "Bad gateway",
-                            "the WABA client did not answer: %s", rep->error ? rep->error : "?");
+    if (no_answer(r, false, rep))
         return;
-    }
     if (rep->len > (size_t)app->cfg->max_body_bytes) {
         request_reply_error(r, 502, "Bad gateway", "the WABA client's answer (%zu bytes) is larger than "
                             "[server] max_body_bytes (%ld)", rep->len, app->cfg->max_body_bytes);

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "phone.h"
 
 bool recipient_is_user_id(const char *s)
@@ -49,6 +51,17 @@ int recipient_from_whatsapp(const char *raw, char out[RECIPIENT_MAX], const char
     }
     memcpy(out, d, n + 1);
     return 0;
+}
+
+int recipient_from_entry(const cJSON *entry, char out[RECIPIENT_MAX])
+{
+    static const char *const keys[] = { "wa_id", "user_id" };
+    for (size_t k = 0; k < 2; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(entry, keys[k]);
+        if (cJSON_IsString(v) && recipient_from_whatsapp(v->valuestring, out, NULL) == 0)
+            return 0;
+    }
+    return -1;
 }
 
 int recipient_dial(const char *raw, const char *home_cc, char out[RECIPIENT_MAX], const char **why)

@@ -53,7 +53,8 @@ struct store {
     long long connect_ms;        /* when this connection was started */
     int pending;                 /* commands sent, not yet answered */
     long long progress_ms;       /* the last answer, or when pending went from 0 to 1 */
-    bool handshake_failed;       /* AUTH, SELECT or ROLE refused on this connection */
+    bool given_up;               /* this connection is not used (AUTH, SELECT or ROLE refused,
+                                    or dropped for a time-out) and the status says why */
     char status[256];
     bool ever_connected;
     bool closing;                /* store_free: no reconnecting */
@@ -227,7 +228,7 @@ static void on_handshake_step(struct app *app, redisReply *reply, void *arg)
 {
     struct store *st = app->store;
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        st->handshake_failed = true;
+        st->given_up = true;
         set_status(st, "Redis refused %s: %s", (const char *)arg, reply ? reply->str : "connection lost");
     }
 }
@@ -244,7 +245,7 @@ static void on_role(struct app *app, redisReply *reply, void *arg)
             on_handshake_step(app, reply, "ROLE");
     } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
                reply->element[0]->type != REDIS_REPLY_STRING || strcmp(reply->element[0]->str, "master") != 0) {
-        st->handshake_failed = true;
+        st->given_up = true;
         set_status(st, "Redis at %s:%d is not the primary (ROLE %s)", st->host, st->port,
                    reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
                    reply->element[0]->type == REDIS_REPLY_STRING ? reply->element[0]->str : "?");
@@ -255,7 +256,7 @@ static void on_handshake(struct app *app, redisReply *reply, void *arg)
 {
     struct store *st = app->store;
     (void)arg;
-    if (st->handshake_failed && reply && reply->type != REDIS_REPLY_ERROR) {
+    if (st->given_up && reply && reply->type != REDIS_REPLY_ERROR) {
         log_error(&app->log, "store", "%s; not using this connection, connecting again", st->status);
         if (st->ac)
             redisAsyncDisconnect(st->ac);    /* on_disconnect schedules the next try */
@@ -312,7 +313,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     }
     /* Handshake, pipelined: the PING answers last. */
-    st->handshake_failed = false;
+    st->given_up = false;
     if (app->cfg->redis_password) {
         const char *a[] = { "AUTH", app->cfg->redis_password };
         if (send_argv(app, on_handshake_step, "AUTH", 2, a, NULL) != 0)
@@ -347,7 +348,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     st->ready = false;
     st->ping_sent_ms = 0;
     st->pending = 0;
-    if (!st->handshake_failed)
+    if (!st->given_up)
         set_status(st, "lost the connection to Redis: %s", status == REDIS_OK ? "closed" : ac->errstr);
     if (st->closing)
         return;
@@ -450,7 +451,7 @@ static void drop(struct app *app, const char *why)
     log_error(&app->log, "store", "%s; dropping the connection", why);
     st->ready = false;
     set_status(st, "%s", why);
-    st->handshake_failed = true;       /* keeps this status over on_disconnect's */
+    st->given_up = true;               /* on_disconnect keeps this status */
     redisAsyncFree(ac);                 /* callbacks get NULL; on_disconnect reconnects */
     if (!connected) {
         /* hiredis calls no disconnect callback for a connection that never connected */
