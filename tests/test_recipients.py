@@ -262,3 +262,24 @@ def test_hash_outside_its_alphabet_is_not_stored(procs):
     r = wg.webhook(identity_change(w, "bad\u00e9\"hash", T0))
     assert r.status_code == 200 and r.json()["dead_letters"] == 1, r.text
     assert gate(wg, w)["identity"] is None
+
+
+def test_a_redelivered_message_of_a_user_id_linked_since_changes_nothing(procs):
+    """first_seen = hold: a Cloud user known by user id alone brings a first hash the WABA
+    client calls acknowledged (held); the user id is then linked to a wa_id; the same
+    message delivered again must not acknowledge it (found by the promise test)."""
+    _, _, wg = procs.stack(overrides={"identity": {"ack": "manual", "first_seen": "hold"},
+                                      "upstream": {"api": "cloud"}})
+    w, uid = world_wa_id("MX"), "MX.31913625358619336223"
+    msg = {"from_user_id": uid, "id": new_msg_id("wamid."), "timestamp": str(int(time.time()) - 3600),
+           "type": "text", "text": {"body": "hola"},
+           "identity": {"hash": "HELD=", "created_timestamp": (int(time.time()) - 3600) * 1000,
+                        "acknowledged": True}}
+    wg.webhook_ok(cloud({"contacts": [{"user_id": uid}], "messages": [msg]}))
+    assert gate(wg, uid)["reasons"] == ["identity_unacknowledged"]
+    wg.webhook_ok(cloud({"contacts": [{"wa_id": w, "user_id": uid, "profile": {"name": "M"}}]}))
+    res = wg.webhook_ok(cloud({"contacts": [{"user_id": uid}], "messages": [msg]}))
+    assert res["duplicates"] >= 1, res
+    for who in (w, uid):
+        d = gate(wg, who)
+        assert d["reasons"] == ["identity_unacknowledged"] and d["wa_id"] == w, (who, d)

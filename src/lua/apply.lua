@@ -101,6 +101,17 @@ local function merge(u, w)
   redis.call('LTRIM', kw .. ':history', 0, 49)
   for _, z in ipairs({ QUEUE, SINCE, PENDING, FAILED }) do redis.call('ZREM', z, u) end
   redis.call('SUNIONSTORE', kw .. ':hashes', kw .. ':hashes', ukey(u) .. ':hashes')
+  -- the duplicate check's rings too: a retry of an item the user id brought is a retry
+  local su, sw = P .. ':seen:{' .. u .. '}', P .. ':seen:{' .. w .. '}'
+  for _, f in ipairs({ 'i', 's' }) do
+    local ru = redis.call('HGET', su, f)
+    if ru then
+      local rw = redis.call('HGET', sw, f) or ''
+      redis.call('HSET', sw, f, string.sub(rw .. ru, 1, RING * FP))
+      redis.call('EXPIRE', sw, WEEK)
+    end
+  end
+  redis.call('DEL', su)
   redis.call('DEL', ukey(u), ukey(u) .. ':history', ukey(u) .. ':acks', ukey(u) .. ':hashes')
   event('linked', w, { 'user_id', u, 'merged', 1 })
 end
@@ -207,7 +218,11 @@ handlers.id = function(op)
     local trusted = cfg.first_seen == 'trust' and (ackd or op.src == 'cloud')
     record_identity(op.w, op.h, op.t, trusted, op.src, rx, op.src == 'system', op.mid)
   elseif cur[1] == op.h then
-    if ackd and cur[3] ~= '1' then
+    if ackd and cur[3] ~= '1' and op.mid and op.mid ~= cjson.null and in_history(op.w, op.h, op.mid) then
+      -- the very message that brought this (held) hash, delivered again past the
+      -- duplicate check's horizon: it says nothing new
+      if not op.part then res.dup = res.dup + 1 end
+    elseif ackd and cur[3] ~= '1' then
       mark_acknowledged(op.w, op.h, 'whatsapp', 'the WABA client reported it acknowledged')
     elseif cur[5] == 'hash_unknown' then
       -- WhatsApp refused a send for an identity change, and the hash it now shows is the
