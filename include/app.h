@@ -17,6 +17,7 @@ struct ack;
 struct metrics;
 struct keycheck;
 struct blocksync;
+struct secnotify;
 
 struct app {
     struct event_base *base;
@@ -31,6 +32,7 @@ struct app {
     struct server *server;
     struct keycheck *keycheck;   /* Meta's identity key check per number (Cloud) */
     struct blocksync *blocksync; /* the blocklist read from the WABA client */
+    struct secnotify *secnotify; /* On-Premises' show_security_notifications */
 
     struct event *sig_hup, *sig_term, *sig_int, *watchdog, *drain_timer;
     bool stopping;               /* SIGTERM seen: draining */

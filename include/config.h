@@ -17,6 +17,8 @@ enum first_seen { FIRST_SEEN_TRUST = 0, FIRST_SEEN_HOLD = 1 };
 enum fail_mode { FAIL_CLOSED = 0, FAIL_OPEN = 1 };
 enum upstream_api { API_ONPREM = 0, API_CLOUD = 1 };
 enum upstream_auth { AUTH_NONE = 0, AUTH_BEARER, AUTH_LOGIN, AUTH_HEADER };
+/* [upstream] security_notifications (On-Premises' show_security_notifications) */
+enum secnot_policy { SECNOT_ENSURE = 0, SECNOT_CHECK = 1, SECNOT_OFF = 2 };
 
 /* One bearer token with the name used in logs and the audit trail. */
 struct token {
@@ -76,6 +78,8 @@ struct config {
     char *graph_version;       /* Cloud: the Graph API version of waguard's own calls */
     bool identity_check;       /* turn Meta's identity key check on at start and reload */
     long blocklist_sync_s;     /* read the blocklist from the WABA client this often; 0 off */
+    enum secnot_policy security_notifications;
+    long settings_check_s;     /* read show_security_notifications again this often */
 
     /* [webhook] */
     char *webhook_path;
@@ -96,6 +100,7 @@ struct config {
 
     /* [proxy] */
     bool forward_unknown;      /* other /v1 and Cloud /{version} paths forwarded unchanged */
+    long sent_ttl_s;           /* how long a forwarded send's message id is remembered (0 off) */
 
     /* [contacts] */
     long check_budget;         /* numbers checked and never sent to, within the window; 0 off */
@@ -131,11 +136,6 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 int config_reload(const char *path, const struct config *running, struct config *cfg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void config_free(struct config *cfg);
-
-/* The numbers of [upstream] phone_number_id, at most max, into out.  Returns how many. */
-int config_numbers(const struct config *cfg, char (*out)[64], int max);
-/* The first of [upstream] phone_number_id into out.  Returns 0, or -1 when none. */
-int config_default_number(const struct config *cfg, char *out, size_t outlen);
 
 /* A category name as [hold], ?category= and a release name it: 1 to 63 lower-case
  * letters, digits or _. */

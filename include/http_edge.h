@@ -8,8 +8,8 @@
  * follows.  These checks refuse all of that with 400, and a declared body larger than
  * max_body_bytes with 413, so server.c can answer in the JSON error envelope.
  *
- * Pure functions: no state, no I/O, no allocation; each result is 0 (acceptable), 400 or
- * 413, with the reason written to why (a sentence a client's developer can act on). */
+ * Pure functions: no state, no I/O, no allocation; each result is 0 (acceptable), 400,
+ * 413 or 501 (a method libevent does not know), with the reason written to why (a sentence a client's developer can act on). */
 #ifndef WAGUARD_HTTP_EDGE_H
 #define WAGUARD_HTTP_EDGE_H
 

@@ -8,7 +8,7 @@
 #ifndef WAGUARD_IDCHECK_H
 #define WAGUARD_IDCHECK_H
 
-#include "server.h"
+#include "request.h"
 
 void idcheck_check(struct request *r);
 void idcheck_retrieve_date(struct request *r);

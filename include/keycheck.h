@@ -19,7 +19,8 @@ void keycheck_free(struct app *app);
 void keycheck_run(struct app *app);
 /* {"NUMBER":"on"|"pending"|"refused: …",…}, or NULL when the check is off. */
 cJSON *keycheck_status(const struct app *app);
-/* Appends the metric lines to a Prometheus text being built (NULL-safe). */
-void keycheck_metrics(const struct app *app, char **text);
+/* Appends the metric lines to a Prometheus text being built. */
+struct evbuffer;
+void keycheck_metrics(const struct app *app, struct evbuffer *out);
 
 #endif

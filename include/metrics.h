@@ -6,17 +6,16 @@
 
 #include <stddef.h>
 
+#include "ops.h"
+
+struct evbuffer;
+
 enum route {
     ROUTE_WEBHOOK, ROUTE_WEBHOOK_VERIFY, ROUTE_GATE, ROUTE_GATE_BATCH, ROUTE_MESSAGES,
     ROUTE_CONTACTS, ROUTE_IDENTITY_PROXY, ROUTE_BLOCK, ROUTE_BLOCKLIST, ROUTE_CLOUD_MESSAGES,
     ROUTE_CLOUD_BLOCK, ROUTE_IDENTITIES, ROUTE_IDENTITY, ROUTE_IDENTITY_ACK, ROUTE_HEALTHZ,
     ROUTE_READYZ, ROUTE_METRICS, ROUTE_IDENTITY_RELEASE, ROUTE_IDENTITY_CHANGE_CHECK, ROUTE_FORWARDED,
-    ROUTE_OTHER, ROUTE_COUNT
-};
-
-enum item_kind {
-    ITEM_IDENTITY, ITEM_INBOUND, ITEM_NUMBER_CHANGE, ITEM_SYSTEM, ITEM_CONTACT_CHECK,
-    ITEM_PROFILE, ITEM_STATUS, ITEM_ERROR, ITEM_DEAD_LETTER, ITEM_COUNT
+    ROUTE_CONSOLE, ROUTE_AUDIT, ROUTE_OVERVIEW, ROUTE_OTHER, ROUTE_COUNT
 };
 
 enum ack_outcome { ACK_OK, ACK_RETRY, ACK_RECONCILED, ACK_FAILED, ACK_OUTCOME_COUNT };
@@ -38,8 +37,9 @@ struct histogram {
 struct metrics {
     unsigned long long requests[ROUTE_COUNT][600];     /* by route and HTTP status */
     struct histogram latency[ROUTE_COUNT];
-    unsigned long long items[ITEM_COUNT];
+    unsigned long long items[OP_KIND_COUNT];           /* operations recorded, by kind */
     unsigned long long duplicates, late, future, webhook_auth_failures;
+    unsigned long long refusals_unplaced;              /* 480/137000 naming no user waguard knows */
     unsigned long long ack_attempts[ACK_OUTCOME_COUNT];
     unsigned long long upstream_requests[600];         /* by status; 0 = no answer */
     struct histogram upstream_latency;
@@ -69,12 +69,12 @@ struct metrics_gauges {
 
 const char *metrics_route_name(enum route r);
 const char *metrics_reason_name(enum reason r);
-const char *metrics_item_name(enum item_kind k);
 void metrics_observe(struct histogram *h, double seconds);
 /* The hold counters of a category (added on first use); NULL when the table is full. */
 struct metrics_hold *metrics_hold(struct metrics *m, const char *category);
 
-/* Renders everything.  Returns a malloc'd string the caller frees, or NULL. */
-char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, const char *version);
+/* Renders everything onto out.  Returns 0, or -1 when out of memory. */
+int metrics_render(const struct metrics *m, const struct metrics_gauges *g, const char *version,
+                   struct evbuffer *out) __attribute__((warn_unused_result));
 
 #endif

@@ -1,38 +1,41 @@
-/* server — the HTTP side: listeners, routing, authentication, answers.
+/* server — the HTTP server: listeners, connections, the strict edge (http_edge.h), and
+ * dispatch by a route table it is given (routes.h; it knows no handler).
  *
- * Each request gets a struct request that carries it through Redis and upstream
- * callbacks.  If the client goes away first, req becomes NULL and the answer is
- * dropped; the struct itself is freed only by request_finish (every request_reply_*
- * calls it), so callbacks never touch freed memory. */
+ * Dispatch makes a struct request (request.h), refuses what the edge's rules refuse, finds
+ * the route, authorizes the caller by the route's role and watches the connection, and
+ * only then runs the handler: no handler can forget either. */
 #ifndef WAGUARD_SERVER_H
 #define WAGUARD_SERVER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <cjson/cJSON.h>
-#include <event2/http.h>
-
 #include "app.h"
-#include "metrics.h"
+#include "request.h"
 
-enum role { ROLE_NONE, ROLE_API, ROLE_ADMIN };
-
-struct request {
-    struct app *app;
-    struct evhttp_request *req;     /* NULL once the client went away */
-    enum route route;
-    long long start_ms;
-    char caller[64];                /* the token's name, "anonymous" without tokens (a copy:
-                                       a reload may free the token list meanwhile) */
-    char arg[2][160];               /* path segments the route captured, decoded */
-    void *data;                     /* the handler's own state, freed with free_data */
-    void (*free_data)(void *data);
+/* One route: the methods it takes (EVHTTP_REQ_* mask), the path pattern ('*' matches one
+ * segment, captured decoded into request.arg), who may call it, what the metrics count
+ * it as, the handler, and whether its callers speak Graph (waguard's errors then in
+ * Graph's envelope). */
+struct route_def {
+    int methods;
+    const char *pattern;
+    enum role role;
+    enum route metric;
+    route_fn *fn;
+    bool graph;
 };
 
-typedef void route_fn(struct request *r);
+/* The routes a server serves.  resolve() gives the route for path and method (capturing
+ * into args), or NULL with *path_methods the methods the path takes (0: no route). */
+struct router {
+    const struct route_def *(*resolve)(const struct config *cfg, const char *path, int method, char args[2][160],
+                                   int *path_methods);
+};
 
-int server_new(struct app *app, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* router: borrowed for the server's life. */
+int server_new(struct app *app, const struct router *router, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 void server_free(struct app *app);
 /* Closes the listeners (draining on shutdown). */
 void server_stop_accepting(struct app *app);
@@ -40,26 +43,5 @@ void server_stop_accepting(struct app *app);
 int server_in_flight(const struct app *app);
 /* Applies the limits of a reloaded configuration. */
 void server_reconfigure(struct app *app);
-
-/* Checks the caller's bearer token for role; on failure answers 401/403 and returns -1. */
-int request_authorize(struct request *r, enum role need) __attribute__((warn_unused_result));
-
-/* The raw body (contiguous, owned by libevent, valid until the answer). */
-const char *request_body(struct request *r, size_t *len);
-/* A query parameter, decoded, copied into buf; NULL when absent. */
-const char *request_query(struct request *r, const char *name, char *buf, size_t buflen);
-const char *request_header(struct request *r, const char *name);
-/* Marks the request as waiting for a callback (watches for the client going away). */
-void request_hold(struct request *r);
-
-/* Answers and finishes the request.  body is consumed (freed). */
-void request_reply_json(struct request *r, int code, cJSON *body);
-void request_reply_raw(struct request *r, int code, const char *ctype, const char *body, size_t len);
-/* Answers the WABA error envelope {"errors":[{"code","title","details"}]}. */
-void request_reply_error(struct request *r, int code, const char *title, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* Compares a presented secret with a known one in constant time. */
-bool server_secret_equal(const char *presented, size_t plen, const char *known);
 
 #endif

@@ -10,6 +10,8 @@
 #ifndef WAGUARD_WTIME_H
 #define WAGUARD_WTIME_H
 
+#include <stddef.h>
+
 #include <cjson/cJSON.h>
 
 /* Times at or beyond this many ms (year 2286) are refused as nonsense. */
@@ -22,5 +24,8 @@ int wtime_parse(const cJSON *v, long long *ms) __attribute__((warn_unused_result
 
 /* The same for a number already read (seconds or milliseconds, by magnitude). */
 int wtime_from_number(double v, long long *ms) __attribute__((warn_unused_result));
+
+/* ms as RFC 3339 in UTC ("2026-12-02T03:50:21Z") into buf (at least 21 bytes). */
+void wtime_rfc3339(long long ms, char *buf, size_t len);
 
 #endif

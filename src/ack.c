@@ -10,9 +10,11 @@
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 
+#include "envelope.h"
 #include "metrics.h"
 #include "ops.h"
 #include "recipient.h"
+#include "schema.h"
 #include "store.h"
 #include "upstream.h"
 #include "wtime.h"
@@ -30,10 +32,17 @@ struct ack {
     unsigned rng;                /* xorshift state for jitter */
 };
 
+enum {
+#define ACK_JOB_(n) JOB_##n,
+    SCHEMA_CLAIM_JOB(ACK_JOB_)
+#undef ACK_JOB_
+    JOB_N
+};
+
 struct job {
     struct app *app;
     char wa_id[RECIPIENT_MAX];
-    char hash[256];
+    char hash[OPS_HASH_MAX + 1]; /* '' when not known: asked of the WABA client first */
     long long ts_ms;
     long long attempts;
     char who[64];
@@ -83,9 +92,11 @@ static void record(struct job *j, const char *outcome, long long delay_ms)
     char delay[32];
     snprintf(delay, sizeof delay, "%lld", delay_ms);
     const char *argv[] = { j->wa_id, j->hash, outcome, j->who, j->answer, delay, j->lease,
-                           app->cfg->ack == ACK_AUTO ? "auto" : "manual" };
-    if (store_eval(app, SCRIPT_ACK_RESULT, 8, argv, NULL, job_done, j) != 0)
-        job_done(app, NULL, j);
+                           app->cfg->ack == ACK_AUTO ? "auto" : "manual", app->cfg->api == API_CLOUD ? "cloud" : "onprem" };
+    if (store_call(app, STORE_OUTCOME, 9, argv, NULL, job_done, j) != 0) {
+        app->ack->in_flight--;
+        free(j);                 /* out of memory: the lease runs out and the work is claimed again */
+    }
 }
 
 static void retry(struct job *j)
@@ -127,23 +138,25 @@ static bool transient(int status)
 
 /* ---- reconcile after a 4xx -------------------------------------------- */
 
+/* The WABA client's identity was recorded: what it changed is for the outcome to find (a
+ * newer hash, or hash_unknown resolved, supersedes this job and is queued at once; else
+ * the job is tried again after its backoff). */
 static void on_reconciled(struct app *app, redisReply *reply, void *arg)
 {
     struct job *j = arg;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY) {
-        snprintf(j->answer, sizeof j->answer, "could not record the WABA client's newer identity");
-        retry(j);
-        return;
-    }
-    app->ack->in_flight--;
-    free(j);
-    ack_kick(app);
+    (void)app;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY)
+        snprintf(j->answer, sizeof j->answer, "could not record the WABA client's identity");
+    retry(j);
 }
 
 static void on_identity(struct app *app, const struct upstream_reply *rep, void *arg)
 {
     struct job *j = arg;
-    if (rep->status / 100 != 2) {
+    cJSON *o = rep->status ? cJSON_ParseWithLength(rep->body, rep->len) : NULL;
+    bool ok = envelope_ok(rep->status, o);
+    if (!ok) {
+        cJSON_Delete(o);
         char put_answer[512];
         snprintf(put_answer, sizeof put_answer, "%s", j->answer);
         describe(j, rep, "GET identity");
@@ -156,7 +169,6 @@ static void on_identity(struct app *app, const struct upstream_reply *rep, void 
         fail(j);
         return;
     }
-    cJSON *o = cJSON_ParseWithLength(rep->body, rep->len);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "contacts");
     if (cJSON_IsArray(c))
         c = cJSON_GetArrayItem(c, 0);
@@ -172,7 +184,7 @@ static void on_identity(struct app *app, const struct upstream_reply *rep, void 
     long long their_ts;
     if (wtime_parse(cJSON_GetObjectItemCaseSensitive(c, "created_timestamp"), &their_ts) != 0)
         their_ts = 0;
-    if (strcmp(h->valuestring, j->hash) == 0 && acked) {
+    if (j->hash[0] && strcmp(h->valuestring, j->hash) == 0 && acked) {
         cJSON_Delete(o);
         app->metrics->ack_attempts[ACK_RECONCILED]++;
         snprintf(j->answer, sizeof j->answer, "the WABA client already shows this hash acknowledged");
@@ -180,20 +192,21 @@ static void on_identity(struct app *app, const struct upstream_reply *rep, void 
         record(j, "ok", 0);
         return;
     }
-    if (strcmp(h->valuestring, j->hash) != 0 && their_ts >= j->ts_ms) {
-        /* The WABA client knows a newer identity: record it like a notification. */
-        log_notice(&app->log, "ack", "%s: the WABA client's identity %s is newer than %s; recording it",
-                   j->wa_id, h->valuestring, j->hash);
+    if (!j->hash[0] || (strcmp(h->valuestring, j->hash) != 0 && their_ts >= j->ts_ms)) {
+        /* The hash was not known, or the WABA client knows a newer identity: record it like
+         * a notification (src/lua/identity.lua decides what it changes). */
+        log_notice(&app->log, "ack", "%s: the WABA client's identity is %s (%s); recording it", j->wa_id,
+                   h->valuestring, j->hash[0] ? "newer than ours" : "the hash was not known");
         app->metrics->ack_attempts[ACK_RECONCILED]++;
-        cJSON *ops = cJSON_CreateArray();
-        ops_identity(ops, (struct ops_user){ j->wa_id, NULL }, h->valuestring, their_ts, OPS_RECONCILE,
+        struct ops ops;
+        ops_init(&ops);
+        ops_identity(&ops, (struct ops_user){ j->wa_id, NULL, NULL }, h->valuestring, their_ts, OPS_RECONCILE,
                      acked, NULL, false);
         cJSON_Delete(o);
-        char *json = cJSON_PrintUnformatted(ops);
-        cJSON_Delete(ops);
-        if (store_apply(app, json ? json : "[]", true, on_reconciled, j) != 0)
+        int rc = store_apply(app, &ops, true, on_reconciled, j);
+        ops_free(&ops);
+        if (rc != 0)
             on_reconciled(app, NULL, j);
-        cJSON_free(json);
         return;
     }
     snprintf(j->answer + strlen(j->answer), sizeof j->answer - strlen(j->answer),
@@ -238,13 +251,17 @@ static void on_put(struct app *app, const struct upstream_reply *rep, void *arg)
 {
     struct job *j = arg;
     describe(j, rep, "PUT identity");
-    if (rep->status / 100 == 2) {
+    cJSON *o = rep->status ? cJSON_ParseWithLength(rep->body, rep->len) : NULL;
+    bool ok = envelope_ok(rep->status, o);
+    cJSON_Delete(o);
+    /* A 2xx that carries errors[] acknowledged nothing: it is a refusal like a 4xx. */
+    if (ok) {
         app->metrics->ack_attempts[ACK_OK]++;
         log_info(&app->log, "ack", "%s: acknowledged hash %s (attempt %lld)", j->wa_id, j->hash, j->attempts);
         record(j, "ok", 0);
         return;
     }
-    if (transient(rep->status)) {
+    if (rep->status / 100 != 2 && transient(rep->status)) {
         retry(j);
         return;
     }
@@ -255,7 +272,8 @@ static void start(struct app *app, struct job *j)
 {
     app->ack->in_flight++;
     if (app->cfg->api == API_CLOUD) {
-        /* The Cloud API has no acknowledgement call: the hash is pinned on sends. */
+        /* The Cloud API has no acknowledgement call: the hash is pinned on sends.  (A
+         * record whose new hash is not known is never claimed on the Cloud API.) */
         snprintf(j->answer, sizeof j->answer, "recorded locally: the Cloud API has no acknowledgement call");
         app->metrics->ack_attempts[ACK_OK]++;
         record(j, "ok", 0);
@@ -292,23 +310,22 @@ static void on_claimed(struct app *app, redisReply *reply, void *arg)
     a->claiming = false;
     if (!reply || reply->type != REDIS_REPLY_ARRAY)
         return;
-    size_t n = reply->elements / 6;
+    size_t n = reply->elements / JOB_N;
     for (size_t i = 0; i < n; i++) {
-        redisReply **e = reply->element + i * 6;
-        if (e[0]->type != REDIS_REPLY_STRING || e[1]->type != REDIS_REPLY_STRING ||
-            e[2]->type != REDIS_REPLY_INTEGER || e[3]->type != REDIS_REPLY_STRING ||
-            e[4]->type != REDIS_REPLY_STRING || e[5]->type != REDIS_REPLY_STRING)
-            continue;           /* not what claim.lua returns: skip, the lease runs out */
+        redisReply **e = reply->element + i * JOB_N;
+        if (!store_str(e[JOB_W]) || e[JOB_HASH]->type != REDIS_REPLY_STRING || !store_str(e[JOB_LEASE]) ||
+            e[JOB_HASH]->len > OPS_HASH_MAX || e[JOB_W]->len >= RECIPIENT_MAX)
+            continue;           /* not what claim returns: skip, the lease runs out */
         struct job *j = calloc(1, sizeof *j);
         if (!j)
             break;
         j->app = app;
-        snprintf(j->wa_id, sizeof j->wa_id, "%s", e[0]->str);
-        snprintf(j->hash, sizeof j->hash, "%s", e[1]->str);
-        j->attempts = e[2]->integer;
-        j->ts_ms = atoll(e[3]->str);
-        snprintf(j->who, sizeof j->who, "%s", e[4]->str);
-        snprintf(j->lease, sizeof j->lease, "%s", e[5]->str);
+        snprintf(j->wa_id, sizeof j->wa_id, "%s", e[JOB_W]->str);
+        snprintf(j->hash, sizeof j->hash, "%s", e[JOB_HASH]->str);
+        j->attempts = store_int(e[JOB_ATTEMPTS], 1);
+        j->ts_ms = store_int(e[JOB_TS], 0);
+        snprintf(j->who, sizeof j->who, "%s", store_str(e[JOB_WHO]) ? e[JOB_WHO]->str : "auto");
+        snprintf(j->lease, sizeof j->lease, "%s", e[JOB_LEASE]->str);
         j->claimed_ms = app_mono_ms();
         start(app, j);
     }
@@ -333,8 +350,8 @@ static void claim(struct app *app)
     char lease[32], max[32];
     snprintf(lease, sizeof lease, "%ld", app->cfg->lease_s * 1000);
     snprintf(max, sizeof max, "%lld", room);
-    const char *argv[] = { lease, max };
-    if (store_eval(app, SCRIPT_CLAIM, 2, argv, NULL, on_claimed, NULL) == 0)
+    const char *argv[] = { lease, max, app->cfg->api == API_CLOUD ? "cloud" : "onprem" };
+    if (store_call(app, STORE_CLAIM, 3, argv, NULL, on_claimed, NULL) == 0)
         a->claiming = true;
 }
 
@@ -369,6 +386,7 @@ int ack_new(struct app *app, char *err, size_t errlen)
     }
     struct timeval tv = { 0, POLL_MS * 1000 };
     event_add(a->poll, &tv);
+    store_on_due(app, ack_kick);
     return 0;
 }
 

@@ -5,54 +5,190 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ack.h"
+#include "jsonx.h"
+#include "keycheck.h"
 #include "recipient.h"
+#include "schema.h"
+#include "secnotify.h"
 #include "store.h"
 
-/* ---- GET /v1/identities?state=pending|failed&limit=N&cursor=C --------- */
+enum {
+#define L_(n) LI_##n,
+    SCHEMA_LIST_ITEM(L_)
+#undef L_
+    LI_N
+};
+enum {
+#define G_(n) GR_##n,
+    SCHEMA_GET_RECORD(G_)
+#undef G_
+    GR_N
+};
+enum {
+#define A_(n) AU_##n,
+    SCHEMA_AUDIT_ITEM(A_)
+#undef A_
+    AU_N
+};
+enum {
+#define R_(n) RL_##n,
+    SCHEMA_RELEASE_REPLY(R_)
+#undef R_
+    RL_N
+};
+enum {
+#define S_(n) ST_##n,
+    SCHEMA_STATS(S_)
+#undef S_
+    ST_N
+};
+enum {
+#define P_(E, v) PICK_##E = v,
+    SCHEMA_PICK(P_)
+#undef P_
+};
+enum {
+#define Q_(E, v) REQ_##E = v,
+    SCHEMA_REQUEST_RESULTS(Q_)
+#undef Q_
+};
 
-static cJSON *str_or_null(const redisReply *e)
+/* ---- small writers ------------------------------------------------------------------ */
+
+static void add_str(cJSON *o, const char *key, const redisReply *e)
 {
-    return e->type == REDIS_REPLY_STRING && e->len ? cJSON_CreateString(e->str) : cJSON_CreateNull();
+    const char *s = store_str(e);
+    if (s)
+        cJSON_AddStringToObject(o, key, s);
+    else
+        cJSON_AddNullToObject(o, key);
+}
+
+/* A time kept in ms, given in seconds (null when none). */
+static void add_seconds(cJSON *o, const char *key, const redisReply *e)
+{
+    long long ms = store_int(e, -1);
+    if (ms > 0)
+        cJSON_AddNumberToObject(o, key, (double)(ms / 1000));
+    else
+        cJSON_AddNullToObject(o, key);
+}
+
+static cJSON *json_list(const redisReply *l)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; l && l->type == REDIS_REPLY_ARRAY && i < l->elements; i++) {
+        cJSON *e = l->element[i]->type == REDIS_REPLY_STRING ? cJSON_Parse(l->element[i]->str) : NULL;
+        if (e)
+            cJSON_AddItemToArray(a, e);
+    }
+    return a;
+}
+
+/* ---- naming a user, as the gate does ---------------------------------------------- */
+
+/* The recipient forms of the operator's argument, as the gate reads a recipient, after
+ * an exact name ("e:…") when the argument is a wa_id or user id as it is: that record is
+ * the user when waguard has it.  Returns 0, or -1 after answering 400. */
+static int name_arg(struct request *r, const char *arg, char spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3])
+{
+    struct recipient rcpt;
+    const char *why;
+    char exact[RECIPIENT_MAX];
+    char forms[RECIPIENT_SPEC_MAX];
+    if (recipient_parse(arg, r->app->cfg->home_country_code, &rcpt, &why) != 0 ||
+        recipient_spec(&rcpt, forms, sizeof forms) != 0) {
+        request_reply_error(r, 400, "Bad wa_id", "%s: %s", arg, why);
+        return -1;
+    }
+    if (arg[0] != '+' && recipient_from_whatsapp(arg, exact, NULL) == 0)
+        snprintf(spec, RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3, "e:%s %s", exact, forms);
+    else
+        snprintf(spec, RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3, "%s", forms);
+    return 0;
+}
+
+/* Answers a pick that found no one record: 404, or 409 with the records it could name.
+ * Returns true when it answered. */
+static bool unpicked(struct request *r, const redisReply *reply)
+{
+    long long st = store_int(reply->element[0], PICK_UNKNOWN);
+    if (st == PICK_FOUND)
+        return false;
+    if (st == PICK_UNKNOWN) {
+        request_reply_error(r, 404, "Not found", "waguard knows no user %s names", r->arg[0]);
+        return true;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *errs = cJSON_AddArrayToObject(o, "errors");
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "code", 409);
+    cJSON_AddStringToObject(e, "title", "Ambiguous user");
+    cJSON_AddStringToObject(e, "details", "this names more than one user waguard knows (as the gate reads it): "
+                            "name one by its wa_id or user id");
+    cJSON_AddItemToArray(errs, e);
+    cJSON *c = cJSON_AddArrayToObject(o, "considered");
+    for (size_t i = 1; i < reply->elements; i++)
+        if (store_str(reply->element[i]))
+            cJSON_AddItemToArray(c, cJSON_CreateString(reply->element[i]->str));
+    request_reply_json(r, 409, o);
+    return true;
+}
+
+/* ---- GET /v1/identities?state=pending|failed|held&limit=N&cursor=C&q=TEXT ---------- */
+
+static long long longest_hold_ms(const struct config *cfg)
+{
+    long long ms = 0;
+    for (size_t i = 0; i < cfg->nholds; i++)
+        if (cfg->holds[i].seconds * 1000LL > ms)
+            ms = cfg->holds[i].seconds * 1000LL;
+    return ms;
 }
 
 static void on_list(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
-        (reply->elements - 1) % 7 != 0) {
-        request_reply_error(r, 503, "Store unavailable", "%s",
-                            reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
+    const char *why = store_failure(app, reply, 1);
+    if (why || (reply->elements - 1) % LI_N != 0) {
+        request_reply_unavailable(r, why ? why : "an answer of the wrong shape");
         return;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON *list = cJSON_AddArrayToObject(o, "identities");
-    for (size_t i = 1; i + 6 < reply->elements; i += 7) {
+    for (size_t i = 1; i + LI_N - 1 < reply->elements; i += LI_N) {
         redisReply **e = reply->element + i;
         cJSON *it = cJSON_CreateObject();
-        cJSON_AddStringToObject(it, "wa_id", e[0]->str);
-        cJSON_AddItemToObject(it, "hash", str_or_null(e[1]));
-        cJSON_AddNumberToObject(it, "created_timestamp", (double)(atoll(e[2]->str) / 1000));
-        cJSON_AddBoolToObject(it, "acknowledged", strcmp(e[3]->str, "1") == 0);
-        cJSON_AddItemToObject(it, "state", str_or_null(e[4]));
-        cJSON_AddNumberToObject(it, "attempts", atof(e[5]->str));
-        cJSON_AddItemToObject(it, "last_error", str_or_null(e[6]));
+        add_str(it, "wa_id", e[LI_W]);
+        add_str(it, "hash", e[LI_HASH]);
+        cJSON_AddNumberToObject(it, "created_timestamp", (double)(store_int(e[LI_TS], 0) / 1000));
+        const char *st = store_str(e[LI_STATE]);
+        cJSON_AddBoolToObject(it, "acknowledged", st && strcmp(st, "acknowledged") == 0);
+        add_str(it, "state", e[LI_STATE]);
+        cJSON_AddNumberToObject(it, "attempts", (double)store_int(e[LI_ATTEMPTS], 0));
+        add_str(it, "last_error", e[LI_ERR]);
+        add_str(it, "name", e[LI_NAME]);
+        add_str(it, "user_id", e[LI_USER_ID]);
+        add_str(it, "old_hash", e[LI_OLD_HASH]);
+        add_seconds(it, "since", e[LI_SINCE]);
+        add_seconds(it, "changed_at", e[LI_CHANGED_AT]);
+        add_seconds(it, "next_attempt", e[LI_NEXT]);
+        add_seconds(it, "leased_until", e[LI_LEASE]);
+        add_str(it, "hold_released", e[LI_HOLD_RELEASED]);
         cJSON_AddItemToArray(list, it);
     }
-    cJSON_AddItemToObject(o, "next_cursor", str_or_null(reply->element[0]));
+    add_str(o, "next_cursor", reply->element[0]);
     request_reply_json(r, 200, o);
 }
 
 void admin_list(struct request *r)
 {
-    if (request_authorize(r, ROLE_ADMIN) != 0)
-        return;
-    char state[16], limit_s[16], cursor[RECIPIENT_MAX];
+    char state[16], limit_s[16], cursor[RECIPIENT_MAX], q[RECIPIENT_MAX];
     const char *st = request_query(r, "state", state, sizeof state);
     if (!st)
         st = "pending";
-    if (strcmp(st, "pending") != 0 && strcmp(st, "failed") != 0) {
-        request_reply_error(r, 400, "Bad request", "state must be pending or failed");
+    if (strcmp(st, "pending") != 0 && strcmp(st, "failed") != 0 && strcmp(st, "held") != 0) {
+        request_reply_error(r, 400, "Bad request", "state must be pending, failed or held");
         return;
     }
     long limit = 100;
@@ -65,140 +201,213 @@ void admin_list(struct request *r)
         }
     }
     const char *cur = request_query(r, "cursor", cursor, sizeof cursor);
-    char lim[16];
+    const char *text = request_query(r, "q", q, sizeof q);
+    char lim[16], since[24];
     snprintf(lim, sizeof lim, "%ld", limit);
-    const char *argv[] = { st, cur ? cur : "", lim };
-    request_hold(r);
-    if (store_eval(r->app, SCRIPT_LIST, 3, argv, NULL, on_list, r) != 0)
-        on_list(r->app, NULL, r);
+    long long hold = longest_hold_ms(r->app->cfg);
+    snprintf(since, sizeof since, "%lld", app_wall_ms() - (hold > 0 ? hold : 86400000LL));
+    const char *argv[] = { st, cur ? cur : "", lim, text ? text : "", since };
+    if (store_call(r->app, STORE_LIST, 5, argv, NULL, on_list, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
 }
 
-/* ---- GET /v1/identities/{wa_id} ---------------------------------------- */
-
-static const char *field(const redisReply *hash, const char *name)
-{
-    for (size_t i = 0; i + 1 < hash->elements; i += 2)
-        if (strcmp(hash->element[i]->str, name) == 0)
-            return hash->element[i + 1]->str;
-    return NULL;
-}
-
-static cJSON *json_list(const redisReply *l)
-{
-    cJSON *a = cJSON_CreateArray();
-    for (size_t i = 0; i < l->elements; i++) {
-        cJSON *e = cJSON_Parse(l->element[i]->str);
-        if (e)
-            cJSON_AddItemToArray(a, e);
-    }
-    return a;
-}
+/* ---- GET /v1/identities/{wa_id} ----------------------------------------------------- */
 
 static void on_get(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
-        request_reply_error(r, 503, "Store unavailable", "%s",
-                            reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
+    const char *why = store_failure(app, reply, 1);
+    if (why) {
+        request_reply_unavailable(r, why);
         return;
     }
-    const redisReply *h = reply->element[0];
-    const char *hash = field(h, "id_hash");
-    if (!hash) {
-        request_reply_error(r, 404, "Not found", "no identity is known for %s", r->arg[1]);
+    if (unpicked(r, reply))
+        return;
+    const redisReply *rec = reply->elements == 4 ? reply->element[1] : NULL;
+    if (!rec || rec->type != REDIS_REPLY_ARRAY || rec->elements != GR_N) {
+        request_reply_unavailable(r, "an answer of the wrong shape");
         return;
     }
+    redisReply **e = rec->element;
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "wa_id", r->arg[1]);
-    cJSON *id = cJSON_AddObjectToObject(o, "identity");
-    const char *ts = field(h, "id_ts"), *ack = field(h, "id_ack"), *state = field(h, "id_state"),
-               *att = field(h, "id_attempts"), *err = field(h, "id_err"), *by = field(h, "id_acked_by"),
-               *at = field(h, "id_acked_at");
-    cJSON_AddStringToObject(id, "hash", hash);
-    cJSON_AddNumberToObject(id, "created_timestamp", ts ? (double)(atoll(ts) / 1000) : 0);
-    cJSON_AddBoolToObject(id, "acknowledged", ack && strcmp(ack, "1") == 0);
-    cJSON_AddStringToObject(id, "state", state ? state : "pending");
-    cJSON_AddNumberToObject(id, "attempts", att ? atof(att) : 0);
-    if (err && *err)
-        cJSON_AddStringToObject(id, "last_error", err);
-    if (by)
-        cJSON_AddStringToObject(id, "acknowledged_by", by);
-    if (at)
-        cJSON_AddNumberToObject(id, "acknowledged_at", (double)(atoll(at) / 1000));
-    cJSON_AddItemToObject(o, "history", json_list(reply->element[1]));
-    cJSON_AddItemToObject(o, "acks", json_list(reply->element[2]));
+    add_str(o, "wa_id", e[GR_W]);
+    const char *state = store_str(e[GR_STATE]);
+    if (store_str(e[GR_HASH]) || state) {
+        cJSON *id = cJSON_AddObjectToObject(o, "identity");
+        add_str(id, "hash", e[GR_HASH]);
+        cJSON_AddNumberToObject(id, "created_timestamp", (double)(store_int(e[GR_TS], 0) / 1000));
+        cJSON_AddBoolToObject(id, "acknowledged", state && strcmp(state, "acknowledged") == 0);
+        cJSON_AddStringToObject(id, "state", state ? state : "pending");
+        cJSON_AddNumberToObject(id, "attempts", (double)store_int(e[GR_ATTEMPTS], 0));
+        if (store_str(e[GR_ERR]))
+            cJSON_AddStringToObject(id, "last_error", e[GR_ERR]->str);
+        if (store_str(e[GR_ACKED_BY]))
+            cJSON_AddStringToObject(id, "acknowledged_by", e[GR_ACKED_BY]->str);
+        if (store_int(e[GR_ACKED_AT], 0) > 0)
+            cJSON_AddNumberToObject(id, "acknowledged_at", (double)(store_int(e[GR_ACKED_AT], 0) / 1000));
+        cJSON_AddBoolToObject(id, "time_believed", store_int(e[GR_RX], 0) != 1);
+        add_seconds(id, "changed_at", e[GR_CHANGED_AT]);
+        add_seconds(id, "pending_since", e[GR_SINCE]);
+        add_seconds(id, "next_attempt", e[GR_NEXT]);
+        add_seconds(id, "leased_until", e[GR_LEASE]);
+        add_str(id, "requested_by", e[GR_REQUESTED_BY]);
+        add_str(id, "hold_released", e[GR_HOLD_RELEASED]);
+    } else {
+        cJSON_AddNullToObject(o, "identity");
+    }
+    add_str(o, "name", e[GR_NAME]);
+    add_str(o, "user_id", e[GR_USER_ID]);
+    add_str(o, "parent_user_id", e[GR_PARENT_USER_ID]);
+    if (store_int(e[GR_LAST_IN], 0) > 0)
+        cJSON_AddNumberToObject(o, "last_inbound", (double)store_int(e[GR_LAST_IN], 0));
+    else
+        cJSON_AddNullToObject(o, "last_inbound");
+    cJSON_AddBoolToObject(o, "blocked", store_int(e[GR_BLOCKED], 0) == 1);
+    add_str(o, "moved_to", e[GR_MOVED_TO]);
+    add_str(o, "contact", e[GR_CONTACT]);
+    cJSON_AddItemToObject(o, "history", json_list(reply->element[2]));
+    cJSON_AddItemToObject(o, "acks", json_list(reply->element[3]));
     request_reply_json(r, 200, o);
-}
-
-/* An operator names a user as WhatsApp does (a wa_id or user id, taken as it is; the
- * scripts follow a linked user id to its record), or by a dialable number. */
-static int normalise_arg(struct request *r)
-{
-    const char *why;
-    char id[RECIPIENT_MAX];
-    if (recipient_from_whatsapp(r->arg[0], id, NULL) == 0) {
-        snprintf(r->arg[1], sizeof r->arg[1], "%s", id);
-        return 0;
-    }
-    if (recipient_dial(r->arg[0], r->app->cfg->home_country_code, id, &why) == 0) {
-        snprintf(r->arg[1], sizeof r->arg[1], "%s", id);
-        return 0;
-    }
-    {
-        request_reply_error(r, 400, "Bad wa_id", "%s: %s", r->arg[0], why);
-        return -1;
-    }
-    return 0;
 }
 
 void admin_get(struct request *r)
 {
-    if (request_authorize(r, ROLE_ADMIN) != 0 || normalise_arg(r) != 0)
+    char spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3];
+    if (name_arg(r, r->arg[0], spec) != 0)
         return;
-    const char *argv[] = { r->arg[1] };
-    request_hold(r);
-    if (store_eval(r->app, SCRIPT_GET, 1, argv, NULL, on_get, r) != 0)
-        on_get(r->app, NULL, r);
+    const char *argv[] = { spec };
+    if (store_call(r->app, STORE_GET, 1, argv, NULL, on_get, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
 }
 
-/* ---- POST /v1/identities/{wa_id}/ack ----------------------------------- */
+/* ---- POST /v1/identities/{wa_id}/ack ------------------------------------------------ */
 
-static void on_enqueued(struct app *app, redisReply *reply, void *arg)
+/* The optional {"reason":"…"} of an operator's act (at most 500 characters); required
+ * is says whether it must be there.  Returns 0 with reason filled ("" none), or -1
+ * after answering 400. */
+static int reason_of(struct request *r, bool required, char *reason, size_t len, char *category, size_t clen)
+{
+    size_t n;
+    const char *body = request_body(r, &n);
+    reason[0] = '\0';
+    if (category)
+        snprintf(category, clen, "*");
+    if (n == 0 && !required)
+        return 0;
+    char why[200];
+    cJSON *in = jsonx_parse(body, n, why, sizeof why);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(in, "reason");
+    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(in, "category");
+    bool ok = cJSON_IsObject(in) && (!rs || (cJSON_IsString(rs) && strlen(rs->valuestring) <= 500)) &&
+              (!required || (cJSON_IsString(rs) && rs->valuestring[0])) &&
+              (!cat || (category && cJSON_IsString(cat) && config_category_valid(cat->valuestring)));
+    if (ok) {
+        if (rs)
+            snprintf(reason, len, "%s", rs->valuestring);
+        if (cat)
+            snprintf(category, clen, "%s", cat->valuestring);
+    }
+    cJSON_Delete(in);
+    if (!ok)
+        request_reply_error(r, 400, "Bad request", "expected {\"reason\":\"why\"%s} (a reason of at most 500 "
+                            "characters%s)%s%s", category ? ",\"category\":\"…\" (optional: default every category)" : "",
+                            required ? ", required" : "", in ? "" : ": ", in ? "" : why);
+    return ok ? 0 : -1;
+}
+
+static void on_requested(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
-    if (!reply || reply->type != REDIS_REPLY_INTEGER) {
-        request_reply_error(r, 503, "Store unavailable", "%s",
-                            reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
+    const char *why = store_failure(app, reply, 1);
+    if (why) {
+        request_reply_unavailable(r, why);
         return;
     }
-    if (reply->integer < 0) {
-        request_reply_error(r, 404, "Not found", "no identity is known for %s", r->arg[1]);
+    if (unpicked(r, reply))
+        return;
+    long long res = reply->elements >= 3 ? store_int(reply->element[1], REQ_UNKNOWN) : REQ_UNKNOWN;
+    const char *w = reply->elements >= 3 ? store_str(reply->element[2]) : NULL;
+    if (res == REQ_UNKNOWN || !w) {
+        request_reply_error(r, 404, "Not found", "no identity is known for %s", r->arg[0]);
+        return;
+    }
+    if (res == REQ_WAITS_FOR_HASH) {
+        request_reply_error(r, 409, "The new identity is not known yet",
+                            "WhatsApp refused a send to %s because the identity changed, and the new hash comes "
+                            "with the user's next message or status (the Cloud API has no call to ask for it): "
+                            "acknowledging the hash on record would let sends through to whoever holds the new key. "
+                            "Verify the person another way; the gate opens once the new hash is acknowledged", w);
         return;
     }
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "wa_id", r->arg[1]);
-    if (reply->integer == 0) {
+    cJSON_AddStringToObject(o, "wa_id", w);
+    if (res == REQ_ALREADY) {
         cJSON_AddStringToObject(o, "state", "acknowledged");
         request_reply_json(r, 200, o);
         return;
     }
-    log_notice(&app->log, "admin", "%s asked to acknowledge %s now", r->caller, r->arg[1]);
-    ack_kick(app);
+    log_notice(&app->log, "admin", "%s asked to acknowledge %s now", r->caller, w);
     cJSON_AddStringToObject(o, "state", "queued");
+    cJSON_AddStringToObject(o, "requested_by", r->caller);
     request_reply_json(r, 202, o);
 }
 
 void admin_ack(struct request *r)
 {
-    if (request_authorize(r, ROLE_ADMIN) != 0 || normalise_arg(r) != 0)
+    char spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3], reason[512];
+    if (name_arg(r, r->arg[0], spec) != 0 || reason_of(r, false, reason, sizeof reason, NULL, 0) != 0)
         return;
-    const char *argv[] = { r->arg[1], r->caller };
-    request_hold(r);
-    if (store_eval(r->app, SCRIPT_ENQUEUE, 2, argv, NULL, on_enqueued, r) != 0)
-        on_enqueued(r->app, NULL, r);
+    const char *argv[] = { spec, r->caller, r->app->cfg->api == API_CLOUD ? "cloud" : "onprem", reason };
+    if (store_call(r->app, STORE_REQUEST, 4, argv, NULL, on_requested, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
 }
 
-/* ---- POST /v1/identities/{wa_id}/release -------------------------------- */
+/* ---- POST /v1/identities/retry {"expected":N,"reason":"…"} -------------------------- */
+
+static void on_retried(struct app *app, redisReply *reply, void *arg)
+{
+    struct request *r = arg;
+    const char *why = store_failure(app, reply, 2);
+    if (why) {
+        request_reply_unavailable(r, why);
+        return;
+    }
+    long long done = store_int(reply->element[0], -1), now = store_int(reply->element[1], 0);
+    if (done < 0) {
+        request_reply_error(r, 409, "The count changed", "%lld acknowledgement(s) are failed now, not the number "
+                            "you were shown: look again, then retry with \"expected\":%lld", now, now);
+        return;
+    }
+    log_notice(&app->log, "admin", "%s asked again for %lld failed acknowledgement(s)", r->caller, done);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "retried", (double)done);
+    cJSON_AddNumberToObject(o, "failed", (double)now);
+    request_reply_json(r, 202, o);
+}
+
+void admin_retry_all(struct request *r)
+{
+    size_t n;
+    const char *body = request_body(r, &n);
+    char why[200];
+    cJSON *in = jsonx_parse(body, n, why, sizeof why);
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(in, "expected");
+    if (!cJSON_IsObject(in) || !cJSON_IsNumber(exp) || exp->valuedouble < 0 || exp->valuedouble > 1e9 ||
+        exp->valuedouble != (double)(long long)exp->valuedouble) {
+        cJSON_Delete(in);
+        request_reply_error(r, 400, "Bad request", "expected {\"expected\":N}: the number of failed acknowledgements "
+                            "you were shown (GET /v1/overview), so that no more are retried than you meant");
+        return;
+    }
+    char expected[24];
+    snprintf(expected, sizeof expected, "%lld", (long long)exp->valuedouble);
+    cJSON_Delete(in);
+    const char *argv[] = { r->caller, expected, r->app->cfg->api == API_CLOUD ? "cloud" : "onprem" };
+    if (store_call(r->app, STORE_RETRY, 3, argv, NULL, on_retried, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
+}
+
+/* ---- POST /v1/identities/{wa_id}/release --------------------------------------------- */
 
 struct release {
     char category[64];           /* "*": every category */
@@ -208,15 +417,18 @@ static void on_released(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
     struct release *rel = r->data;
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == -1) {
-        request_reply_error(r, 404, "Not found", "%s has no identity change on record: nothing is held", r->arg[1]);
+    const char *why = store_failure(app, reply, 1);
+    if (why) {
+        request_reply_unavailable(r, why);
         return;
     }
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
-        request_reply_error(r, 503, "Store unavailable", "%s",
-                            reply && reply->type == REDIS_REPLY_ERROR ? reply->str : store_status(app));
+    if (unpicked(r, reply))
+        return;
+    if (reply->elements < 1 + RL_N) {
+        request_reply_error(r, 404, "Not found", "%s has no identity change on record: nothing is held", r->arg[0]);
         return;
     }
+    redisReply **e = reply->element + 1;
     for (size_t i = 0; i < app->cfg->nholds; i++) {
         const struct hold_category *h = &app->cfg->holds[i];
         if (h->seconds > 0 && (strcmp(rel->category, "*") == 0 || strcmp(rel->category, h->name) == 0)) {
@@ -225,48 +437,144 @@ static void on_released(struct app *app, redisReply *reply, void *arg)
                 mh->lifted++;
         }
     }
-    log_notice(&app->log, "admin", "%s lifted the %s hold of %s (change at %s)", r->caller,
-               rel->category, reply->element[0]->str, reply->element[1]->str);
+    log_notice(&app->log, "admin", "%s lifted the %s hold of %s (change at %s)", r->caller, rel->category,
+               store_str(e[RL_W]) ? e[RL_W]->str : "?", store_str(e[RL_CHANGED_AT]) ? e[RL_CHANGED_AT]->str : "?");
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "wa_id", reply->element[0]->str);
+    add_str(o, "wa_id", e[RL_W]);
     cJSON_AddBoolToObject(o, "released", 1);
     cJSON_AddStringToObject(o, "category", rel->category);
-    cJSON_AddNumberToObject(o, "changed_at", (double)(atoll(reply->element[1]->str) / 1000));
-    cJSON_AddStringToObject(o, "hash", reply->element[2]->str);
+    cJSON_AddNumberToObject(o, "changed_at", (double)(store_int(e[RL_CHANGED_AT], 0) / 1000));
+    add_str(o, "hash", e[RL_HASH]);
     cJSON_AddStringToObject(o, "released_by", r->caller);
     request_reply_json(r, 200, o);
 }
 
 void admin_release(struct request *r)
 {
-    if (request_authorize(r, ROLE_ADMIN) != 0 || normalise_arg(r) != 0)
-        return;
-    size_t len;
-    const char *body = request_body(r, &len);
-    cJSON *in = cJSON_ParseWithLength(body, len);
-    const cJSON *why = cJSON_GetObjectItemCaseSensitive(in, "reason");
-    const cJSON *cat = cJSON_GetObjectItemCaseSensitive(in, "category");
-    bool cat_ok = !cat || (cJSON_IsString(cat) && config_category_valid(cat->valuestring));
-    if (!cJSON_IsObject(in) || !cJSON_IsString(why) || !why->valuestring[0] || strlen(why->valuestring) > 500 ||
-        !cat_ok) {
-        cJSON_Delete(in);
-        request_reply_error(r, 400, "Bad request", "expected {\"reason\":\"why the hold is lifted\"} (at most "
-                            "500 characters), optionally with \"category\" (default: every category)");
-        return;
-    }
+    char spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3], reason[512];
     struct release *rel = calloc(1, sizeof *rel);
     if (!rel) {
-        cJSON_Delete(in);
         request_reply_error(r, 500, "Internal error", "out of memory");
         return;
     }
-    snprintf(rel->category, sizeof rel->category, "%s", cat ? cat->valuestring : "*");
     r->data = rel;
     r->free_data = free;
-    const char *argv[] = { r->arg[1], r->caller, rel->category, why->valuestring };
-    request_hold(r);
-    int rc = store_eval(r->app, SCRIPT_RELEASE, 4, argv, NULL, on_released, r);
-    cJSON_Delete(in);
-    if (rc != 0)
-        on_released(r->app, NULL, r);
+    if (name_arg(r, r->arg[0], spec) != 0 || reason_of(r, true, reason, sizeof reason, rel->category, sizeof rel->category) != 0)
+        return;
+    const char *argv[] = { spec, r->caller, rel->category, reason };
+    if (store_call(r->app, STORE_RELEASE, 4, argv, NULL, on_released, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
+}
+
+/* ---- GET /v1/audit?cursor=C&limit=N&wa_id=W&q=TEXT --------------------------------- */
+
+static void on_audit(struct app *app, redisReply *reply, void *arg)
+{
+    struct request *r = arg;
+    const char *why = store_failure(app, reply, 1);
+    if (why || (reply->elements - 1) % AU_N != 0) {
+        request_reply_unavailable(r, why ? why : "an answer of the wrong shape");
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(o, "entries");
+    for (size_t i = 1; i + AU_N - 1 < reply->elements; i += AU_N) {
+        redisReply **e = reply->element + i;
+        cJSON *it = cJSON_CreateObject();
+        add_str(it, "id", e[AU_ID]);
+        add_str(it, "wa_id", e[AU_W]);
+        add_str(it, "hash", e[AU_HASH]);
+        add_str(it, "who", e[AU_WHO]);
+        add_str(it, "result", e[AU_RESULT]);
+        add_str(it, "reason", e[AU_ANSWER]);
+        add_seconds(it, "at", e[AU_AT]);
+        cJSON_AddItemToArray(list, it);
+    }
+    add_str(o, "next_cursor", reply->element[0]);
+    request_reply_json(r, 200, o);
+}
+
+void admin_audit(struct request *r)
+{
+    char cursor[64], limit_s[16], who[RECIPIENT_MAX], q[256], spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3] = "";
+    const char *cur = request_query(r, "cursor", cursor, sizeof cursor);
+    long limit = 100;
+    if (request_query(r, "limit", limit_s, sizeof limit_s)) {
+        char *end;
+        limit = strtol(limit_s, &end, 10);
+        if (*end || limit < 1 || limit > 1000) {
+            request_reply_error(r, 400, "Bad request", "limit must be 1 to 1000");
+            return;
+        }
+    }
+    if (cur && strspn(cur, "0123456789-") != strlen(cur)) {
+        request_reply_error(r, 400, "Bad request", "cursor is the id of the last entry seen (next_cursor)");
+        return;
+    }
+    const char *w = request_query(r, "wa_id", who, sizeof who);
+    if (w && name_arg(r, w, spec) != 0)
+        return;
+    const char *text = request_query(r, "q", q, sizeof q);
+    char lim[16];
+    snprintf(lim, sizeof lim, "%ld", limit);
+    const char *argv[] = { cur ? cur : "", lim, spec, text ? text : "" };
+    if (store_call(r->app, STORE_AUDIT, 4, argv, NULL, on_audit, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
+}
+
+/* ---- GET /v1/overview ------------------------------------------------------------------ */
+
+static void on_overview(struct app *app, redisReply *reply, void *arg)
+{
+    struct request *r = arg;
+    const char *why = store_failure(app, reply, ST_N);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *redis = cJSON_AddObjectToObject(o, "redis");
+    cJSON_AddBoolToObject(redis, "up", !why);
+    cJSON_AddStringToObject(redis, "status", why ? why : "ok");
+    if (!why) {
+        redisReply **e = reply->element;
+        cJSON_AddNumberToObject(o, "pending", (double)store_int(e[ST_PENDING], 0));
+        cJSON_AddNumberToObject(o, "failed", (double)store_int(e[ST_FAILED], 0));
+        cJSON_AddNumberToObject(o, "held", (double)store_int(e[ST_HELD], 0));
+        cJSON_AddNumberToObject(o, "blocked", (double)store_int(e[ST_BLOCKED], 0));
+        cJSON_AddNumberToObject(o, "queued", (double)store_int(e[ST_QUEUED], 0));
+        cJSON_AddNumberToObject(o, "identity_changes_24h", (double)store_int(e[ST_CHANGES_24H], 0));
+        cJSON_AddNumberToObject(o, "identity_refusals_24h", (double)store_int(e[ST_REFUSALS_24H], 0));
+        long long oldest = store_int(e[ST_OLDEST], -1);
+        if (oldest > 0)
+            cJSON_AddNumberToObject(o, "oldest_pending_s", (double)((app_wall_ms() - oldest) / 1000));
+        else
+            cJSON_AddNullToObject(o, "oldest_pending_s");
+    }
+    cJSON *waba = cJSON_AddObjectToObject(o, "waba");
+    unsigned long long ok = 0, bad = 0;
+    for (int c = 200; c < 300; c++)
+        ok += app->metrics->upstream_requests[c];
+    for (int c = 500; c < 600; c++)
+        bad += app->metrics->upstream_requests[c];
+    cJSON_AddNumberToObject(waba, "answered_2xx", (double)ok);
+    cJSON_AddNumberToObject(waba, "answered_5xx", (double)bad);
+    cJSON_AddNumberToObject(waba, "no_answer", (double)app->metrics->upstream_requests[0]);
+    cJSON_AddStringToObject(o, "api", app->cfg->api == API_CLOUD ? "cloud" : "onprem");
+    cJSON_AddStringToObject(o, "ack", app->cfg->ack == ACK_AUTO ? "auto" : "manual");
+    cJSON *kc = keycheck_status(app);
+    if (kc)
+        cJSON_AddItemToObject(o, "identity_check", kc);
+    cJSON *sn = secnotify_status(app);
+    if (sn)
+        cJSON_AddItemToObject(o, "security_notifications", sn);
+    cJSON_AddStringToObject(o, "caller", r->caller);
+    cJSON_AddStringToObject(o, "role", r->caller_role == ROLE_ADMIN ? "admin" : "api");
+    request_reply_json(r, 200, o);
+}
+
+void admin_overview(struct request *r)
+{
+    char window[32], hold[32];
+    snprintf(window, sizeof window, "%lld", (long long)r->app->cfg->check_window_s * 1000);
+    snprintf(hold, sizeof hold, "%lld", longest_hold_ms(r->app->cfg));
+    const char *argv[] = { window, hold };
+    if (store_call(r->app, STORE_STATS, 2, argv, NULL, on_overview, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
 }

@@ -10,6 +10,8 @@
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 
+#include "business.h"
+#include "envelope.h"
 #include "metrics.h"
 #include "recipient.h"
 #include "store.h"
@@ -24,7 +26,7 @@ struct blocksync {
     struct event *timer;
     bool running;
     /* the read in progress */
-    char numbers[MAX_NUMBERS][64];   /* "" On-Premises' one number, or a Cloud path without one */
+    char numbers[MAX_NUMBERS][BUSINESS_NUMBER_MAX]; /* "" On-Premises' one number, or a Cloud path without one */
     int nnumbers, at;
     char started[32];                /* Redis ms when the read began */
     cJSON *ids;                      /* the users listed so far for numbers[at] */
@@ -61,7 +63,7 @@ static void finish(struct app *app, bool ok, const char *why)
 
 /* ---- applying one number's list ------------------------------------------ */
 
-static void on_applied(struct app *app, redisReply *reply, void *arg)
+static void on_list_applied(struct app *app, redisReply *reply, void *arg)
 {
     struct blocksync *b = app->blocksync;
     (void)arg;
@@ -92,8 +94,8 @@ static void apply_list(struct app *app)
     int i = 2;
     const cJSON *it;
     cJSON_ArrayForEach(it, b->ids) argv[i++] = it->valuestring;
-    if (store_eval(app, SCRIPT_BLOCKSYNC, n + 2, argv, NULL, on_applied, NULL) != 0)
-        finish(app, false, store_status(app));
+    if (store_call(app, STORE_BLOCKSYNC, n + 2, argv, NULL, on_list_applied, NULL) != 0)
+        finish(app, false, "out of memory");
     free(argv);
 }
 
@@ -101,8 +103,9 @@ static void apply_list(struct app *app)
 
 static void add_user(struct blocksync *b, const cJSON *entry)
 {
+    /* kept in any shape the WABA client lists it (the seed's example is no plain wa_id) */
     char id[RECIPIENT_MAX];
-    if (recipient_from_entry(entry, id) == 0)
+    if (recipient_from_entry(entry, true, id) == 0)
         cJSON_AddItemToArray(b->ids, cJSON_CreateString(id));
 }
 
@@ -119,9 +122,7 @@ static void on_page(struct app *app, const struct upstream_reply *rep, void *arg
         return;
     }
     cJSON *o = cJSON_ParseWithLength(rep->body, rep->len);
-    const cJSON *errs = cJSON_GetObjectItemCaseSensitive(o, "errors");
-    if (!cJSON_IsObject(o) || (cJSON_IsArray(errs) && cJSON_GetArraySize(errs) > 0) ||
-        cJSON_GetObjectItemCaseSensitive(o, "error")) {
+    if (!cJSON_IsObject(o) || !envelope_ok(rep->status, o)) {
         cJSON_Delete(o);
         snprintf(why, sizeof why, "an answer that is not a blocklist page, or carries errors: %.300s", rep->body);
         finish(app, false, why);
@@ -220,11 +221,11 @@ void blocksync_now(struct app *app)
     b->nnumbers = 0;
     b->at = 0;
     if (app->cfg->api == API_CLOUD)
-        b->nnumbers = config_numbers(app->cfg, b->numbers, MAX_NUMBERS);
+        b->nnumbers = business_numbers(app->cfg, b->numbers, MAX_NUMBERS);
     if (b->nnumbers == 0)
         b->numbers[b->nnumbers++][0] = '\0';
     if (store_command(app, on_time, NULL, "TIME") != 0)
-        finish(app, false, store_status(app));
+        finish(app, false, "out of memory");
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

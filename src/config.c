@@ -18,6 +18,8 @@
 
 #include <ini.h>
 
+#include "business.h"
+
 enum ktype { K_STR, K_INT, K_BOOL, K_ENUM, K_SECRET, K_TOKENS, K_LEVEL, K_FORMAT };
 
 struct key {
@@ -38,6 +40,7 @@ static const char *const e_first[] = { "trust", "hold", NULL };
 static const char *const e_fail[] = { "closed", "open", NULL };
 static const char *const e_window[] = { "off", "enforce", NULL };   /* index = bool */
 static const char *const e_onoff[] = { "off", "on", NULL };          /* index = bool */
+static const char *const e_secnot[] = { "ensure", "check", "off", NULL };
 
 static const struct key keys[] = {
     { "server", "listen", K_STR, F(listen), "127.0.0.1:8080", 0, 0, NULL },
@@ -69,6 +72,8 @@ static const struct key keys[] = {
     { "upstream", "graph_version", K_STR, F(graph_version), "v21.0", 0, 0, NULL },
     { "upstream", "identity_check", K_ENUM, F(identity_check), "off", 0, 0, e_onoff },
     { "upstream", "blocklist_sync_s", K_INT, F(blocklist_sync_s), "3600", 0, 604800, NULL },
+    { "upstream", "security_notifications", K_ENUM, F(security_notifications), "ensure", 0, 0, e_secnot },
+    { "upstream", "settings_check_s", K_INT, F(settings_check_s), "300", 10, 86400, NULL },
     { "webhook", "path", K_STR, F(webhook_path), "/webhook", 0, 0, NULL },
     { "webhook", "token_file", K_SECRET, F(webhook_token), "", 0, 0, NULL },
     { "webhook", "hmac_secret_file", K_SECRET, F(hmac_secret), "", 0, 0, NULL },
@@ -81,6 +86,7 @@ static const struct key keys[] = {
     { "identity", "lease_s", K_INT, F(lease_s), "30", 1, 3600, NULL },
     { "identity", "first_seen", K_ENUM, F(first_seen), "trust", 0, 0, e_first },
     { "proxy", "forward_unknown", K_BOOL, F(forward_unknown), "true", 0, 0, NULL },
+    { "proxy", "sent_ttl_s", K_INT, F(sent_ttl_s), "604800", 0, 2592000, NULL },
     { "contacts", "check_budget", K_INT, F(check_budget), "10000", 0, 100000000, NULL },
     { "contacts", "check_window_s", K_INT, F(check_window_s), "604800", 1, 31536000, NULL },
     { "gate", "fail", K_ENUM, F(fail), "closed", 0, 0, e_fail },
@@ -779,13 +785,25 @@ static void validate(struct parse_state *ps, struct config *cfg)
                       "worker could send while the first still waits", cfg->lease_s, cfg->timeout_ms);
     }
     size_t i_pnid = key_index("upstream", "phone_number_id");
-    for (const char *p = cfg->phone_number_id; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-              *p == '_' || *p == '-' || *p == ',' || *p == ' ')) {
-            bad_value(ps, i_pnid, "'%s' is not a list of phone number ids (comma separated)",
-                      cfg->phone_number_id);
+    int numbers = 0;
+    for (const char *p = cfg->phone_number_id; *p;) {
+        p += strspn(p, ", ");
+        size_t len = strcspn(p, ", ");
+        if (!len)
+            break;
+        char one[BUSINESS_NUMBER_MAX + 1];
+        snprintf(one, sizeof one, "%.*s", (int)(len < sizeof one - 1 ? len : sizeof one - 1), p);
+        if (len >= BUSINESS_NUMBER_MAX || !business_number_valid(one)) {
+            bad_value(ps, i_pnid, "'%.*s' is not a phone number id (1 to 63 letters, digits, _ or -; several "
+                      "are separated by commas)", (int)len, p);
             break;
         }
+        if (++numbers > BUSINESS_NUMBERS_MAX) {
+            bad_value(ps, i_pnid, "more than %d business numbers", BUSINESS_NUMBERS_MAX);
+            break;
+        }
+        p += len;
+    }
     if (cfg->identity_check && cfg->api != API_CLOUD)
         bad_value(ps, key_index("upstream", "identity_check"), "on needs api = cloud (Meta's identity check "
                   "is a Cloud API setting)");
@@ -863,32 +881,6 @@ static int load(const char *path, const struct config *running, struct config *c
         config_free(cfg);
         return -1;
     }
-    return 0;
-}
-
-int config_numbers(const struct config *cfg, char (*out)[64], int max)
-{
-    int n = 0;
-    for (const char *p = cfg->phone_number_id; *p && n < max;) {
-        p += strspn(p, ", ");
-        size_t len = strcspn(p, ", ");
-        if (len == 0)
-            break;
-        if (len < 64) {
-            memcpy(out[n], p, len);
-            out[n++][len] = '\0';
-        }
-        p += len;
-    }
-    return n;
-}
-
-int config_default_number(const struct config *cfg, char *out, size_t outlen)
-{
-    char first[1][64];
-    if (config_numbers(cfg, first, 1) != 1 || strlen(first[0]) >= outlen)
-        return -1;
-    memcpy(out, first[0], strlen(first[0]) + 1);
     return 0;
 }
 

@@ -204,6 +204,15 @@ static int check_request_line(const char *l, size_t n, char *why, size_t whylen)
     if (i == 0 || i >= n || l[i] != ' ')
         return fail(why, whylen, 400, "the request line \"%s\" is not METHOD SP target SP HTTP/1.1",
                     excerpt(l, n, ex, sizeof ex));
+    /* A method libevent does not know would get its HTML answer: refused here in JSON. */
+    static const char *const known[] = { "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+                                         "PATCH" };
+    bool is_known = false;
+    for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+        is_known = is_known || (strlen(known[k]) == i && memcmp(l, known[k], i) == 0);
+    if (!is_known)
+        return fail(why, whylen, 501, "the method \"%.*s\" is not one waguard or the WABA client serves "
+                    "(GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)", (int)(i < 24 ? i : 24), l);
     const char *t = l + i + 1;
     const char *sp = memchr(t, ' ', n - (size_t)(t - l));
     if (!sp)

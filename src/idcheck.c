@@ -4,10 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gate.h"
+#include "jsonx.h"
 #include "recipient.h"
+#include "wtime.h"
 
 #define MAX_AGE_DEFAULT 240     /* hours, as CAMARA's SIM Swap */
 #define MAX_AGE_MAX 2400
@@ -56,10 +57,7 @@ static void on_users(struct app *app, const struct gate_user *users, int n, void
         cJSON_AddBoolToObject(o, "changed", changed);
     } else if (latest > 0) {
         char when[40];
-        time_t t = (time_t)(latest / 1000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        wtime_rfc3339(latest, when, sizeof when);
         cJSON_AddStringToObject(o, "latestChange", when);
     } else {
         cJSON_AddNullToObject(o, "latestChange");
@@ -69,19 +67,18 @@ static void on_users(struct app *app, const struct gate_user *users, int n, void
 
 static void handle(struct request *r, bool check)
 {
-    if (request_authorize(r, ROLE_API) != 0)
-        return;
     size_t len;
     const char *body = request_body(r, &len);
-    cJSON *in = cJSON_ParseWithLength(body, len);
+    char bad[200];
+    cJSON *in = jsonx_parse(body, len, bad, sizeof bad);
     const cJSON *pn = cJSON_GetObjectItemCaseSensitive(in, "phoneNumber");
     const cJSON *age = cJSON_GetObjectItemCaseSensitive(in, "maxAge");
-    char why[200] = "";
+    char why[400] = "";
     long max_age = MAX_AGE_DEFAULT;
     struct recipient rcpt;
     const char *rwhy;
     if (!cJSON_IsObject(in)) {
-        snprintf(why, sizeof why, "the body must be a JSON object");
+        snprintf(why, sizeof why, "the body must be a JSON object%s%s", in ? "" : ": ", in ? "" : bad);
     } else if (!cJSON_IsString(pn)) {
         snprintf(why, sizeof why, "phoneNumber is required: a string in E.164 format, +CCNNN…");
     } else if (pn->valuestring[0] != '+' || strlen(pn->valuestring) < 6 || strlen(pn->valuestring) > 16 ||
@@ -90,8 +87,10 @@ static void handle(struct request *r, bool check)
         snprintf(why, sizeof why, "phoneNumber must match ^\\+[1-9][0-9]{4,14}$");
     } else if (recipient_parse(pn->valuestring, r->app->cfg->home_country_code, &rcpt, &rwhy) != 0) {
         snprintf(why, sizeof why, "phoneNumber: %s", rwhy);
-    } else if (check && age && !(cJSON_IsNumber(age) && age->valuedouble == (double)(long)age->valuedouble)) {
-        snprintf(why, sizeof why, "maxAge must be a whole number of hours");
+    } else if (check && age && !(cJSON_IsNumber(age) && age->valuedouble >= -1e9 && age->valuedouble <= 1e9 &&
+                                 age->valuedouble == (double)(long)age->valuedouble)) {
+        /* the range first: a double beyond long's is undefined to convert */
+        snprintf(why, sizeof why, "maxAge must be a whole number of hours (1 to %d)", MAX_AGE_MAX);
     }
     if (why[0]) {
         cJSON_Delete(in);
@@ -116,7 +115,6 @@ static void handle(struct request *r, bool check)
     a->max_age_h = max_age;
     r->data = a;
     r->free_data = free;
-    request_hold(r);
     if (gate_fetch(r->app, &rcpt, on_users, r) != 0)
         camara_error(r, 500, "INTERNAL", "out of memory");
 }

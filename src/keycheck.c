@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "business.h"
 #include "config.h"
 #include "upstream.h"
 
@@ -80,8 +82,8 @@ void keycheck_run(struct app *app)
     const struct config *cfg = app->cfg;
     if (!cfg->identity_check)
         return;
-    char numbers[KEYCHECK_MAX][64];
-    int count = config_numbers(cfg, numbers, KEYCHECK_MAX);
+    char numbers[KEYCHECK_MAX][BUSINESS_NUMBER_MAX];
+    int count = business_numbers(cfg, numbers, KEYCHECK_MAX);
     for (int i = 0; i < count; i++) {
         struct number_check *n = &k->n[k->count];
         memset(n, 0, sizeof *n);
@@ -160,21 +162,16 @@ cJSON *keycheck_status(const struct app *app)
     return o;
 }
 
-void keycheck_metrics(const struct app *app, char **text)
+void keycheck_metrics(const struct app *app, struct evbuffer *out)
 {
     const struct keycheck *k = app->keycheck;
-    if (!k || !*text || !app->cfg->identity_check)
+    if (!k || !app->cfg->identity_check)
         return;
-    size_t len = strlen(*text), cap = len + 200 + (size_t)k->count * 3 * 120;
-    char *t = realloc(*text, cap);
-    if (!t)
-        return;
-    *text = t;
-    len += (size_t)snprintf(t + len, cap - len, "# HELP waguard_identity_check Meta's identity key check per number: "
-                            "1 for the state it is in.\n# TYPE waguard_identity_check gauge\n");
+    evbuffer_add_printf(out, "# HELP waguard_identity_check Meta's identity key check per number: "
+                        "1 for the state it is in.\n# TYPE waguard_identity_check gauge\n");
     static const char *const states[] = { "pending", "on", "refused" };
     for (int i = 0; i < k->count; i++)
         for (int s = 0; s < 3; s++)
-            len += (size_t)snprintf(t + len, cap - len, "waguard_identity_check{phone_number_id=\"%s\",state=\"%s\"} %d\n",
-                                    k->n[i].number, states[s], (int)k->n[i].state == s ? 1 : 0);
+            evbuffer_add_printf(out, "waguard_identity_check{phone_number_id=\"%s\",state=\"%s\"} %d\n",
+                                k->n[i].number, states[s], (int)k->n[i].state == s ? 1 : 0);
 }

@@ -16,6 +16,8 @@
 #include "keycheck.h"
 #include "app.h"
 #include "metrics.h"
+#include "routes.h"
+#include "secnotify.h"
 #include "server.h"
 #include "store.h"
 #include "upstream.h"
@@ -76,6 +78,7 @@ static void reload(struct app *app)
     server_reconfigure(app);
     upstream_apply(app, up);
     keycheck_run(app);       /* the numbers, or the check itself, may have changed */
+    secnotify_run(app);
     for (size_t i = 0; i < n->nholds; i++)
         (void)metrics_hold(app->metrics, n->holds[i].name);    /* a zero line per category */
     app->metrics->reloads++;
@@ -145,7 +148,8 @@ static int start(struct app *app)
     char err[1024];
     if (store_new(app, err, sizeof err) != 0 || upstream_new(app, err, sizeof err) != 0 ||
         ack_new(app, err, sizeof err) != 0 || keycheck_new(app, err, sizeof err) != 0 ||
-        blocksync_new(app, err, sizeof err) != 0 || server_new(app, err, sizeof err) != 0) {
+        blocksync_new(app, err, sizeof err) != 0 || secnotify_new(app, err, sizeof err) != 0 ||
+        server_new(app, routes_router(), err, sizeof err) != 0) {
         log_error(&app->log, "main", "cannot start: %s", err);
         return -1;
     }
@@ -178,6 +182,7 @@ static void stop(struct app *app)
     store_free(app);
     upstream_free(app);     /* its callbacks still find the worker and the server */
     blocksync_free(app);
+    secnotify_free(app);
     keycheck_free(app);
     ack_free(app);
     server_free(app);

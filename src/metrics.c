@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/buffer.h>
+
 static const double bounds[METRICS_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 };
@@ -15,21 +17,16 @@ static const char *const route_names[ROUTE_COUNT] = {
     "webhook", "webhook_verify", "gate", "gate_batch", "messages", "contacts",
     "identity_proxy", "block", "blocklist", "cloud_messages", "cloud_block", "identities",
     "identity", "identity_ack", "healthz", "readyz", "metrics", "identity_release",
-    "identity_change_check", "forwarded", "other"
+    "identity_change_check", "forwarded", "console", "audit", "overview", "other"
 };
 static const char *const reason_names[REASON_COUNT] = {
     "identity_unacknowledged", "blocked", "contact_invalid", "outside_session_window",
     "number_changed", "store_unavailable", "identity_recently_changed"
 };
-static const char *const item_names[ITEM_COUNT] = {
-    "identity_change", "inbound_message", "number_change", "system", "contact_check",
-    "profile", "status", "error", "dead_letter"
-};
 static const char *const outcome_names[ACK_OUTCOME_COUNT] = { "ok", "retry", "reconciled", "failed" };
 
 const char *metrics_route_name(enum route r) { return route_names[r]; }
 const char *metrics_reason_name(enum reason r) { return reason_names[r]; }
-const char *metrics_item_name(enum item_kind k) { return item_names[k]; }
 
 struct metrics_hold *metrics_hold(struct metrics *m, const char *category)
 {
@@ -55,10 +52,10 @@ void metrics_observe(struct histogram *h, double seconds)
     h->sum += seconds;
 }
 
-/* A growing text buffer. */
+/* The text being written: libevent's buffer grows as it needs; a failed append is
+ * remembered and the whole answer dropped. */
 struct out {
-    char *s;
-    size_t len, cap;
+    struct evbuffer *b;
     bool oom;
 };
 
@@ -68,28 +65,11 @@ static void put(struct out *o, const char *fmt, ...)
 {
     if (o->oom)
         return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->s + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->oom = true;
-            return;
-        }
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t ncap = (o->cap + (size_t)n) * 2;
-        char *ns = realloc(o->s, ncap);
-        if (!ns) {
-            o->oom = true;
-            return;
-        }
-        o->s = ns;
-        o->cap = ncap;
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    if (evbuffer_add_vprintf(o->b, fmt, ap) < 0)
+        o->oom = true;
+    va_end(ap);
 }
 
 static void head(struct out *o, const char *name, const char *type, const char *help)
@@ -114,13 +94,10 @@ static void histogram(struct out *o, const char *name, const char *labels, const
     }
 }
 
-char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, const char *version)
+int metrics_render(const struct metrics *m, const struct metrics_gauges *g, const char *version,
+                   struct evbuffer *out)
 {
-    struct out o = { .cap = 16384 };
-    o.s = malloc(o.cap);
-    if (!o.s)
-        return NULL;
-    o.s[0] = '\0';
+    struct out o = { .b = out };
 
     head(&o, "waguard_build_info", "gauge", "Build information.");
     put(&o, "waguard_build_info{version=\"%s\"} 1\n", version);
@@ -141,8 +118,8 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, co
     }
 
     head(&o, "waguard_webhook_items_total", "counter", "Webhook items recorded, by kind.");
-    for (int k = 0; k < ITEM_COUNT; k++)
-        put(&o, "waguard_webhook_items_total{kind=\"%s\"} %llu\n", item_names[k], m->items[k]);
+    for (int k = 0; k < OP_KIND_COUNT; k++)
+        put(&o, "waguard_webhook_items_total{kind=\"%s\"} %llu\n", ops_item_name((enum op_kind)k), m->items[k]);
     head(&o, "waguard_webhook_duplicates_total", "counter", "Webhook items recognised as already recorded.");
     put(&o, "waguard_webhook_duplicates_total %llu\n", m->duplicates);
     head(&o, "waguard_identity_late_total", "counter", "Identity notifications older than the recorded one, ignored.");
@@ -151,7 +128,10 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, co
          "Identity times later than Redis's clock by over 2 minutes, recorded at the time received.");
     put(&o, "waguard_identity_future_total %llu\n", m->future);
     head(&o, "waguard_dead_letters_total", "counter", "Webhook items that could not be understood, kept in the dead-letter stream.");
-    put(&o, "waguard_dead_letters_total %llu\n", m->items[ITEM_DEAD_LETTER]);
+    put(&o, "waguard_dead_letters_total %llu\n", m->items[OP_DEAD]);
+    head(&o, "waguard_identity_refusals_unplaced_total", "counter",
+         "Refusals for identity (480, 137000) that named no user waguard could find: logged, never dropped silently.");
+    put(&o, "waguard_identity_refusals_unplaced_total %llu\n", m->refusals_unplaced);
     head(&o, "waguard_webhook_auth_failures_total", "counter", "Webhook requests refused for their credentials.");
     put(&o, "waguard_webhook_auth_failures_total %llu\n", m->webhook_auth_failures);
 
@@ -219,9 +199,5 @@ char *metrics_render(const struct metrics *m, const struct metrics_gauges *g, co
     put(&o, "waguard_config_reloads_total{result=\"ok\"} %llu\n", m->reloads);
     put(&o, "waguard_config_reloads_total{result=\"failed\"} %llu\n", m->reload_failures);
 
-    if (o.oom) {
-        free(o.s);
-        return NULL;
-    }
-    return o.s;
+    return o.oom ? -1 : 0;
 }

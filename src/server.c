@@ -18,17 +18,9 @@
 #include <event2/event.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <systemd/sd-daemon.h>
 
-#include "admin.h"
-#include "gate.h"
 #include "http_edge.h"
-#include "idcheck.h"
-#include "proxy.h"
-#include "status.h"
-#include "webhook.h"
 
 #define MAX_LISTENERS 8
 #define LISTEN_BACKLOG 1024
@@ -86,82 +78,9 @@ struct server {
     int nbound;
     int in_flight;
     char unix_path[108];
+    const struct router *router;     /* the routes (routes.c), given by main */
+    struct request_hooks hooks;
 };
-
-/* ---- routing ----------------------------------------------------------- */
-
-struct route_def {
-    int methods;            /* EVHTTP_REQ_* mask */
-    const char *pattern;    /* '*' matches one path segment and is captured */
-    enum route route;
-    route_fn *fn;
-};
-
-static const struct route_def routes[] = {
-    { EVHTTP_REQ_GET, "/healthz", ROUTE_HEALTHZ, status_healthz },
-    { EVHTTP_REQ_GET, "/readyz", ROUTE_READYZ, status_readyz },
-    { EVHTTP_REQ_GET, "/metrics", ROUTE_METRICS, status_metrics },
-    { EVHTTP_REQ_GET, "/v1/gate/*", ROUTE_GATE, gate_get },
-    { EVHTTP_REQ_POST, "/v1/gate", ROUTE_GATE_BATCH, gate_batch },
-    { EVHTTP_REQ_GET, "/v1/identities", ROUTE_IDENTITIES, admin_list },
-    { EVHTTP_REQ_GET, "/v1/identities/*", ROUTE_IDENTITY, admin_get },
-    { EVHTTP_REQ_POST, "/v1/identities/*/ack", ROUTE_IDENTITY_ACK, admin_ack },
-    { EVHTTP_REQ_POST, "/v1/identities/*/release", ROUTE_IDENTITY_RELEASE, admin_release },
-    { EVHTTP_REQ_POST, "/identity-change/check", ROUTE_IDENTITY_CHANGE_CHECK, idcheck_check },
-    { EVHTTP_REQ_POST, "/identity-change/retrieve-date", ROUTE_IDENTITY_CHANGE_CHECK, idcheck_retrieve_date },
-    { EVHTTP_REQ_POST, "/v1/messages", ROUTE_MESSAGES, proxy_messages },
-    { EVHTTP_REQ_POST, "/v1/contacts", ROUTE_CONTACTS, proxy_contacts },
-    { EVHTTP_REQ_GET, "/v1/contacts/blocklist", ROUTE_BLOCKLIST, proxy_blocklist },
-    { EVHTTP_REQ_GET | EVHTTP_REQ_PUT, "/v1/contacts/*/identity", ROUTE_IDENTITY_PROXY, proxy_identity },
-    { EVHTTP_REQ_POST, "/v1/contacts/*/block", ROUTE_BLOCK, proxy_block },
-    { EVHTTP_REQ_POST, "/v1/contacts/*/unblock", ROUTE_BLOCK, proxy_block },
-    { EVHTTP_REQ_POST, "/v1/contacts/*/report", ROUTE_BLOCK, proxy_block },
-    { EVHTTP_REQ_POST, "/messages", ROUTE_CLOUD_MESSAGES, proxy_cloud_messages },
-    { EVHTTP_REQ_POST, "/*/*/messages", ROUTE_CLOUD_MESSAGES, proxy_cloud_messages },
-    { EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_GET, "/block_users", ROUTE_CLOUD_BLOCK, proxy_cloud_block },
-    { EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_GET, "/*/*/block_users", ROUTE_CLOUD_BLOCK, proxy_cloud_block },
-};
-
-/* Matches path against pattern, capturing '*' segments (percent-decoded) into r->arg.
- * A segment that does not decode whole into r->arg does not match. */
-static bool match(const char *pattern, const char *path, struct request *r)
-{
-    int ncap = 0;
-    const char *p = pattern, *s = path;
-    while (*p && *s) {
-        if (*p == '*') {
-            const char *end = strchr(s, '/');
-            size_t n = end ? (size_t)(end - s) : strlen(s);
-            if (n == 0 || ncap >= 2)
-                return false;
-            char seg[512];
-            if (n >= sizeof seg)
-                return false;
-            memcpy(seg, s, n);
-            seg[n] = '\0';
-            size_t dlen = 0;
-            char *dec = evhttp_uridecode(seg, 0, &dlen);
-            if (!dec)
-                return false;
-            /* Never a shorter id than the one sent: not past a decoded NUL (http_edge refuses
-             * those first), nor cut to fit. */
-            bool whole = strlen(dec) == dlen && dlen < sizeof r->arg[0];
-            if (whole)
-                memcpy(r->arg[ncap++], dec, dlen + 1);
-            free(dec);
-            if (!whole)
-                return false;
-            s += n;
-            p++;
-            continue;
-        }
-        if (*p != *s)
-            return false;
-        p++;
-        s++;
-    }
-    return *p == '\0' && (*s == '\0' || (s[0] == '/' && s[1] == '\0'));
-}
 
 /* ---- connections --------------------------------------------------------
  *
@@ -462,46 +381,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     deadline_arm(sv);
 }
 
-void request_hold(struct request *r)
-{
-    if (!r->req)
-        return;
-    struct conn *c = conn_find(r->app->server, evhttp_request_get_connection(r->req));
-    if (c)
-        c->waiting = r;
-}
-
-static void request_finish(struct request *r, int code)
-{
-    struct app *app = r->app;
-    if (code >= 100 && code < 600)
-        app->metrics->requests[r->route][code]++;
-    metrics_observe(&app->metrics->latency[r->route], (double)(app_mono_ms() - r->start_ms) / 1000.0);
-    if (r->free_data)
-        r->free_data(r->data);
-    app->server->in_flight--;
-    free(r);
-}
-
-static const char *reason_phrase(int code)
-{
-    switch (code) {
-    case 200: return "OK";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 423: return "Locked";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return NULL;     /* libevent's own */
-    }
-}
+/* ---- following a request (request.h's hooks) ------------------------------------ */
 
 /* libevent calls this once an answer is written, before it may close the connection. */
 static void on_reply_sent(struct evhttp_request *req, void *arg)
@@ -517,153 +397,39 @@ static void on_reply_sent(struct evhttp_request *req, void *arg)
         conn_inspect(c, false);
 }
 
-static void send_and_finish(struct request *r, int code, const char *ctype, struct evbuffer *buf)
+static void on_answering(struct request *r, struct evhttp_request *req, void *ctx)
 {
-    if (r->req) {
-        struct evhttp_request *req = r->req;
-        struct conn *c = conn_find(r->app->server, evhttp_request_get_connection(req));
-        if (c && c->waiting == r)
-            c->waiting = NULL;
-        if (c) {
-            /* Counted until written, so that a drain never exits before the client has it. */
-            c->unsent++;
-            r->app->server->replies_unsent++;
-            evhttp_request_set_on_complete_cb(req, on_reply_sent, c);
-        }
-        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-        evhttp_add_header(h, "Content-Type", ctype);
-        if (r->app->stopping)
-            evhttp_add_header(h, "Connection", "close");
-        evhttp_send_reply(req, code, reason_phrase(code), buf);
-    }
-    request_finish(r, code);
-}
-
-void request_reply_raw(struct request *r, int code, const char *ctype, const char *body, size_t len)
-{
-    struct evbuffer *buf = evbuffer_new();
-    if (buf && len)
-        evbuffer_add(buf, body, len);
-    send_and_finish(r, code, ctype, buf);
-    if (buf)
-        evbuffer_free(buf);
-}
-
-void request_reply_json(struct request *r, int code, cJSON *body)
-{
-    char *s = body ? cJSON_PrintUnformatted(body) : NULL;
-    cJSON_Delete(body);
-    if (!s) {
-        static const char oom[] = "{\"errors\":[{\"code\":500,\"title\":\"Internal error\",\"details\":\"out of memory\"}]}";
-        request_reply_raw(r, 500, "application/json", oom, sizeof oom - 1);
+    struct server *sv = ctx;
+    struct conn *c = conn_find(sv, evhttp_request_get_connection(req));
+    if (!c)
         return;
-    }
-    size_t n = strlen(s);
-    s[n] = '\n';     /* cJSON's buffer is one longer than the text; a newline reads well in curl */
-    request_reply_raw(r, code, "application/json", s, n + 1);
-    cJSON_free(s);
+    if (c->waiting == r)
+        c->waiting = NULL;
+    /* Counted until written, so that a drain never exits before the client has it. */
+    c->unsent++;
+    sv->replies_unsent++;
+    evhttp_request_set_on_complete_cb(req, on_reply_sent, c);
 }
 
-void request_reply_error(struct request *r, int code, const char *title, const char *fmt, ...)
+static void on_finished(struct request *r, void *ctx)
 {
-    char details[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(details, sizeof details, fmt, ap);
-    va_end(ap);
-    cJSON *o = cJSON_CreateObject();
-    cJSON *errs = cJSON_AddArrayToObject(o, "errors");
-    cJSON *e = cJSON_CreateObject();
-    cJSON_AddNumberToObject(e, "code", code);
-    cJSON_AddStringToObject(e, "title", title);
-    cJSON_AddStringToObject(e, "details", details);
-    cJSON_AddItemToArray(errs, e);
-    request_reply_json(r, code, o);
+    struct server *sv = ctx;
+    (void)r;
+    sv->in_flight--;
 }
 
-const char *request_body(struct request *r, size_t *len)
+/* "GET, POST" for a methods mask. */
+static void allow_list(int methods, char *buf, size_t len)
 {
-    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
-    *len = evbuffer_get_length(in);
-    if (*len == 0)
-        return "";
-    return (const char *)evbuffer_pullup(in, -1);
-}
-
-const char *request_header(struct request *r, const char *name)
-{
-    return evhttp_find_header(evhttp_request_get_input_headers(r->req), name);
-}
-
-const char *request_query(struct request *r, const char *name, char *buf, size_t buflen)
-{
-    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
-    if (!q)
-        return NULL;
-    struct evkeyvalq params;
-    if (evhttp_parse_query_str(q, &params) != 0)
-        return NULL;
-    const char *v = evhttp_find_header(&params, name);
-    const char *res = NULL;
-    if (v) {
-        snprintf(buf, buflen, "%s", v);
-        res = buf;
-    }
-    evhttp_clear_headers(&params);
-    return res;
-}
-
-/* ---- authentication ---------------------------------------------------- */
-
-bool server_secret_equal(const char *presented, size_t plen, const char *known)
-{
-    /* Hashing both sides first makes the comparison independent of their lengths. */
-    unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)presented, plen, a);
-    SHA256((const unsigned char *)known, strlen(known), b);
-    return CRYPTO_memcmp(a, b, sizeof a) == 0;
-}
-
-static const struct token *find_token(const struct token_list *tl, const char *tok, size_t len)
-{
-    const struct token *found = NULL;
-    for (size_t i = 0; i < tl->n; i++)      /* no early exit: every token is compared */
-        if (server_secret_equal(tok, len, tl->v[i].value))
-            found = &tl->v[i];
-    return found;
-}
-
-int request_authorize(struct request *r, enum role need)
-{
-    const struct config *cfg = r->app->cfg;
-    const struct token_list *own = need == ROLE_ADMIN ? &cfg->admin_tokens : &cfg->api_tokens;
-    if (need == ROLE_NONE || own->n == 0) {
-        snprintf(r->caller, sizeof r->caller, "anonymous");
-        return 0;
-    }
-    const char *auth = request_header(r, "Authorization");
-    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) {
-        request_reply_error(r, 401, "Unauthorized", "this route needs Authorization: Bearer <%s token>",
-                            need == ROLE_ADMIN ? "admin" : "api");
-        return -1;
-    }
-    const char *tok = auth + 7;
-    size_t len = strlen(tok);
-    const struct token *t = find_token(&cfg->admin_tokens, tok, len);
-    if (!t && need == ROLE_API)
-        t = find_token(&cfg->api_tokens, tok, len);
-    if (t) {
-        snprintf(r->caller, sizeof r->caller, "%s", t->name);
-        return 0;
-    }
-    bool other_role = (need == ROLE_ADMIN && find_token(&cfg->api_tokens, tok, len)) ||
-                      (cfg->webhook_token && server_secret_equal(tok, len, cfg->webhook_token));
-    if (other_role)
-        request_reply_error(r, 403, "Forbidden", "this token is not allowed on %s routes",
-                            need == ROLE_ADMIN ? "admin" : "api");
-    else
-        request_reply_error(r, 401, "Unauthorized", "unknown token");
-    return -1;
+    static const struct { int m; const char *name; } names[] = {
+        { EVHTTP_REQ_GET, "GET" }, { EVHTTP_REQ_HEAD, "HEAD" }, { EVHTTP_REQ_POST, "POST" },
+        { EVHTTP_REQ_PUT, "PUT" }, { EVHTTP_REQ_PATCH, "PATCH" }, { EVHTTP_REQ_DELETE, "DELETE" },
+        { EVHTTP_REQ_OPTIONS, "OPTIONS" },
+    };
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (methods & names[i].m)
+            snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", buf[0] ? ", " : "", names[i].name);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -671,19 +437,15 @@ int request_authorize(struct request *r, enum role need)
 static void dispatch(struct evhttp_request *req, void *arg)
 {
     struct app *app = arg;
-    struct request *r = calloc(1, sizeof *r);
+    struct server *sv = app->server;
+    struct request *r = request_new(app, req, &sv->hooks);
     if (!r) {
         evhttp_send_error(req, 500, "out of memory");
         return;
     }
-    r->app = app;
-    r->req = req;
-    r->route = ROUTE_OTHER;
-    r->start_ms = app_mono_ms();
-    snprintf(r->caller, sizeof r->caller, "anonymous");
-    app->server->in_flight++;
+    sv->in_flight++;
 
-    struct conn *c = conn_find(app->server, evhttp_request_get_connection(req));
+    struct conn *c = conn_find(sv, evhttp_request_get_connection(req));
     if (!c) {                        /* on_accept could not make its record: out of memory */
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
         request_reply_error(r, 503, "Too many connections", "out of memory; retry later");
@@ -705,48 +467,35 @@ static void dispatch(struct evhttp_request *req, void *arg)
     if (code) {
         log_debug(&app->log, "server", "refused a request with %d: %s", code, why);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-        request_reply_error(r, code, code == 413 ? "Payload too large" :
-                            code == 503 ? "Too many connections" : "Bad request", "%s", why);
+        request_reply_error(r, code, code == 413 ? "Payload too large" : code == 503 ? "Too many connections"
+                            : code == 501 ? "Not implemented" : "Bad request", "%s", why);
         return;
     }
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     if (!path || !*path)
         path = "/";
     int method = (int)evhttp_request_get_command(req);
-
-    if (strcmp(path, app->cfg->webhook_path) == 0) {
-        if (method == EVHTTP_REQ_POST) {
-            r->route = ROUTE_WEBHOOK;
-            webhook_post(r);
-        } else if (method == EVHTTP_REQ_GET) {
-            r->route = ROUTE_WEBHOOK_VERIFY;
-            webhook_verify(r);
+    int path_methods = 0;
+    const struct route_def *rt = sv->router->resolve(app->cfg, path, method, r->arg, &path_methods);
+    if (!rt) {
+        if (path_methods) {
+            char allow[96];
+            allow_list(path_methods, allow, sizeof allow);
+            request_add_header(r, "Allow", allow);
+            request_reply_error(r, 405, "Method not allowed", "%s takes %s", path, allow);
         } else {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, POST");
-            request_reply_error(r, 405, "Method not allowed", "%s takes GET or POST", path);
+            request_reply_error(r, 404, "Not found", "no route %s%s", path,
+                                app->cfg->forward_unknown ? "" : " ([proxy] forward_unknown is off)");
         }
         return;
     }
-    bool path_known = false;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (!match(routes[i].pattern, path, r))
-            continue;
-        path_known = true;
-        if (!(routes[i].methods & method))
-            continue;
-        r->route = routes[i].route;
-        routes[i].fn(r);
+    r->route = rt->metric;
+    r->graph = rt->graph;
+    /* Watched from here: if the client goes away, the handler's answer is dropped. */
+    c->waiting = r;
+    if (request_authorize(r, rt->role) != 0)
         return;
-    }
-    if (path_known) {
-        request_reply_error(r, 405, "Method not allowed", "%s does not take this method", path);
-    } else if (app->cfg->forward_unknown && proxy_forwardable(path, method)) {
-        r->route = ROUTE_FORWARDED;
-        proxy_unknown(r);
-    } else {
-        request_reply_error(r, 404, "Not found", "no route %s%s", path,
-                            app->cfg->forward_unknown ? "" : " ([proxy] forward_unknown is off)");
-    }
+    rt->fn(r);
 }
 
 /* ---- listeners --------------------------------------------------------- */
@@ -811,7 +560,7 @@ void server_reconfigure(struct app *app)
     evhttp_set_timeout(sv->http, (int)cfg->timeout_s);
 }
 
-int server_new(struct app *app, char *err, size_t errlen)
+int server_new(struct app *app, const struct router *router, char *err, size_t errlen)
 {
     struct server *sv = calloc(1, sizeof *sv);
     if (!sv) {
@@ -819,13 +568,19 @@ int server_new(struct app *app, char *err, size_t errlen)
         return -1;
     }
     app->server = sv;
+    sv->router = router;
+    sv->hooks = (struct request_hooks){ .answering = on_answering, .finished = on_finished, .ctx = sv };
     sv->http = evhttp_new(app->base);
     if (!sv->http) {
         snprintf(err, errlen, "cannot create the HTTP server");
         return -1;
     }
-    evhttp_set_allowed_methods(sv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                               EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
+    /* Every method libevent knows reaches dispatch, which answers in JSON what no route
+     * takes (405 with Allow, or 404); a method libevent does not know is refused by
+     * http_edge (501) before libevent's own HTML answer could be given. */
+    evhttp_set_allowed_methods(sv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                               EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
+                               EVHTTP_REQ_PATCH);
     evhttp_set_gencb(sv->http, dispatch, app);
     sv->app = app;
     sv->setup_ev = event_new(app->base, -1, 0, on_setup, sv);

@@ -17,7 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 #include <hiredis/async.h>
 #include <hiredis/adapters/libevent.h>
@@ -26,17 +25,15 @@
 #include "metrics.h"
 #include "sentinel.h"
 
-extern const char store_lua_apply[], store_lua_gate[], store_lua_claim[], store_lua_ack_result[],
-    store_lua_enqueue[], store_lua_list[], store_lua_get[], store_lua_stats[], store_lua_release[], store_lua_blocksync[],
-    store_lua_budget[];
+extern const char store_library[];
 
-static const char *const script_src[SCRIPT_COUNT] = {
-    [SCRIPT_APPLY] = store_lua_apply, [SCRIPT_GATE] = store_lua_gate,
-    [SCRIPT_CLAIM] = store_lua_claim, [SCRIPT_ACK_RESULT] = store_lua_ack_result,
-    [SCRIPT_ENQUEUE] = store_lua_enqueue, [SCRIPT_LIST] = store_lua_list,
-    [SCRIPT_GET] = store_lua_get, [SCRIPT_STATS] = store_lua_stats, [SCRIPT_RELEASE] = store_lua_release,
-    [SCRIPT_BLOCKSYNC] = store_lua_blocksync, [SCRIPT_BUDGET] = store_lua_budget,
+static const char *const fn_names[STORE_FN_COUNT] = {
+#define STORE_NAME_(E, name, writes) [STORE_##E] = #name,
+    SCHEMA_FUNCTIONS(STORE_NAME_)
+#undef STORE_NAME_
 };
+
+struct call;
 
 struct store {
     redisAsyncContext *ac;       /* NULL while disconnected */
@@ -45,7 +42,8 @@ struct store {
     char host[256];
     int port;                    /* 0: unix socket at host */
     int db;
-    char sha[SCRIPT_COUNT][41];
+    char *library;               /* "#!lua name=waguard_<v>" + the library (owned) */
+    char fn[STORE_FN_COUNT][64]; /* the functions' names: wg_<v>_<name> */
     struct event *reconnect;
     struct event *health;
     long long backoff_ms;
@@ -53,42 +51,59 @@ struct store {
     long long connect_ms;        /* when this connection was started */
     int pending;                 /* commands sent, not yet answered */
     long long progress_ms;       /* the last answer, or when pending went from 0 to 1 */
-    bool given_up;               /* this connection is not used (AUTH, SELECT or ROLE refused,
-                                    or dropped for a time-out) and the status says why */
+    bool given_up;               /* this connection is not used (AUTH, SELECT, ROLE or the
+                                    library refused, or dropped for a time-out) and the
+                                    status says why */
     char status[256];
     bool ever_connected;
     bool closing;                /* store_free: no reconnecting */
-    /* store_apply's group commit: bodies queued in this loop turn, sent as one call */
+    /* calls that could not be sent, answered NULL from the loop (never inside the call) */
+    struct call *unsent, **unsent_tail;
+    struct event *unsent_ev;
+    /* store_apply's group commit: bodies given in this loop turn, sent as one call */
     struct event *flush;
-    struct evbuffer *batch;      /* "[{"a":…,"o":[…]},…" */
     struct apply_item *items, **items_tail;
     int nitems;
+    size_t nargs, nbytes;
+    void (*due)(struct app *app);  /* acknowledgements became due (store_on_due) */
+};
+
+enum {
+#define STORE_APPLY_(n) APPLY_##n,
+    SCHEMA_APPLY_REPLY(STORE_APPLY_)
+#undef STORE_APPLY_
+    APPLY_N
 };
 
 #define APPLY_MAX_BODIES 64
 #define APPLY_MAX_BYTES (512 * 1024)
 
+/* One body waiting in the group commit: its operations (a copy: counted and logged once
+ * Redis confirmed them) and who wants the answer. */
 struct apply_item {
     struct apply_item *next;
     store_cb *cb;
     void *arg;
+    const char *policy;          /* "auto" | "manual" */
+    struct ops ops;
 };
 
 static void flush_batch(struct app *app);
 static void on_flush(evutil_socket_t fd, short what, void *arg);
 static void drop(struct app *app, const char *why);
+static void on_unsent(evutil_socket_t fd, short what, void *arg);
 
 struct call {
     struct app *app;
     store_cb *cb;
     void *arg;
-    /* A script call keeps its arguments, to send them again with EVAL if Redis
-     * lost its script cache (NOSCRIPT: SCRIPT FLUSH, or a failover). */
-    enum store_script script;
-    int argc;                    /* 0: not a script call, or already sent again */
-    const char **argv;           /* argv[0] and [1] are EVALSHA and the SHA (not owned) */
+    struct call *next;           /* on the unsent list */
+    /* A function call keeps its arguments, to send them again if Redis lost the library
+     * (FUNCTION FLUSH, a failover to a replica that never had it). */
+    int argc;                    /* 0: not a function call, or already sent again */
+    const char **argv;           /* argv[0..2] are FCALL, the name and "0" (not owned) */
     size_t *argvlen;
-    char *block;                 /* the bytes of argv[2..] */
+    char *block;                 /* the bytes of argv[3..] */
 };
 
 static void call_free(struct call *c)
@@ -186,16 +201,12 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         app->store->pending--;
         app->store->progress_ms = app_mono_ms();
     }
-    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
+    if (reply && reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "Function not found") &&
         c->argc > 0 && app->store->ac) {
-        /* Redis lost its scripts: load them again, and send this call whole. */
-        log_warn(&app->log, "store", "Redis has lost its script cache; loading the scripts again");
-        for (int s = 0; s < SCRIPT_COUNT; s++)
-            redisAsyncCommand(app->store->ac, NULL, NULL, "SCRIPT LOAD %s", script_src[s]);
-        c->argv[0] = "EVAL";
-        c->argv[1] = script_src[c->script];
-        c->argvlen[0] = 4;
-        c->argvlen[1] = strlen(script_src[c->script]);
+        /* Redis lost the library: load it again, and send this call whole once more. */
+        log_warn(&app->log, "store", "Redis does not have waguard's functions (flushed, or a failover to a "
+                 "server that never had them); loading them again");
+        redisAsyncCommand(app->store->ac, NULL, NULL, "FUNCTION LOAD %s", app->store->library);
         int argc = c->argc;
         c->argc = 0;
         if (redisAsyncCommandArgv(ac, on_reply, c, argc, c->argv, c->argvlen) == REDIS_OK) {
@@ -279,11 +290,16 @@ static void on_handshake(struct app *app, redisReply *reply, void *arg)
                st->port ? ":" : " db ", st->port ? st->port : st->db);
 }
 
-static void on_script_loaded(struct app *app, redisReply *reply, void *arg)
+/* FUNCTION LOAD: a library of this version already there is as good as loaded. */
+static void on_library_loaded(struct app *app, redisReply *reply, void *arg)
 {
-    int s = (int)(long)arg;
-    if (reply && reply->type == REDIS_REPLY_ERROR)
-        log_error(&app->log, "store", "Redis refused script %d: %s", s, reply->str);
+    struct store *st = app->store;
+    (void)arg;
+    if (!reply || reply->type != REDIS_REPLY_ERROR || strstr(reply->str, "already exists"))
+        return;
+    st->given_up = true;
+    set_status(st, "Redis refused waguard's functions (FUNCTION LOAD; Redis 7.0 or later is needed, and the "
+               "right to load functions): %s", reply->str);
 }
 
 static int send_argv(struct app *app, store_cb *cb, void *arg, int argc, const char **argv, const size_t *lens)
@@ -331,11 +347,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
     const char *role[] = { "ROLE" };
     if (send_argv(app, on_role, NULL, 1, role, NULL) != 0)
         return;
-    for (int s = 0; s < SCRIPT_COUNT; s++) {
-        const char *a[] = { "SCRIPT", "LOAD", script_src[s] };
-        if (send_argv(app, on_script_loaded, (void *)(long)s, 3, a, NULL) != 0)
-            return;
-    }
+    const char *lib[] = { "FUNCTION", "LOAD", st->library };
+    if (send_argv(app, on_library_loaded, NULL, 3, lib, NULL) != 0)
+        return;
     const char *ping[] = { "PING" };
     (void)send_argv(app, on_handshake, NULL, 1, ping, NULL);
 }
@@ -510,16 +524,27 @@ int store_new(struct app *app, char *err, size_t errlen)
         st->host[0] = '\0';
         st->port = 1;
     }
-    for (int s = 0; s < SCRIPT_COUNT; s++) {
-        unsigned char md[SHA_DIGEST_LENGTH];
-        SHA1((const unsigned char *)script_src[s], strlen(script_src[s]), md);
-        for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
-            snprintf(st->sha[s] + 2 * i, 3, "%02x", md[i]);
+    /* The library is named after its own SHA-1, so that two versions never clash. */
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)store_library, strlen(store_library), md);
+    char v[13];
+    for (int i = 0; i < 6; i++)
+        snprintf(v + 2 * i, 3, "%02x", md[i]);
+    size_t n = strlen(store_library) + 128;
+    st->library = malloc(n);
+    if (!st->library) {
+        free(st);
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
+    snprintf(st->library, n, "#!lua name=waguard_%s\nlocal WG_PREFIX = 'wg_%s_'\n%s", v, v, store_library);
+    for (int f = 0; f < STORE_FN_COUNT; f++)
+        snprintf(st->fn[f], sizeof st->fn[f], "wg_%s_%s", v, fn_names[f]);
     st->backoff_ms = 100;
     st->items_tail = &st->items;
+    st->unsent_tail = &st->unsent;
     app->store = st;
-    st->batch = evbuffer_new();
+    st->unsent_ev = event_new(app->base, -1, 0, on_unsent, app);
     st->flush = event_new(app->base, -1, 0, on_flush, app);
     st->reconnect = evtimer_new(app->base, on_reconnect_timer, app);
     st->health = event_new(app->base, -1, EV_PERSIST, on_health_timer, app);
@@ -547,12 +572,14 @@ void store_free(struct app *app)
         st->ac = NULL;
         redisAsyncFree(ac);
     }
+    on_unsent(-1, 0, app);       /* what could not be sent still hears NULL */
     sentinel_free(st->sentinel);
     if (st->health)
         event_free(st->health);
     event_free(st->reconnect);
     event_free(st->flush);
-    evbuffer_free(st->batch);
+    event_free(st->unsent_ev);
+    free(st->library);
     free(st);
     app->store = NULL;
 }
@@ -567,28 +594,58 @@ const char *store_status(const struct app *app)
     return app->store ? app->store->status : "not started";
 }
 
-int store_eval(struct app *app, enum store_script s, int argc, const char **argv,
-               const size_t *argvlen, store_cb *cb, void *arg)
+/* ---- calls -------------------------------------------------------------------------- */
+
+/* A call that cannot go to Redis is answered NULL from the loop, later. */
+static void unsent(struct app *app, struct call *c)
 {
     struct store *st = app->store;
-    if (!store_ready(app))
-        return -1;
+    c->next = NULL;
+    *st->unsent_tail = c;
+    st->unsent_tail = &c->next;
+    if (!st->closing)
+        event_active(st->unsent_ev, EV_TIMEOUT, 1);
+}
+
+static void on_unsent(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *app = arg;
+    struct store *st = app->store;
+    (void)fd;
+    (void)what;
+    struct call *c = st->unsent;
+    st->unsent = NULL;
+    st->unsent_tail = &st->unsent;
+    while (c) {
+        struct call *next = c->next;
+        app->metrics->redis_errors++;
+        if (c->cb)
+            c->cb(app, NULL, c->arg);
+        call_free(c);
+        c = next;
+    }
+}
+
+int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, const size_t *argvlen,
+               store_cb *cb, void *arg)
+{
+    struct store *st = app->store;
     enum { FIXED = 5 };
-    char now[32];
-    snprintf(now, sizeof now, "%lld", app_wall_ms());
+    char maxlen[24];
+    snprintf(maxlen, sizeof maxlen, "%ld", app->cfg->events_maxlen);
     int n = argc + FIXED;
     struct call *c = calloc(1, sizeof *c);
     if (!c)
         return -1;
-    *c = (struct call){ .app = app, .cb = cb, .arg = arg, .script = s, .argc = n };
+    *c = (struct call){ .app = app, .cb = cb, .arg = arg, .argc = n };
     c->argv = calloc((size_t)n, sizeof *c->argv);
     c->argvlen = calloc((size_t)n, sizeof *c->argvlen);
     if (!c->argv || !c->argvlen) {
         call_free(c);
         return -1;
     }
-    /* argv[2..]: "0" keys, the prefix, the clock, then the caller's arguments. */
-    const char *fixed[] = { "0", app->cfg->key_prefix, now };
+    /* FCALL name 0 prefix maxlen args… */
+    const char *fixed[] = { "0", app->cfg->key_prefix, maxlen };
     size_t total = 0;
     for (int i = 2; i < n; i++) {
         const char *a = i < FIXED ? fixed[i - 2] : argv[i - FIXED];
@@ -606,13 +663,13 @@ int store_eval(struct app *app, enum store_script s, int argc, const char **argv
         c->argv[i] = p;
         p += c->argvlen[i];
     }
-    c->argv[0] = "EVALSHA";
-    c->argv[1] = st->sha[s];
-    c->argvlen[0] = 7;
-    c->argvlen[1] = 40;
-    if (redisAsyncCommandArgv(st->ac, on_reply, c, n, c->argv, c->argvlen) != REDIS_OK) {
-        call_free(c);
-        return -1;
+    c->argv[0] = "FCALL";
+    c->argv[1] = st->fn[fn];
+    c->argvlen[0] = 5;
+    c->argvlen[1] = strlen(st->fn[fn]);
+    if (!store_ready(app) || redisAsyncCommandArgv(st->ac, on_reply, c, n, c->argv, c->argvlen) != REDIS_OK) {
+        unsent(app, c);
+        return 0;
     }
     sent_one(st);
     return 0;
@@ -621,29 +678,107 @@ int store_eval(struct app *app, enum store_script s, int argc, const char **argv
 int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...)
 {
     struct store *st = app->store;
-    if (!store_ready(app))
-        return -1;
-    struct call *c = malloc(sizeof *c);
+    struct call *c = calloc(1, sizeof *c);
     if (!c)
         return -1;
     *c = (struct call){ .app = app, .cb = cb, .arg = arg };
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = redisvAsyncCommand(st->ac, on_reply, c, fmt, ap);
-    va_end(ap);
+    int rc = REDIS_ERR;
+    if (store_ready(app)) {
+        va_list ap;
+        va_start(ap, fmt);
+        rc = redisvAsyncCommand(st->ac, on_reply, c, fmt, ap);
+        va_end(ap);
+    }
     if (rc != REDIS_OK) {
-        free(c);
-        return -1;
+        unsent(app, c);
+        return 0;
     }
     sent_one(st);
     return 0;
 }
 
-/* ---- group commit of the apply script ---------------------------------- */
+const char *store_failure(const struct app *app, const redisReply *reply, size_t min)
+{
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= min)
+        return NULL;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        return reply->str;
+    if (reply)
+        return "Redis answered something waguard's functions never answer";
+    return store_status(app)[0] && strcmp(store_status(app), "ok") != 0 ? store_status(app)
+                                                                      : "Redis did not answer";
+}
 
-/* Answers every body of a sent batch from the script's reply: its own element, or the
- * error or NULL that the whole call got. */
-static void on_applied(struct app *app, redisReply *reply, void *arg)
+long long store_int(const redisReply *e, long long def)
+{
+    if (!e)
+        return def;
+    if (e->type == REDIS_REPLY_INTEGER)
+        return e->integer;
+    if (e->type == REDIS_REPLY_STRING && e->len > 0 && e->len < 20) {
+        char *end;
+        long long v = strtoll(e->str, &end, 10);
+        if (*end == '\0')
+            return v;
+    }
+    return def;
+}
+
+const char *store_str(const redisReply *e)
+{
+    return e && e->type == REDIS_REPLY_STRING && e->len > 0 ? e->str : NULL;
+}
+
+/* ---- group commit of apply ------------------------------------------------------------ */
+
+/* What a confirmed body recorded: counted, and the operations an operator wants to see
+ * logged. */
+static void account(struct app *app, const struct apply_item *it, const redisReply *r)
+{
+    struct metrics *m = app->metrics;
+    for (int k = 0; k < OP_KIND_COUNT; k++)
+        m->items[k] += (unsigned long long)it->ops.of_kind[k];
+    enum op_kind kind;
+    const char *f[OPS_FIELDS_MAX];
+    for (size_t at = ops_next(&it->ops, 0, &kind, f); at; at = ops_next(&it->ops, at, &kind, f)) {
+        if (kind == OP_IDENTITY)
+            log_info(&app->log, "store", "identity observed for %s: hash %s (%s)", f[0], f[2], f[4]);
+        else if (kind == OP_DEAD)
+            log_warn(&app->log, "store", "dead letter: %s", f[0]);
+        else if (kind == OP_UNUSABLE)
+            log_warn(&app->log, "store", "identity change for %s could not be used (%s): the gate is closed "
+                     "until the new hash is known", f[0], f[2]);
+        else if (kind == OP_REFUSED)
+            log_warn(&app->log, "store", "WhatsApp refused a send to %s for identity (%s)", f[0][0] ? f[0] : f[2], f[3]);
+    }
+    long long dup = store_int(r->element[APPLY_DUPLICATES], 0), late = store_int(r->element[APPLY_LATE], 0),
+              future = store_int(r->element[APPLY_FUTURE], 0), unplaced = store_int(r->element[APPLY_UNPLACED], 0);
+    m->duplicates += (unsigned long long)dup;
+    m->late += (unsigned long long)late;
+    m->future += (unsigned long long)future;
+    m->refusals_unplaced += (unsigned long long)unplaced;
+    if (future)
+        log_warn(&app->log, "store", "%lld identity time(s) later than Redis's clock: recorded at the time "
+                 "received instead (check the WABA host's clock)", future);
+    if (late)
+        log_notice(&app->log, "store", "%lld identity notification(s) older than the recorded one ignored", late);
+    if (unplaced)
+        log_warn(&app->log, "store", "%lld refusal(s) for identity (480, 137000) named no user waguard could find "
+                 "(no recipient, and a message id it did not send): counted in "
+                 "waguard_identity_refusals_unplaced_total", unplaced);
+    if (store_int(r->element[APPLY_QUEUED], 0) > 0 && app->store->due)
+        app->store->due(app);
+}
+
+static void item_free(struct apply_item *it)
+{
+    ops_free(&it->ops);
+    free(it);
+}
+
+/* Answers every body of a sent batch from the reply: its own element, or the error or
+ * NULL that the whole call got. */
+static void answer_bodies(struct app *app, redisReply *reply, void *arg)
 {
     struct apply_item *it = arg;
     size_t n = 0;
@@ -654,8 +789,12 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
     while (it) {
         struct apply_item *next = it->next;
         redisReply *mine = split ? reply->element[k] : (reply && reply->type == REDIS_REPLY_ERROR ? reply : NULL);
+        if (mine && mine->type == REDIS_REPLY_ARRAY && mine->elements == APPLY_N)
+            account(app, it, mine);
+        else if (mine && mine->type == REDIS_REPLY_ARRAY)
+            mine = NULL;         /* not what apply answers */
         it->cb(app, mine, it->arg);
-        free(it);
+        item_free(it);
         it = next;
         k++;
     }
@@ -663,14 +802,13 @@ static void on_applied(struct app *app, redisReply *reply, void *arg)
 
 /* ---- [redis] min_replicas: WAIT after the batch ------------------------- */
 
-/* A batch whose answer waits for WAIT: the script's reply is copied (hiredis frees its
- * own after the callback) and handed to the bodies once WAIT has answered. */
+/* A batch whose answer waits for WAIT: the reply is copied (hiredis frees its own after
+ * the callback) and handed to the bodies once WAIT has answered. */
 struct waited {
     struct apply_item *items;    /* owned until answered */
-    redisReply *script;          /* owned copy; NULL while unanswered or when lost */
-    bool script_answered;
-    bool wait_answered;          /* a WAIT answered before the script (NOSCRIPT resent it) */
-    long long replicas;          /* what that WAIT said */
+    redisReply *reply;           /* owned copy; NULL while unanswered or when lost */
+    bool applied;                /* apply answered */
+    bool wait_answered;          /* a WAIT answered before apply (apply was sent again) */
 };
 
 static redisReply *reply_dup(const redisReply *r)
@@ -706,13 +844,11 @@ static redisReply *reply_dup(const redisReply *r)
     return c;
 }
 
-static void on_applied(struct app *app, redisReply *reply, void *arg);
-
-/* Answers the bodies: the script's reply when replicas ≥ min_replicas, else a
- * NOREPLICAS error (answered 503: the WABA client sends it again). */
+/* Answers the bodies: apply's reply when replicas >= min_replicas, else a NOREPLICAS
+ * error (answered 503: the WABA client sends it again). */
 static void waited_finish(struct app *app, struct waited *w, long long replicas)
 {
-    redisReply *r = w->script;
+    redisReply *r = w->reply;
     long need = app->cfg->redis_min_replicas;
     if (r && r->type == REDIS_REPLY_ARRAY && replicas < need) {
         char msg[200];
@@ -721,9 +857,9 @@ static void waited_finish(struct app *app, struct waited *w, long long replicas)
         app->metrics->redis_errors++;
         log_warn(&app->log, "store", "%s: answering 503", msg + 11);
         redisReply e = { .type = REDIS_REPLY_ERROR, .str = msg, .len = strlen(msg) };
-        on_applied(app, &e, w->items);
+        answer_bodies(app, &e, w->items);
     } else {
-        on_applied(app, r, w->items);
+        answer_bodies(app, r, w->items);
     }
     freeReplyObject(r);
     free(w);
@@ -735,29 +871,29 @@ static void on_wait_reply(struct app *app, redisReply *reply, void *arg)
 {
     struct waited *w = arg;
     long long n = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
-    if (!w->script_answered) {
-        w->wait_answered = true;         /* the script was sent again after it: WAIT again */
-        w->replicas = n;
+    if (!w->applied) {
+        w->wait_answered = true;         /* apply was sent again after it: WAIT again */
         return;
     }
     waited_finish(app, w, n);
 }
 
-static void on_script_reply(struct app *app, redisReply *reply, void *arg)
+static void on_apply_reply(struct app *app, redisReply *reply, void *arg)
 {
     struct waited *w = arg;
-    w->script_answered = true;
-    w->script = reply ? reply_dup(reply) : NULL;
-    if (w->wait_answered && w->script && w->script->type == REDIS_REPLY_ARRAY && send_wait(app, w) != 0) {
-        freeReplyObject(w->script);
-        w->script = NULL;                /* not confirmed */
+    w->applied = true;
+    w->reply = reply ? reply_dup(reply) : NULL;
+    bool ok = w->reply && w->reply->type == REDIS_REPLY_ARRAY;
+    if (w->wait_answered && ok && send_wait(app, w) != 0) {
+        freeReplyObject(w->reply);
+        w->reply = NULL;                 /* not confirmed */
         waited_finish(app, w, -1);
-    } else if (w->wait_answered && !(w->script && w->script->type == REDIS_REPLY_ARRAY)) {
+    } else if (w->wait_answered && !ok) {
         waited_finish(app, w, -1);
     }
 }
 
-/* WAIT min_replicas, half of timeout_ms, so that the watchdog never drops a
+/* WAIT min_replicas, half of timeout_ms, so that the health timer never drops a
  * connection for a WAIT that Redis is still allowed to take. */
 static int send_wait(struct app *app, struct waited *w)
 {
@@ -772,37 +908,73 @@ static void flush_batch(struct app *app)
     if (!st->nitems)
         return;
     struct apply_item *items = st->items;
+    int nb = st->nitems;
+    size_t nargs = st->nargs;
     st->items = NULL;
     st->items_tail = &st->items;
     st->nitems = 0;
-    evbuffer_add(st->batch, "]", 1);
-    size_t len = evbuffer_get_length(st->batch);
-    const char *json = (const char *)evbuffer_pullup(st->batch, -1);
-    char maxlen[32];
-    snprintf(maxlen, sizeof maxlen, "%ld", app->cfg->events_maxlen);
-    const char *argv[] = { json, app->cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold", maxlen,
-                           app->cfg->api == API_CLOUD ? "cloud" : "onprem" };
-    const size_t lens[] = { len, strlen(argv[1]), strlen(maxlen), strlen(argv[3]) };
-    if (app->cfg->redis_min_replicas > 0 && store_ready(app)) {
-        /* WAIT right behind the script on the same connection: Redis answers in order,
-         * and one WAIT covers every body of the batch. */
-        struct waited *w = calloc(1, sizeof *w);
-        int rc = w ? store_eval(app, SCRIPT_APPLY, 4, argv, lens, on_script_reply, w) : -1;
-        evbuffer_drain(st->batch, len);
-        if (rc != 0) {
-            free(w);
-            on_applied(app, NULL, items);
-            return;
+    st->nargs = st->nbytes = 0;
+    /* first_seen, api, the sent-message memory, the bodies: each its policy, its count
+     * and its operations */
+    size_t argc = 4 + nargs;
+    const char **argv = calloc(argc, sizeof *argv);
+    size_t *lens = calloc(argc, sizeof *lens);
+    char (*counts)[16] = calloc((size_t)nb, sizeof *counts);
+    char nbodies[16], ttl[24];
+    int rc = -1;
+    if (argv && lens && counts) {
+        snprintf(nbodies, sizeof nbodies, "%d", nb);
+        snprintf(ttl, sizeof ttl, "%ld", app->cfg->sent_ttl_s);
+        size_t a = 0;
+        argv[a++] = app->cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold";
+        argv[a++] = app->cfg->api == API_CLOUD ? "cloud" : "onprem";
+        argv[a++] = ttl;
+        argv[a++] = nbodies;
+        int b = 0;
+        for (struct apply_item *it = items; it; it = it->next, b++) {
+            snprintf(counts[b], sizeof counts[b], "%d", it->ops.count);
+            argv[a++] = it->policy;
+            argv[a++] = counts[b];
+            for (size_t i = 0; i < it->ops.n; i++)
+                argv[a] = ops_arg(&it->ops, i, &lens[a]), a++;
         }
-        w->items = items;
-        if (send_wait(app, w) != 0)
-            w->wait_answered = true;     /* the script's answer then sends it */
-        return;
+        for (size_t i = 0; i < argc; i++)
+            if (!lens[i])
+                lens[i] = strlen(argv[i]);
+        if (app->cfg->redis_min_replicas > 0) {
+            /* WAIT right behind apply on the same connection: Redis answers in order, and
+             * one WAIT covers every body of the batch. */
+            struct waited *w = calloc(1, sizeof *w);
+            if (w) {
+                w->items = items;
+                rc = store_call(app, STORE_APPLY, (int)argc, argv, lens, on_apply_reply, w);
+                if (rc != 0)
+                    free(w);
+                else if (send_wait(app, w) != 0)
+                    w->wait_answered = true;     /* apply's answer then sends it */
+            }
+        } else {
+            rc = store_call(app, STORE_APPLY, (int)argc, argv, lens, answer_bodies, items);
+        }
     }
-    int rc = store_eval(app, SCRIPT_APPLY, 4, argv, lens, on_applied, items);
-    evbuffer_drain(st->batch, len);
-    if (rc != 0)
-        on_applied(app, NULL, items);
+    free(argv);
+    free(lens);
+    free(counts);
+    if (rc != 0) {
+        /* out of memory: every body hears NULL, from the loop */
+        for (struct apply_item *it = items, *next; it; it = next) {
+            next = it->next;
+            it->next = NULL;
+            struct call *c = calloc(1, sizeof *c);
+            if (!c) {
+                it->cb(app, NULL, it->arg);      /* the last resort */
+                item_free(it);
+                continue;
+            }
+            *c = (struct call){ .app = app, .cb = answer_bodies, .arg = it };
+            unsent(app, c);
+        }
+    }
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -812,30 +984,55 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     flush_batch(arg);
 }
 
-int store_apply(struct app *app, const char *ops_json, bool force_auto, store_cb *cb, void *arg)
+static bool ops_copy(struct ops *dst, const struct ops *src)
+{
+    *dst = *src;
+    dst->buf = malloc(src->cap ? src->cap : 1);
+    dst->off = malloc((src->offcap ? src->offcap : 1) * sizeof *dst->off);
+    if (!dst->buf || !dst->off) {
+        free(dst->buf);
+        free(dst->off);
+        return false;
+    }
+    memcpy(dst->buf, src->buf, src->len);
+    memcpy(dst->off, src->off, src->n * sizeof *src->off);
+    return true;
+}
+
+int store_apply(struct app *app, const struct ops *ops, bool force_auto, store_cb *cb, void *arg)
 {
     struct store *st = app->store;
-    if (!store_ready(app))
-        return -1;
-    /* A full batch goes first, so that this body's callback never runs inside this call. */
-    if (st->nitems >= APPLY_MAX_BODIES || evbuffer_get_length(st->batch) >= APPLY_MAX_BYTES)
-        flush_batch(app);
-    if (!store_ready(app))
-        return -1;
     struct apply_item *it = calloc(1, sizeof *it);
     if (!it)
         return -1;
-    const char *ack = (force_auto || app->cfg->ack == ACK_AUTO) ? "auto" : "manual";
-    if (evbuffer_add_printf(st->batch, "%s{\"a\":\"%s\",\"o\":", st->nitems ? "," : "[", ack) < 0 ||
-        evbuffer_add(st->batch, ops_json, strlen(ops_json)) != 0 || evbuffer_add(st->batch, "}", 1) != 0) {
-        free(it);
-        return -1;
-    }
     it->cb = cb;
     it->arg = arg;
+    it->policy = (force_auto || app->cfg->ack == ACK_AUTO) ? "auto" : "manual";
+    if (ops->oom || !ops_copy(&it->ops, ops)) {
+        /* nothing half-done: the body hears NULL (answered 503) */
+        struct call *c = calloc(1, sizeof *c);
+        if (!c) {
+            free(it);
+            return -1;
+        }
+        ops_init(&it->ops);
+        *c = (struct call){ .app = app, .cb = answer_bodies, .arg = it };
+        unsent(app, c);
+        return 0;
+    }
+    /* A full batch goes first. */
+    if (st->nitems >= APPLY_MAX_BODIES || st->nbytes >= APPLY_MAX_BYTES)
+        flush_batch(app);
     *st->items_tail = it;
     st->items_tail = &it->next;
+    st->nargs += 2 + ops->n;
+    st->nbytes += ops->len;
     if (++st->nitems == 1)
         event_active(st->flush, EV_TIMEOUT, 1);      /* after the rest of this loop turn */
     return 0;
+}
+
+void store_on_due(struct app *app, void (*due)(struct app *app))
+{
+    app->store->due = due;
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define SECONDS_BELOW 1e11
 
@@ -33,4 +34,13 @@ int wtime_parse(const cJSON *v, long long *ms)
     if (errno)
         return -1;
     return wtime_from_number((double)n, ms);
+}
+
+void wtime_rfc3339(long long ms, char *buf, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (!strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) && len)
+        buf[0] = '\0';
 }

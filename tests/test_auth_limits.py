@@ -59,12 +59,20 @@ def test_webhook_token_on_api_and_admin_routes_403(waguard):
         assert_error_body(r, 403)
 
 
-def test_api_token_on_admin_routes_403(waguard):
+def test_api_token_reads_identity_state_but_never_acts(waguard):
+    """An api token sees what an operator sees (the console's read-only view), and every
+    route that changes identity state refuses it (403)."""
     w = new_wa_id()
+    waguard.webhook(identity_change(w, "RO=", T0))
     for method, path, payload in admin_routes(w):
         r = call(waguard, method, path, payload, token=API_TOKEN)
-        assert r.status_code == 403, (method, path, r.status_code, r.text)
-        assert_error_body(r, 403)
+        if method == "GET":
+            assert r.status_code == 200, (method, path, r.status_code, r.text)
+        else:
+            assert r.status_code == 403, (method, path, r.status_code, r.text)
+            assert_error_body(r, 403)
+    assert any(m != "GET" for m, _, _ in admin_routes(w))
+    assert waguard.identity(w)["identity"]["acknowledged"] is False
 
 
 def test_api_token_on_api_routes(waguard):

@@ -229,8 +229,12 @@ def test_number_change_moves_window_identity_and_blocks(waguard_factory, sim):
         "from": old, "id": new_msg_id("wamid."), "timestamp": str(int(time.time())), "type": "system",
         "system": {"body": "changed", "wa_id": new, "type": "user_changed_number", "user_id": uid}}]},
         pnid=A) == 200
+    # the window and the identity moved, and a new number's identity is acknowledged again
     d = gate(wg, new, A)
-    assert d["allowed"] is True and d["identity"]["hash"] == "OLDK=", d        # window and identity moved
+    assert d["reasons"] == ["identity_unacknowledged"] and d["identity"]["hash"] == "OLDK=", d
+    assert wg.ack_now(new).status_code == 202
+    d = wait_for(lambda: (lambda d: d if d["allowed"] else None)(gate(wg, new, A)), 5, "acknowledged again")
+    assert d["identity"]["hash"] == "OLDK=", d
     assert "blocked" in gate(wg, new, B, "template")["reasons"]               # and the block
     assert "number_changed" in gate(wg, old, A)["reasons"]
     assert gate(wg, uid, A)["wa_id"] == new

@@ -127,7 +127,7 @@ def test_contact_invalid_then_valid(strict_contacts, redis_client):
 def test_contact_invalid_with_wa_id(strict_contacts):
     wg = strict_contacts
     w = new_wa_id()
-    ok(wg.webhook(contacts_callback(contact_result(w, "invalid", w))))
+    ok(wg.webhook(contacts_callback(contact_result("+" + w, "invalid", w))))
     d = check_gate_response(wg.gate(w, type="template"), w)
     assert d["reasons"] == ["contact_invalid"], d
 

@@ -76,7 +76,10 @@ def test_gate_category_parameter_and_unheld_categories(held):
                    token=API_TOKEN)
         assert r.status_code == 423 and r.json()["reasons"] == ["identity_recently_changed"], r.text
         assert "hold_until" in r.json()
+    # a category [hold] does not configure is refused, never decided as if nothing held it
     r = wg.get("/v1/gate/%s?type=template&category=marketing" % w, token=API_TOKEN)
+    assert r.status_code == 400 and "marketing" in r.json()["errors"][0]["details"], r.text
+    r = wg.get("/v1/gate/%s?type=template" % w, token=API_TOKEN)
     assert r.status_code == 200 and "hold_until" not in r.json(), r.text
     assert wg.get("/v1/gate/%s?type=template&category=Bad-Name" % w, token=API_TOKEN).status_code == 400
     r = wg.post("/v1/gate", token=API_TOKEN, json={"type": "template", "category": "payments", "wa_ids": [w]})

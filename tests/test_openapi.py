@@ -1,6 +1,6 @@
 """docs/openapi.yaml against the real thing.
 
-* Every route of src/server.c's route table (parsed from the C source) is a path and method of
+* Every route of src/routes.c's route table (parsed from the C source) is a path and method of
   the document, and every path of the document that the table lacks says it is planned.
 * The real daemon, Redis and the WABA simulator answer every built route, and each answer
   (status, Content-Type, body) is one the document declares, its body valid against the
@@ -24,7 +24,7 @@ from helpers import (identity_change, identity_obj, inbound_text, inbound_text_m
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_PATH = ROOT / "docs" / "openapi.yaml"
-SERVER_C = ROOT / "src" / "server.c"
+ROUTES_C = ROOT / "src" / "routes.c"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 
 
@@ -39,17 +39,14 @@ def load_doc():
 
 
 def table_routes():
-    """{(pattern with '*', method)} from the route table, `routes[] = { … };` in src/server.c
-    (or wherever under src/ it moved)."""
-    m = None
-    for f in [SERVER_C] + sorted((ROOT / "src").glob("*.c")):
-        m = re.search(r"\broutes\[\]\s*=\s*\{(.*?)\n\};", f.read_text(), re.S)
-        if m:
-            break
-    assert m, "no `routes[] = {…};` table in src/*.c: teach tests/test_openapi.py where the routes are"
+    """{(pattern with '*', method)} from the route table, `table[] = { … };` in src/routes.c
+    (methods written GET, POST, … or EVHTTP_REQ_GET, …)."""
+    m = re.search(r"\btable\[\]\s*=\s*\{(.*?)\n\};", ROUTES_C.read_text(), re.S)
+    assert m, "no `table[] = {…};` in src/routes.c: teach tests/test_openapi.py where the routes are"
     out = set()
-    for methods, pattern in re.findall(r'\{\s*((?:EVHTTP_REQ_[A-Z]+\s*\|?\s*)+),\s*"([^"]+)"', m.group(1)):
-        for meth in re.findall(r"EVHTTP_REQ_([A-Z]+)", methods):
+    meth_re = r"(?:EVHTTP_REQ_)?(GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS)"
+    for methods, pattern in re.findall(r'\{\s*((?:(?:EVHTTP_REQ_)?[A-Z]+\s*\|?\s*)+),\s*"([^"]+)"', m.group(1)):
+        for meth in re.findall(meth_re, methods):
             out.add((pattern, meth.lower()))
     assert len(out) >= 20, "the route table parsed to only %r" % sorted(out)
     return out
@@ -128,13 +125,13 @@ def test_every_route_of_the_table_is_documented_and_every_other_path_is_planned(
     doc = load_doc()
     documented = {(as_pattern(p), m) for p, m, _ in operations(doc)}
     missing = sorted(r for r in table_routes() if r not in documented)
-    assert not missing, "routes of src/server.c missing from docs/openapi.yaml: %s" % missing
+    assert not missing, "routes of src/routes.c missing from docs/openapi.yaml: %s" % missing
     built = {p for p, _ in table_routes()} | {"/webhook"}
     for path, m, op in operations(doc):
         if as_pattern(path) in built:
             assert not is_planned(op), "%s %s is built: drop **Planned** from its description" % (m, path)
         else:
-            assert is_planned(op), ("%s %s is not in src/server.c's route table: build it, or say "
+            assert is_planned(op), ("%s %s is not in src/routes.c's route table: build it, or say "
                                     "**Planned** in its description" % (m, path))
     # The webhook is dispatched before the table, on [webhook] path.
     assert {"get", "post"} <= set(doc["paths"]["/webhook"])

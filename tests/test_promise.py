@@ -57,37 +57,73 @@ def is_uid(x):
     return bool(UID.match(x))
 
 
-def dial(x):
-    """The seed's dialling rule (README, "Who a recipient is"): '+' or "00" carries the country
-    code; bare digits that start with home_country_code and have 11 or more are international;
-    otherwise a trunk '0' goes and home_country_code is put in front.  None: not dialable."""
-    s = x.strip()
+def _digits(x):
+    """(plus, digits with a "(0)" kept as 0, bracketed-0 position or None), None when not
+    a phone number's characters."""
+    s = x
     plus = s.startswith("+")
     if plus:
         s = s[1:]
-    if re.search(r"[^0-9 ()./-]", s):
+    if re.search(r"[^0-9 ()./-]", s) or "/" in s:
         return None
+    z = s.find("(0)") if plus else -1
+    before = len(re.sub(r"\D", "", s[:z])) if z > 0 else None
     d = re.sub(r"\D", "", s)
-    if not plus and d.startswith("00"):
-        plus, d = True, d[2:]
-    if not plus:
-        if not (d.startswith(HOME_CC) and len(d) >= 11):
-            d = HOME_CC + (d[1:] if d.startswith("0") else d)
-    if not 7 <= len(d) <= 15 or d[0] == "0":
+    return plus, d, before
+
+
+def _e164(d):
+    return d if d and 7 <= len(d) <= 15 and d[0] != "0" else None
+
+
+def dial(x):
+    """The seed's dialling rule (README, "Who a recipient is"): a leading '+' carries the
+    country code, otherwise home_country_code goes in front.  The contact-check mapping's
+    key.  None: not a number."""
+    p = _digits(x)
+    if not p or not p[1]:
         return None
-    return d
+    plus, d, _ = p
+    return _e164(d if plus else HOME_CC + d)
+
+
+def readings(x):
+    """Every number x can be read as: the seed's, then the ones ITU-T E.164 describes
+    (trunk 0, international prefix 00, "(0)" after the country code, the home country code
+    written without '+'), each only a further user to refuse for."""
+    p = _digits(x)
+    if not p or not p[1]:
+        return []
+    plus, d, before = p
+    out = [dial(x)]
+    if plus and before is not None:
+        out.append(_e164(d[:before] + d[before + 1:]))
+    elif not plus and d.startswith("00"):
+        out.append(_e164(d[2:]))
+    elif not plus and d.startswith("0"):
+        out.append(_e164(HOME_CC + d[1:]))
+    elif not plus and d.startswith(HOME_CC):
+        out.append(_e164(d))
+    res = []
+    for r in out:
+        if r and r not in res:
+            res.append(r)
+    return res
 
 
 def forms_of(x):
-    """What an input can be: [("i", id as it is)] and/or [("d", normalised dialled number)]."""
+    """What an input can be: [("i", a user id)], or numbers [("d", digits)]: bare digits as
+    they are first, then every reading."""
     if is_uid(x):
         return [("i", x)]
+    if x != x.strip():
+        return []
     out = []
-    if x.isdigit() and len(x) <= 15 and x[0] != "0":
-        out.append(("i", x))
-    d = dial(x)
-    if d:
-        out.append(("d", d))
+    if x.isdigit() and 7 <= len(x) <= 15 and x[0] != "0":
+        out.append(("d", x))
+    for r in readings(x):
+        if ("d", r) not in out:
+            out.append(("d", r))
     return out
 
 
@@ -488,7 +524,8 @@ class Gen:
         known = rec.newest()
         h = known if r.random() < 0.75 or len(rec.obs) < 2 else r.choice([x for x in rec.obs if x != known])
         self.sim.set_identity(u.wa, h, created_timestamp=dict(u.hashes)[h] * 1000, acknowledged=False)
-        return ([("PUT", "/v1/contacts/%s/identity" % u.wa, API_TOKEN, {"hash": h})],
+        # ack = manual: a forwarded PUT is an operator's (an admin token)
+        return ([("PUT", "/v1/contacts/%s/identity" % u.wa, ADMIN_TOKEN, {"hash": h})],
                 [("put", u.wa, h)], "forwarded PUT of %s" % h)
 
     def ev_ack_admin(self, u):

@@ -2,7 +2,7 @@
 blocklist.  The WABA client's answer comes back as it is, and what it says is recorded."""
 import time
 
-from daemon import API_TOKEN
+from daemon import ADMIN_TOKEN, API_TOKEN
 from helpers import identity_change, inbound_text, new_wa_id, wait_for
 
 MANUAL = {"identity": {"ack": "manual"}}
@@ -67,17 +67,24 @@ def test_identity_get_is_recorded_and_put_acknowledges(procs):
     d = wg.gate(w, type="template").json()
     assert d["identity"]["hash"] == "SEEN=" and d["reasons"] == ["identity_unacknowledged"], d
 
+    # ack = manual: an internal service's token does not acknowledge, saying why, and
+    # nothing reaches the WABA client
     r = wg.request("PUT", "/v1/contacts/%s/identity" % w, token=API_TOKEN, json={"hash": "SEEN="})
+    assert r.status_code == 403 and "ack = manual" in r.text, r.text
+    assert not sim.calls_matching(method="PUT", path_prefix="/v1/contacts/%s/identity" % w)
+    assert wg.gate(w, type="template").status_code == 423
+    # an operator's does
+    r = wg.request("PUT", "/v1/contacts/%s/identity" % w, token=ADMIN_TOKEN, json={"hash": "SEEN="})
     assert r.status_code == 200, r.text
     assert wg.gate(w, type="template").status_code == 200
     rec = wg.identity(w)
-    assert rec["identity"]["acknowledged"] is True and rec["identity"]["acknowledged_by"] == "svc"
+    assert rec["identity"]["acknowledged"] is True and rec["identity"]["acknowledged_by"] == "ops"
 
     # a PUT the WABA client refuses changes nothing here and is answered as it is
-    r = wg.request("PUT", "/v1/contacts/%s/identity" % w, token=API_TOKEN, json={"hash": "OTHER="})
+    r = wg.request("PUT", "/v1/contacts/%s/identity" % w, token=ADMIN_TOKEN, json={"hash": "OTHER="})
     assert r.status_code == 400 and r.json()["errors"], r.text
     assert wg.gate(w, type="template").json()["identity"]["hash"] == "SEEN="
-    assert wg.request("PUT", "/v1/contacts/%s/identity" % w, token=API_TOKEN,
+    assert wg.request("PUT", "/v1/contacts/%s/identity" % w, token=ADMIN_TOKEN,
                       json={"hash": 5}).status_code == 400
 
 

@@ -463,13 +463,13 @@ def abandoned_puts(wg, w):
 
 
 def login_each(sim, wgs, wa_id):
-    """Makes each daemon log in to the simulator, one after the other (a forwarded contact
-    check); returns {"Bearer <token>": daemon}, to tell whose call the simulator recorded."""
+    """Makes each daemon call the simulator, one after the other (a forwarded contact check);
+    returns {"Bearer <token>": daemon}, to tell whose call the simulator recorded."""
     token_of = {}
     for wg in wgs:
         resp = wg.post("/v1/contacts", token=API_TOKEN, json={"blocking": "wait", "contacts": ["+" + wa_id]})
         assert resp.status_code == 200, resp.text
-        token_of["Bearer " + logins(sim)[-1]["answer"]["users"][0]["token"]] = wg
+        token_of[sim.calls_matching(method="POST", path="/v1/contacts")[-1]["headers"]["Authorization"]] = wg
     assert len(token_of) == len(wgs)
     return token_of
 

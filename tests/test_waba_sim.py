@@ -857,3 +857,468 @@ def test_post_cloud_webhook_helper(sim, hook):
     assert len(sim.wait_for_callbacks(4, kind="cloud", timeout=1)) == 4
     with pytest.raises(TimeoutError):
         sim.wait_for_callbacks(1, kind="contacts", timeout=0.05)
+
+
+# --- On-Premises application settings ----------------------------------------------------------
+
+def test_app_settings_get_patch_and_refusal(sim):
+    sess = authed(sim)
+    url = sim.url + "/v1/settings/application"
+    assert requests.get(url, timeout=5).status_code == 401          # the same auth as /v1
+    assert requests.patch(url, json={}, timeout=5).status_code == 401
+    r = sess.get(url, timeout=5)
+    assert r.status_code == 200
+    assert r.json() == {"settings": {"application": {"show_security_notifications": False,
+                                                     "webhooks": {"url": ""}}},
+                        "meta": {"api_status": "stable", "version": "2.53.1"}}
+    # the knob seeds the stored value
+    requests.post(sim.url + "/_sim/config", json={"show_security_notifications": True},
+                  timeout=5)
+    app = sess.get(url, timeout=5).json()["settings"]["application"]
+    assert app["show_security_notifications"] is True
+    # PATCH deep-merges
+    r = sess.patch(url, json={"webhooks": {"url": "https://wg.example/webhook",
+                                           "max_concurrent_requests": 12}}, timeout=5)
+    assert r.status_code == 200 and r.json() == {"meta": {"api_status": "stable",
+                                                          "version": "2.53.1"}}
+    sess.patch(url, json={"webhooks": {"max_concurrent_requests": 6},
+                          "show_security_notifications": False}, timeout=5)
+    want = {"show_security_notifications": False,
+            "webhooks": {"url": "https://wg.example/webhook", "max_concurrent_requests": 6}}
+    assert sim.app_settings() == want
+    assert sess.get(url, timeout=5).json()["settings"]["application"] == want
+    assert requests.get(sim.url + "/_sim/app_settings", timeout=5).json() == {"settings": want}
+    # a copy: changing it changes nothing stored
+    sim.app_settings()["webhooks"]["url"] = "x"
+    assert sim.app_settings() == want
+    # settings_patch_status: the WABA envelope, nothing changed
+    for status, code in ((500, 1014), (403, 1005)):
+        sim.configure(settings_patch_status=status)
+        r = sess.patch(url, json={"show_security_notifications": True,
+                                  "webhooks": {"url": "https://other/"}}, timeout=5)
+        assert r.status_code == status
+        assert r.json()["errors"][0]["code"] == code and r.json()["meta"]["version"]
+        assert sim.app_settings() == want
+    assert sess.get(url, timeout=5).status_code == 200      # GET unaffected
+    sim.configure(settings_patch_status=200)
+    assert sess.patch(url, json={"show_security_notifications": True}, timeout=5).ok
+    assert sim.app_settings()["show_security_notifications"] is True
+    # reset: the knob's default again
+    sim.reset()
+    assert sim.app_settings() == {"show_security_notifications": False, "webhooks": {"url": ""}}
+
+
+# --- 2xx answers carrying errors[], forced refusals --------------------------------------------
+
+def test_identity_put_errors_answers_200_without_ack(sim):
+    sess = authed(sim)
+    url = sim.url + "/v1/contacts/%s/identity" % WA
+    sim.set_identity(WA, "h=")
+    requests.post(sim.url + "/_sim/config", json={"identity_put_errors": [1009]}, timeout=5)
+    r = sess.put(url, json={"hash": "h="}, timeout=5)
+    assert r.status_code == 200
+    j = r.json()
+    assert j["meta"] == {"api_status": "stable", "version": "2.53.1"}
+    assert len(j["errors"]) == 1
+    e = j["errors"][0]
+    assert e["code"] == 1009 and e["title"] == "Parameter value is not valid" and e["details"]
+    assert sim.get_identity(WA)["acknowledged"] is False
+    # several errors, an object with its own title
+    sim.configure(identity_put_errors=[1014, {"code": 1000, "title": "Generic", "details": "d"}])
+    errs = sess.put(url, json={"hash": "h="}, timeout=5).json()["errors"]
+    assert [x["code"] for x in errs] == [1014, 1000]
+    assert errs[1] == {"code": 1000, "title": "Generic", "details": "d"}
+    assert sim.get_identity(WA)["acknowledged"] is False
+    sim.configure(identity_put_errors=None)
+    r = sess.put(url, json={"hash": "h="}, timeout=5)
+    assert r.status_code == 200 and r.json() == {}
+    assert sim.get_identity(WA)["acknowledged"] is True
+    with pytest.raises(ValueError):
+        sim.configure(identity_put_errors=[])
+
+
+def test_messages_errors_200_sends_nothing(sim):
+    sess = authed(sim)
+    msg = {"to": WA, "type": "text", "text": {"body": "hi"}}
+    sim.configure(messages_errors_200=[1000])
+    r = sess.post(sim.url + "/v1/messages", json=msg, timeout=5)
+    assert r.status_code == 200
+    assert r.json()["errors"][0]["code"] == 1000 and "messages" not in r.json()
+    assert r.json()["errors"][0]["title"] == "Generic error"
+    assert sim.state()["messages_total"] == 0
+    sim.configure(messages_errors_200=None)
+    assert sess.post(sim.url + "/v1/messages", json=msg, timeout=5).status_code == 201
+    assert sim.state()["messages_total"] == 1
+
+
+def test_send_refusal_knob(sim):
+    sess = authed(sim)
+    onprem = {"to": WA, "type": "text", "text": {"body": "hi"}}
+    cloud = {"messaging_product": "whatsapp", "to": WA, "type": "text", "text": {"body": "x"}}
+    # "480": every /v1 send, identity or not; Cloud sends untouched
+    requests.post(sim.url + "/_sim/config", json={"send_refusal": 480}, timeout=5)
+    r = sess.post(sim.url + "/v1/messages", json=onprem, timeout=5)
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == 480
+    assert r.json()["errors"][0]["title"] == "User identity changed"
+    assert sess.post(sim.url + "/v21.0/111/messages", json=cloud, timeout=5).status_code == 200
+    # "137000": every Cloud send, /v1 untouched
+    sim.configure(send_refusal="137000")
+    assert sess.post(sim.url + "/v1/messages", json=onprem, timeout=5).status_code == 201
+    for path in ("/v21.0/111/messages", "/messages", "/v21.0/111/marketing_messages"):
+        r = sess.post(sim.url + path, json=cloud, timeout=5)
+        assert r.status_code == 400, path
+        e = r.json()["error"]
+        assert e["code"] == 137000 and e["type"] == "OAuthException" and "errors" not in r.json()
+    st = sim.state()
+    assert st["messages_total"] == 2 and len(st["cloud_sent"]) == 1
+    sim.configure(send_refusal=None)
+    assert sess.post(sim.url + "/messages", json=cloud, timeout=5).status_code == 200
+    with pytest.raises(ValueError):
+        sim.configure(send_refusal="131000")
+
+
+# --- 2026 Cloud shapes: business-scoped user ids -----------------------------------------------
+
+UID = "US.13491208655302741918"
+UID2 = "US.90000000000000000001"
+PARENT = "US.ENT.11815799212886844830"
+
+
+def cloud_send(sess, sim, path="/v21.0/111/messages", **fields):
+    body = {"messaging_product": "whatsapp", "type": "text", "text": {"body": "x"}}
+    body.update(fields)
+    return sess.post(sim.url + path, json=body, timeout=5)
+
+
+def test_cloud_user_registry_and_send_answers(sim):
+    sess = authed(sim)
+    # unknown users: only the id given comes back
+    assert cloud_send(sess, sim, recipient=UID).json()["contacts"] == [{"input": UID,
+                                                                        "user_id": UID}]
+    rec = sim.cloud_user(UID, wa_id="+" + WA, username="@zoe", parent_user_id=PARENT)
+    assert rec == {"user_id": UID, "wa_id": WA, "username": "@zoe", "parent_user_id": PARENT,
+                   "phone_hidden": False, "name": None}
+    assert sim.get_cloud_user(WA) == sim.get_cloud_user(UID) == rec
+    # by recipient: the phone filled in; by phone: the user id filled in; both: `to` wins
+    r = cloud_send(sess, sim, recipient=UID)
+    assert r.status_code == 200
+    j = r.json()
+    assert j["messaging_product"] == "whatsapp" and j["messages"][0]["id"].startswith("wamid.")
+    assert j["contacts"] == [{"input": UID, "wa_id": WA, "user_id": UID}]
+    by_user = sim.sent_message(j["messages"][0]["id"])
+    assert (by_user["by"], by_user["to"], by_user["wa_id"], by_user["user_id"],
+            by_user["phone_number_id"], by_user["endpoint"]) == (
+        "user_id", UID, WA, UID, "111", "messages")
+    r = cloud_send(sess, sim, path="/messages", to="+" + WA, recipient_identity_key_hash="K=")
+    assert r.json()["contacts"] == [{"input": "+" + WA, "wa_id": WA, "user_id": UID}]
+    by_phone = sim.sent_message(r.json()["messages"][0]["id"])
+    assert (by_phone["by"], by_phone["to"], by_phone["phone_number_id"],
+            by_phone["recipient_identity_key_hash"]) == ("phone", WA, "PNID", "K=")
+    r = cloud_send(sess, sim, to="16315550000", recipient=UID)
+    assert r.json()["contacts"] == [{"input": "16315550000", "wa_id": "16315550000"}]
+    assert sim.sent_message(r.json()["messages"][0]["id"])["by"] == "phone"
+    assert requests.get(sim.url + "/_sim/sent?id=" + urllib_quote(r.json()["messages"][0]["id"]),
+                        timeout=5).json()["to"] == "16315550000"
+    assert requests.get(sim.url + "/_sim/sent?id=nope", timeout=5).status_code == 404
+    assert sim.sent_message("nope") is None
+    # a phone-hidden user addressed by user id: no wa_id in the answer
+    sim.cloud_user(UID, wa_id=WA, phone_hidden=True)
+    assert cloud_send(sess, sim, recipient=UID).json()["contacts"] == [{"input": UID,
+                                                                        "user_id": UID}]
+    # the control route
+    r = requests.post(sim.url + "/_sim/cloud_user", timeout=5,
+                      json={"user_id": UID2, "wa_id": "16315559876", "username": "@x"})
+    assert r.status_code == 200 and r.json()["user"]["wa_id"] == "16315559876"
+    got = requests.get(sim.url + "/_sim/cloud_user?wa_id=16315559876", timeout=5).json()
+    assert got["user_id"] == UID2 and got["username"] == "@x"
+    assert set(sim.state()["cloud_users"]) == {UID, UID2}
+    assert requests.delete(sim.url + "/_sim/cloud_user?user_id=" + UID2,
+                           timeout=5).json() == {"ok": True}
+    assert requests.get(sim.url + "/_sim/cloud_user?user_id=" + UID2, timeout=5).status_code == 404
+    assert requests.post(sim.url + "/_sim/cloud_user", json={}, timeout=5).status_code == 400
+    # ids are checked
+    for bad in ("13491208655302741918", "USA.1", "US." + "1" * 129, "US.ENT.1"):
+        with pytest.raises(ValueError):
+            sim.cloud_user(bad)
+    sim.cloud_user("US." + "a1" * 64)
+    with pytest.raises(ValueError):
+        sim.cloud_user(UID, parent_user_id=UID2)
+    assert requests.post(sim.url + "/_sim/cloud_user", json={"user_id": "nope"},
+                         timeout=5).status_code == 400
+    sim.reset()
+    assert sim.state()["cloud_users"] == {} and sim.state()["cloud_sent"] == []
+
+
+def urllib_quote(s):
+    import urllib.parse
+    return urllib.parse.quote(s, safe="")
+
+
+def test_inbound_value_shapes(sim, hook):
+    sim.cloud_user(UID, wa_id=WA, username="@zoe", parent_user_id=PARENT, name="Zoë")
+    v = sim.inbound_value(UID, text="hello", msg_id="wamid.in1", ts=1700000000,
+                          identity_key_hash="IK1=", pnid="111")
+    assert v == {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": "111"},
+        "contacts": [{"profile": {"name": "Zoë", "username": "@zoe"}, "wa_id": WA,
+                      "user_id": UID, "parent_user_id": PARENT, "identity_key_hash": "IK1="}],
+        "messages": [{"from": WA, "from_user_id": UID, "from_parent_user_id": PARENT,
+                      "id": "wamid.in1", "timestamp": "1700000000", "type": "text",
+                      "text": {"body": "hello"}}]}
+    # defaults: a fresh id, now, the default number, no hash
+    v = sim.inbound_value(UID)
+    assert v["messages"][0]["id"].startswith("wamid.") and v["messages"][0]["text"] == {
+        "body": "hi"}
+    assert abs(int(v["messages"][0]["timestamp"]) - time.time()) < 30
+    assert v["metadata"]["phone_number_id"] == "PNID"
+    assert "identity_key_hash" not in v["contacts"][0]
+    # a phone-hidden user: no wa_id, no from
+    sim.cloud_user(UID2, wa_id="16315559876", username="@hid", phone_hidden=True)
+    v = sim.inbound_value(UID2)
+    c, m = v["contacts"][0], v["messages"][0]
+    assert "wa_id" not in c and "from" not in m and "parent_user_id" not in c
+    assert c["user_id"] == m["from_user_id"] == UID2 and c["profile"]["username"] == "@hid"
+    assert "from_parent_user_id" not in m
+    # an unregistered user id
+    v = sim.inbound_value("BR.77")
+    assert v["contacts"][0]["user_id"] == "BR.77" and "wa_id" not in v["contacts"][0]
+    # posted through post_cloud_webhook
+    sim.configure(cloud_webhook_url=hook.url)
+    v = sim.inbound_value(UID, pnid="222")
+    assert sim.post_cloud_webhook(v, pnid="222") == 200
+    body = json.loads(hook.wait(1)[0]["raw"])
+    ch = body["entry"][0]["changes"][0]
+    assert ch["field"] == "messages" and ch["value"] == v
+
+
+def test_status_value_shapes(sim):
+    sim.cloud_user(UID, wa_id=WA, username="@zoe", parent_user_id=PARENT)
+    # delivered, by user id: contacts beside statuses
+    v = sim.status_value("wamid.A", "delivered", user_id=UID, identity_key_hash="IK=",
+                         pnid="111")
+    assert v["metadata"]["phone_number_id"] == "111"
+    st = v["statuses"][0]
+    assert (st["id"], st["status"], st["recipient_id"], st["recipient_user_id"],
+            st["recipient_parent_user_id"], st["recipient_identity_key_hash"]) == (
+        "wamid.A", "delivered", WA, UID, PARENT, "IK=")
+    assert st["timestamp"].isdigit() and "errors" not in st
+    assert v["contacts"] == [{"profile": {"username": "@zoe"}, "wa_id": WA, "user_id": UID,
+                              "parent_user_id": PARENT}]
+    for s in ("sent", "read"):
+        assert "contacts" in sim.status_value("wamid.A", s, to_phone=WA)
+    # failed: no contacts; sent by phone: no recipient_user_id either
+    v = sim.status_value("wamid.B", "failed", to_phone=WA, errors=[131026])
+    st = v["statuses"][0]
+    assert "contacts" not in v
+    assert st["recipient_id"] == WA
+    assert "recipient_user_id" not in st and "recipient_parent_user_id" not in st
+    assert st["errors"][0]["code"] == 131026 and st["errors"][0]["title"]
+    assert st["errors"][0]["message"] and st["errors"][0]["error_data"]["details"]
+    # failed, sent by user id: recipient_user_id kept
+    st = sim.status_value("wamid.C", "failed", user_id=UID,
+                          errors=[{"code": 137000}])["statuses"][0]
+    assert st["recipient_user_id"] == UID and st["recipient_id"] == WA
+    assert st["errors"][0]["title"] == "Identity key mismatch"
+    # phone hidden: no recipient_id, no wa_id in contacts
+    sim.cloud_user(UID, wa_id=WA, phone_hidden=True)
+    v = sim.status_value("wamid.D", "read", user_id=UID)
+    assert "recipient_id" not in v["statuses"][0] and v["contacts"] == [{"user_id": UID}]
+    # no recipient given: the one recorded for the wamid, and its number
+    sess = authed(sim)
+    sim.cloud_user(UID, wa_id=WA)
+    mid = cloud_send(sess, sim, path="/v21.0/333/messages", to=WA).json()["messages"][0]["id"]
+    v = sim.status_value(mid, "failed")
+    assert v["metadata"]["phone_number_id"] == "333"
+    assert v["statuses"][0]["recipient_id"] == WA
+    assert "recipient_user_id" not in v["statuses"][0]
+    v = sim.status_value(mid, "delivered")
+    assert v["statuses"][0]["recipient_user_id"] == UID and v["contacts"][0]["wa_id"] == WA
+
+
+def test_user_id_update_value_posted_with_its_field(sim, hook):
+    sim.configure(cloud_webhook_url=hook.url)
+    sim.cloud_user(UID, wa_id=WA, parent_user_id=PARENT, username="@zoe")
+    new_parent = "US.ENT.22"
+    v = sim.user_id_update_value(UID, UID2, new_parent=new_parent, ts=1700000001)
+    assert v["messaging_product"] == "whatsapp" and v["metadata"]["phone_number_id"] == "PNID"
+    assert v["user_id_update"] == [{"wa_id": WA, "detail": v["user_id_update"][0]["detail"],
+                                    "user_id": {"previous": UID, "current": UID2},
+                                    "parent_user_id": {"previous": PARENT,
+                                                       "current": new_parent},
+                                    "timestamp": "1700000001"}]
+    assert v["user_id_update"][0]["detail"]
+    # the registry follows
+    assert sim.get_cloud_user(UID) is None
+    rec = sim.get_cloud_user(UID2)
+    assert rec["wa_id"] == WA and rec["parent_user_id"] == new_parent and rec["username"] == "@zoe"
+    assert sim.get_cloud_user(WA)["user_id"] == UID2
+    # posted as a change with field user_id_update
+    assert sim.post_cloud_webhook(v, field="user_id_update") == 200
+    ch = json.loads(hook.wait(1)[0]["raw"])["entry"][0]["changes"][0]
+    assert ch["field"] == "user_id_update" and ch["value"] == v
+    # the default field stays "messages"; the control route takes a field
+    sim.post_cloud_webhook({"statuses": []})
+    assert json.loads(hook.wait(2)[1]["raw"])["entry"][0]["changes"][0]["field"] == "messages"
+    r = requests.post(sim.url + "/_sim/cloud_webhook", timeout=5,
+                      json={"value": v, "field": "user_id_update"})
+    assert r.json() == {"ok": True, "status": 200}
+    assert json.loads(hook.wait(3)[2]["raw"])["entry"][0]["changes"][0]["field"] == \
+        "user_id_update"
+    # a hidden phone is left out unless given; no parent when none is known
+    sim.cloud_user("US.5", wa_id="16315550005", phone_hidden=True)
+    item = sim.user_id_update_value("US.5", "US.6")["user_id_update"][0]
+    assert "wa_id" not in item and "parent_user_id" not in item
+    item = sim.user_id_update_value("US.6", "US.7", wa_id="16315550005")["user_id_update"][0]
+    assert item["wa_id"] == "16315550005"
+
+
+def test_system_messages_user_changed_user_id_and_number(sim):
+    sim.cloud_user(UID, wa_id=WA, parent_user_id=PARENT)
+    v = sim.user_changed_user_id_value(UID, UID2, msg_id="wamid.s1", ts=5, pnid="111")
+    assert "contacts" not in v and v["metadata"]["phone_number_id"] == "111"
+    m = v["messages"][0]
+    assert (m["from_user_id"], m["from_parent_user_id"], m["id"], m["timestamp"], m["type"]) == (
+        UID, PARENT, "wamid.s1", "5", "system")
+    assert "from" not in m
+    sy = m["system"]
+    assert (sy["type"], sy["user_id"], sy["previous_user_id"]) == ("user_changed_user_id", UID2,
+                                                                     UID)
+    assert sy["body"] and "wa_id" not in sy
+    assert sim.get_cloud_user(UID2)["wa_id"] == WA and sim.get_cloud_user(UID) is None
+    # a number change: the user id is regenerated
+    new_wa = "16315550777"
+    v = sim.user_changed_number_value(WA, new_wa, "US.31", UID2, ts=6)
+    assert "contacts" not in v
+    m = v["messages"][0]
+    assert m["from"] == WA and m["from_user_id"] == UID2 and m["type"] == "system"
+    sy = m["system"]
+    assert (sy["type"], sy["wa_id"], sy["user_id"], sy["previous_user_id"],
+            sy["previous_parent_user_id"]) == ("user_changed_number", new_wa, "US.31", UID2,
+                                               PARENT)
+    assert sy["body"]
+    rec = sim.get_cloud_user(new_wa)
+    assert rec["user_id"] == "US.31" and sim.get_cloud_user(UID2) is None
+    assert sim.get_cloud_user(WA) is None
+    # the previous id taken from the registry, the new one made up
+    sy = sim.user_changed_number_value(new_wa, "16315550888")["messages"][0]["system"]
+    assert sy["previous_user_id"] == "US.31"
+    assert re.fullmatch(r"US\.\d+", sy["user_id"]) and sy["user_id"] != "US.31"
+    assert sim.get_cloud_user("16315550888")["user_id"] == sy["user_id"]
+
+
+def test_cloud_event_route_builds_and_posts(sim, hook):
+    sim.configure(cloud_webhook_url=hook.url)
+    sim.cloud_user(UID, wa_id=WA)
+    r = requests.post(sim.url + "/_sim/cloud_event", timeout=5, json={
+        "kind": "user_id_update", "old_user_id": UID, "new_user_id": UID2})
+    assert r.status_code == 200
+    j = r.json()
+    assert j["ok"] is True and j["status"] == 200 and j["field"] == "user_id_update"
+    ch = json.loads(hook.wait(1)[0]["raw"])["entry"][0]["changes"][0]
+    assert ch["field"] == "user_id_update" and ch["value"] == j["value"]
+    r = requests.post(sim.url + "/_sim/cloud_event", timeout=5, json={
+        "kind": "inbound", "user_id": UID2, "text": "yo", "pnid": "444", "post": False})
+    j = r.json()
+    assert j["field"] == "messages" and "status" not in j
+    assert j["value"]["messages"][0]["text"]["body"] == "yo"
+    assert j["value"]["metadata"]["phone_number_id"] == "444" and len(hook.got) == 1
+    out = sim.cloud_event("status", msg_id="wamid.Z", status="read", user_id=UID2, pnid="555")
+    assert out["status"] == 200
+    got = json.loads(hook.wait(2)[1]["raw"])["entry"][0]["changes"][0]["value"]
+    assert got["metadata"]["phone_number_id"] == "555" and got["statuses"][0]["id"] == "wamid.Z"
+    assert requests.post(sim.url + "/_sim/cloud_event", json={"kind": "nope"},
+                         timeout=5).status_code == 400
+    assert requests.post(sim.url + "/_sim/cloud_event", json={"kind": "inbound", "bad": 1},
+                         timeout=5).status_code == 400
+
+
+def test_mismatch_status_in_the_2026_shape(sim, hook):
+    sess = authed(sim)
+    sim.configure(cloud_mismatch="status", cloud_webhook_url=hook.url, callback_delay_ms=10)
+    sim.cloud_user(UID, wa_id=WA, parent_user_id=PARENT)
+    sim.set_identity(WA, "NEW=")         # held under the phone number
+    # sent by phone: no recipient_user_id, no contacts
+    r = cloud_send(sess, sim, to=WA, recipient_identity_key_hash="OLD=")
+    assert r.status_code == 200 and r.json()["contacts"][0]["user_id"] == UID
+    v = json.loads(hook.wait(1)[0]["raw"])["entry"][0]["changes"][0]["value"]
+    st = v["statuses"][0]
+    assert "contacts" not in v and st["status"] == "failed" and st["recipient_id"] == WA
+    assert "recipient_user_id" not in st and st["errors"][0]["code"] == 137000
+    assert v["metadata"]["phone_number_id"] == "111"
+    # sent by user id (the identity found under the phone): recipient_user_id and parent
+    r = cloud_send(sess, sim, path="/v21.0/222/messages", recipient=UID,
+                   recipient_identity_key_hash="OLD=")
+    mid = r.json()["messages"][0]["id"]
+    v = json.loads(hook.wait(2)[1]["raw"])["entry"][0]["changes"][0]["value"]
+    st = v["statuses"][0]
+    assert st["id"] == mid and st["recipient_user_id"] == UID and st["recipient_id"] == WA
+    assert st["recipient_parent_user_id"] == PARENT and "contacts" not in v
+    assert v["metadata"]["phone_number_id"] == "222"
+    assert sim.sent_message(mid)["failed_code"] == 137000
+    assert sim.state()["cloud_mismatches"][-1]["to"] == UID
+    # phone hidden: no recipient_id
+    sim.cloud_user(UID, wa_id=WA, phone_hidden=True)
+    cloud_send(sess, sim, recipient=UID, recipient_identity_key_hash="OLD=")
+    st = json.loads(hook.wait(3)[2]["raw"])["entry"][0]["changes"][0]["value"]["statuses"][0]
+    assert st["recipient_user_id"] == UID and "recipient_id" not in st
+    # the current hash under the other id goes through without a status
+    cloud_send(sess, sim, recipient=UID, recipient_identity_key_hash="NEW=")
+    time.sleep(0.1)
+    assert len(hook.got) == 3
+
+
+def test_auth_templates_refused_to_user_ids(sim):
+    sess = authed(sim)
+    otp = {"name": "otp_login", "language": {"code": "en"}}
+    for path in ("/v21.0/111/messages", "/messages", "/v21.0/111/marketing_messages"):
+        r = cloud_send(sess, sim, path=path, recipient=UID, type="template", template=otp)
+        assert r.status_code == 400, path
+        e = r.json()["error"]
+        assert e["code"] == 131062 and e["type"] == "OAuthException"
+        assert "business-scoped" in e["message"] and "phone number" in e["message"]
+    assert sim.state()["messages_total"] == 0 and sim.state()["cloud_sent"] == []
+    # to a phone number (also with a recipient beside it): sent
+    assert cloud_send(sess, sim, to=WA, type="template", template=otp).status_code == 200
+    assert cloud_send(sess, sim, to=WA, recipient=UID, type="template",
+                      template={"name": "auth_code"}).status_code == 200
+    # other templates go to user ids
+    assert cloud_send(sess, sim, recipient=UID, type="template",
+                      template={"name": "order_update"}).status_code == 200
+    # the list is a knob
+    requests.post(sim.url + "/_sim/config", json={"auth_templates": ["order_update"]}, timeout=5)
+    assert cloud_send(sess, sim, recipient=UID, type="template",
+                      template={"name": "order_update"}).status_code == 400
+    assert cloud_send(sess, sim, recipient=UID, type="template", template=otp).status_code == 200
+    assert sim.state()["messages_total"] == 4
+
+
+def test_marketing_messages_route(sim):
+    sess = authed(sim)
+    assert requests.post(sim.url + "/v21.0/111/marketing_messages", json={},
+                         timeout=5).status_code == 401
+    sim.cloud_user(UID, wa_id=WA)
+    sim.set_identity(UID, "K1=")
+    r = cloud_send(sess, sim, path="/v21.0/111/marketing_messages", recipient=UID,
+                   type="template", template={"name": "promo"},
+                   recipient_identity_key_hash="K1=")
+    assert r.status_code == 200
+    j = r.json()
+    assert j["messaging_product"] == "whatsapp"
+    assert j["contacts"] == [{"input": UID, "wa_id": WA, "user_id": UID}]
+    mid = j["messages"][0]["id"]
+    assert mid.startswith("wamid.")
+    rec = sim.sent_message(mid)
+    assert rec["endpoint"] == "marketing_messages" and rec["phone_number_id"] == "111"
+    assert sim.state()["messages"][-1]["endpoint"] == "marketing_messages"
+    calls = sim.calls_matching("POST", path="/v21.0/111/marketing_messages")
+    assert len(calls) == 2 and calls[1]["status"] == 200 and calls[1]["body"]["recipient"] == UID
+    # the same checks as /messages
+    r = cloud_send(sess, sim, path="/v21.0/111/marketing_messages", to=WA,
+                   recipient_identity_key_hash="OLD=")
+    assert r.status_code == 400 and r.json()["error"]["code"] == 137000
+    r = sess.post(sim.url + "/v21.0/111/marketing_messages", json={"to": WA}, timeout=5)
+    assert r.status_code == 400 and r.json()["error"]["code"] == 100
+    assert sess.get(sim.url + "/v21.0/111/marketing_messages", timeout=5).status_code == 405
+    # no 360dialog variant
+    assert sess.post(sim.url + "/marketing_messages", json={}, timeout=5).status_code == 404

@@ -303,7 +303,10 @@ def test_dead_letter_kept_rest_applied(waguard, redis_client, bad):
     assert waguard.metric("waguard_dead_letters_total") == before + 1
     # the bad identity change did not create an identity
     if bad == "identity-change-without-hash":
-        assert check_gate_response(waguard.gate("16315550999", type="template"))["identity"] is None
+        # ... but the change it announced closes that user's gate until the hash is known
+        d = check_gate_response(waguard.gate("16315550999", type="template"))
+        assert d["identity"]["hash"] == "" and d["identity"]["hash_unknown"] is True, d
+        assert d["allowed"] is False, d
 
 
 def test_several_dead_letters_in_one_body(waguard, redis_client):

@@ -5,8 +5,9 @@ Used by waguard's integration tests, benchmarks and `make run`.  Python 3 standa
 
 It serves the parts of the /v1 API that waguard calls, as the WABA documentation describes them
 (see /work/shared/design/PROTOCOL.md and the contacts seed), plus the Cloud API shapes that
-waguard forwards (`/{version}/{pnid}/messages`, `/{version}/{pnid}/block_users`, and the
-360dialog variants without version and number id), and a control surface under `/_sim/` (no
+waguard forwards (`/{version}/{pnid}/messages`, `/{version}/{pnid}/marketing_messages`,
+`/{version}/{pnid}/block_users`, and the 360dialog variants without version and number id), the
+2026 Cloud webhook shapes of business-scoped user ids, and a control surface under `/_sim/` (no
 auth) to inject failures, delays and dropped connections, to set what the WABA client knows
 about a user's identity, and to read back every call it received.
 
@@ -35,7 +36,8 @@ Control routes (no auth, JSON bodies; every field optional unless said):
     DELETE /_sim/calls  (or POST /_sim/calls/clear)           forget recorded calls
     GET    /_sim/wait?count=1&method=&path_prefix=&path=&timeout=5   200 {"calls"} or 408
     GET    /_sim/state                     identities, blocked (On-Premises), cloud_blocked
-           ({pnid:[…]}), cloud_settings_by_pnid, cloud_mismatches, callbacks, login_count, …
+           ({pnid:[…]}), cloud_settings_by_pnid, cloud_mismatches, cloud_users, cloud_sent,
+           settings (the On-Premises application settings), callbacks, login_count, …
     POST   /_sim/fail   {"count":1,"status":500,"path_prefix","method","code","title",
                          "details","body","headers"}     count null/-1/"all" = until reset
     POST   /_sim/delay  {"ms","count":1,"path_prefix","method"}
@@ -45,8 +47,17 @@ Control routes (no auth, JSON bodies; every field optional unless said):
            wa_id, hash); GET|DELETE /_sim/identity?wa_id=
     POST   /_sim/blocked {"wa_ids":[…],"blocked":true,"phone_number_id"}  without a number id:
            the On-Premises blocklist; with one: that Cloud business number's block_users list
-    POST   /_sim/cloud_webhook {"value":{…},"phone_number_id","url"}   post_cloud_webhook():
-           {"ok","status"} (the receiver's HTTP status, null when nothing answered)
+    POST   /_sim/cloud_webhook {"value":{…},"phone_number_id","url","field":"messages"}
+           post_cloud_webhook(): {"ok","status"} (the receiver's HTTP status, null when nothing
+           answered)
+    POST   /_sim/cloud_user {"user_id","wa_id","username","parent_user_id","phone_hidden",
+           "name"} (required: user_id)   cloud_user(); GET|DELETE /_sim/cloud_user?user_id=
+           (GET also ?wa_id=)
+    POST   /_sim/cloud_event {"kind","post":true,"url", builder arguments…}   cloud_event():
+           build (kind inbound|status|user_id_update|user_changed_user_id|user_changed_number)
+           and post: {"field","value","status","ok"}; "post":false only builds
+    GET    /_sim/sent?id=WAMID             sent_message(): who a Cloud send went to, or 404
+    GET    /_sim/app_settings              {"settings": app_settings()}
     POST   /_sim/expire_tokens             {"ok":true,"expired":N}
     POST   /_sim/config {knob: value, …}   see _KNOB_DEFAULTS and _CONFIG_AUTH_KEYS
     POST   /_sim/reset                     state, calls, rules, knobs, credentials back to start
@@ -54,6 +65,18 @@ Control routes (no auth, JSON bodies; every field optional unless said):
 Each recorded call: {"seq","method","path","query","headers":{Authorization, D360-API-KEY,
 Content-Type},"body" (parsed JSON or null),"raw_body" (when not JSON),"status" (null when
 dropped),"dropped","sent","time" (epoch s),"duration_ms","answer"}.
+
+On-Premises (/v1) answers worth knowing:
+    GET|PATCH /v1/settings/application   GET: {"settings":{"application":{…}},"meta"} holding
+           show_security_notifications (knob show_security_notifications seeds it; default
+           false) and webhooks {"url"} (default ""); PATCH deep-merges the body, 200 {"meta"};
+           knob settings_patch_status (e.g. 403, 500) makes it fail with the WABA envelope and
+           change nothing.  sim.app_settings() -> the stored dict.
+    POST /v1/messages   400 with errors[0].code 480 to a user whose newest identity is not
+           acknowledged (knob block_unacked_sends); knob send_refusal "480" forces that answer;
+           knob messages_errors_200 [codes] answers 200 with errors[] and sends nothing.
+    PUT /v1/contacts/{wa_id}/identity   knob identity_put_errors [codes] answers 200 with
+           errors[] and acknowledges nothing.
 
 Cloud API (Graph) surface, several business numbers: blocks (`block_users`) and settings are
 kept per phone number id (pnid) as Meta keeps them; the paths without a number id (360dialog)
@@ -64,13 +87,57 @@ use the knob default_phone_number_id ("PNID").  The identity stays per user (set
            paging.next.  sim.cloud_blocked(pnid) -> [ids]; set_blocked(id, True, pnid=…).
     POST|GET /{version}/{pnid}/settings   stored per pnid (state cloud_settings_by_pnid); knob
            settings_error makes the POST answer Graph's error envelope.
-    POST /{version}/{pnid}/messages   recipient_identity_key_hash checked against the user's
-           current hash; knob cloud_mismatch "error" (400, 137000), "accept" or "status" (200,
-           then a failed status with 137000 posted to the Cloud webhook).
+    POST /{version}/{pnid}/messages (also /messages, and /{version}/{pnid}/marketing_messages,
+           the Marketing Messages API, handled and recorded the same way)   `to` (a phone) or
+           `recipient` (a user id; `to` wins when both are given); answers
+           {"messaging_product","contacts":[{"input","wa_id"?,"user_id"?}],"messages":[{"id"}]}
+           with the registry's other id filled in (no wa_id for a phone-hidden user addressed by
+           user id).  recipient_identity_key_hash checked against the user's current hash (held
+           under either id); knob cloud_mismatch "error" (400, 137000), "accept" or "status"
+           (200, then a failed status with 137000 posted to the Cloud webhook, 2026 shape: no
+           contacts, no recipient_user_id when sent by phone, no recipient_id when the phone is
+           hidden).  Knob send_refusal "137000" refuses every send with 400/137000; knob
+           auth_templates (["otp_login","auth_code"]): a template with one of those names sent
+           only to a user id is refused with 400 and error 131062.  Each send is recorded per
+           wamid: sim.sent_message(wamid) -> {"by":"phone"|"user_id","to","wa_id","user_id",
+           "phone_number_id","endpoint","recipient_identity_key_hash",…}.
     sim.post_cloud_webhook(value, pnid=None) posts any `value` in the Cloud envelope to
            cloud_webhook_url (else settings.webhooks.url), signed X-Hub-Signature-256 with
            app_secret and with Authorization: Bearer webhook_token when those knobs are set;
            each delivery is recorded in state callbacks ({"kind":"cloud","url","status","body"}).
+           post_cloud_webhook(value, pnid, url, field="messages"): the change's field.
+
+Business-scoped user ids (2026): `CC.` and up to 128 letters/digits (US.13491208655302741918),
+parents `CC.ENT.…`.  A registry of users:
+    sim.cloud_user(user_id, wa_id=None, username=None, parent_user_id=None, phone_hidden=False,
+           name=None)   register/replace; phone_hidden=True: the user adopted a username and has
+           not talked to the business number for 30 days, so webhooks built for them carry no
+           wa_id, from or recipient_id.  get_cloud_user(id or phone), remove_cloud_user(id).
+Builders of a Cloud webhook `value` (metadata.phone_number_id = pnid or the default), to post
+with post_cloud_webhook(value, pnid=…, field=…) or all in one with sim.cloud_event(kind, …):
+    inbound_value(user_id, text="hi", msg_id=None, ts=None, identity_key_hash=None, pnid=None)
+           contacts [{profile {name, username}, wa_id?, user_id, parent_user_id?,
+           identity_key_hash?}], messages [{from?, from_user_id, from_parent_user_id?, id,
+           timestamp, type "text", text {body}}]
+    status_value(msg_id, status, user_id=None, to_phone=None, errors=None,
+           identity_key_hash=None, pnid=None)   statuses [{id, status, timestamp, recipient_id?,
+           recipient_user_id?, recipient_parent_user_id?, recipient_identity_key_hash?,
+           errors?}]; sent/delivered/read carry contacts beside statuses, failed ones do not, nor
+           recipient_user_id when sent by phone (to_phone); with neither user_id nor to_phone
+           the recipient (and pnid) recorded for the wamid is used
+    user_id_update_value(old_user_id, new_user_id, wa_id=None, old_parent=None, new_parent=None,
+           ts=None, pnid=None)   field "user_id_update": {user_id_update [{wa_id?, detail,
+           user_id {previous, current}, parent_user_id {previous, current}?, timestamp}]}
+    user_changed_user_id_value(old, new, old_parent=None, new_parent=None, msg_id=None, ts=None,
+           pnid=None)   system message user_changed_user_id (from_user_id, system user_id,
+           previous_user_id; no contacts, no phone number)
+    user_changed_number_value(old_wa_id, new_wa_id, new_user_id=None, previous_user_id=None,
+           previous_parent_user_id=None, parent_user_id=None, msg_id=None, ts=None, pnid=None)
+           system message user_changed_number (system wa_id the new number, user_id (made up
+           when None: a number change regenerates it), previous_user_id,
+           previous_parent_user_id; no contacts)
+    The three change builders also move the user in the registry (identities stay where they
+    are held).
 """
 
 import argparse
@@ -117,6 +184,22 @@ ERR_TOO_MANY = (1015, "Too many requests")
 ERR_OVERLOADED = (1016, "System overloaded")
 ERR_IDENTITY = (480, "User identity changed")
 ERR_NOT_ENGAGED = (2048, "Not engaged contact")
+ERR_WINDOW = (470, "Message failed to send because more than 24 hours have passed since the "
+                   "customer last replied to this number")
+
+# Titles of the codes above, for errors[] built from a bare code (identity_put_errors, …).
+_ERR_TITLES = dict((ERR_GENERIC, ERR_ACCESS_DENIED, ERR_NOT_FOUND, ERR_MISSING, ERR_INVALID,
+                    ERR_NOT_READY, ERR_INTERNAL, ERR_TOO_MANY, ERR_OVERLOADED, ERR_IDENTITY,
+                    ERR_NOT_ENGAGED, ERR_WINDOW))
+
+# Cloud API (Graph) codes used here, with the titles put in statuses[].errors[].
+ERR_CLOUD_MISMATCH = (137000, "Identity key mismatch")
+ERR_CLOUD_AUTH_BSUID = (131062, "Authentication templates cannot be sent to business-scoped "
+                                "user IDs; send to the phone number")
+_CLOUD_ERR_TITLES = dict((ERR_CLOUD_MISMATCH, ERR_CLOUD_AUTH_BSUID,
+                          (131000, "Something went wrong"), (131026, "Message undeliverable"),
+                          (131047, "Re-engagement message"), (131049, "This message was not "
+                           "delivered to maintain healthy ecosystem engagement")))
 
 _STATUS_TO_ERR = {
     400: ERR_INVALID, 401: ERR_ACCESS_DENIED, 403: ERR_ACCESS_DENIED, 404: ERR_NOT_FOUND,
@@ -182,6 +265,25 @@ _KNOB_DEFAULTS = {
     "settings_error": None,
     # "meta.version" in answers.
     "version": DEFAULT_VERSION,
+    # The On-Premises application setting show_security_notifications the client starts with
+    # (GET /v1/settings/application); setting the knob also sets the stored value.
+    "show_security_notifications": False,
+    # HTTP status of PATCH /v1/settings/application: 2xx merges the body; anything else answers
+    # the WABA error envelope (code from the status, as for fail()) and changes nothing.
+    "settings_patch_status": 200,
+    # None, or a list of error codes (or {"code","title","details"} objects): PUT
+    # /v1/contacts/{wa_id}/identity answers HTTP 200 with those errors[] and acknowledges nothing.
+    "identity_put_errors": None,
+    # The same for POST /v1/messages: HTTP 200 with errors[], nothing sent.
+    "messages_errors_200": None,
+    # Force a send's refusal: None; "480": POST /v1/messages answers 400 with errors[0].code 480
+    # (whatever the identity); "137000": Cloud sends (/messages, /marketing_messages) answer 400
+    # with Graph's envelope, code 137000 (whatever the hash).  Each value touches its API only.
+    "send_refusal": None,
+    # Authentication-category template names (one-tap, zero-tap, copy-code): a Cloud template
+    # send with one of these names addressed only by a business-scoped user id is refused with
+    # 400 and Graph's error 131062, nothing sent.
+    "auth_templates": ["otp_login", "auth_code"],
 }
 
 _CONFIG_AUTH_KEYS = ("auth", "username", "password", "token_ttl_s", "api_key", "bearer_token",
@@ -197,7 +299,11 @@ def _expires_after(ts):
     return d.strftime("%Y-%m-%d %H:%M:%S+00:00")
 
 
-_BSUID = re.compile(r"[A-Za-z]{2}\.[0-9A-Za-z]+")   # a business-scoped user id (CC.DIGITS)
+# A business-scoped user id (CC.DIGITS) or a parent one (CC.ENT.DIGITS), as _wa_key keeps them;
+# the registry (cloud_user) checks the stricter forms: up to 128 letters/digits after the dots.
+_BSUID = re.compile(r"[A-Za-z]{2}\.(?:ENT\.)?[0-9A-Za-z]+")
+_USER_ID_RE = re.compile(r"[A-Za-z]{2}\.[0-9A-Za-z]{1,128}")
+_PARENT_ID_RE = re.compile(r"[A-Za-z]{2}\.ENT\.[0-9A-Za-z]{1,128}")
 
 
 def _wa_key(value):
@@ -608,7 +714,11 @@ class WabaSim:
         self.tokens = {}            # token -> expiry (epoch seconds)
         self.login_count = 0
         self.login_failures = 0
-        self.settings = {}
+        # On-Premises application settings (GET/PATCH /v1/settings/application)
+        self.settings = {"show_security_notifications": bool(self.show_security_notifications),
+                         "webhooks": {"url": ""}}
+        self.cloud_users = {}       # user id -> {"user_id","wa_id","username",…}: cloud_user()
+        self.cloud_sent = {}        # wamid -> who a Cloud send went to (sent_message())
         self.cloud_settings = {}    # every settings POST merged, whatever the number
         self.cloud_settings_by_pnid = {}   # pnid -> settings POSTed for that number
         self.messages = []          # accepted sends
@@ -652,6 +762,21 @@ class WabaSim:
                         v["phone_number_ids"] = [str(x) for x in _to_list(v["phone_number_ids"])]
                 if k == "default_phone_number_id":
                     v = str(v)
+                if k in ("identity_put_errors", "messages_errors_200") and v is not None:
+                    v = [_error_spec(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+                    if not v:
+                        raise ValueError("%s must be null or a non-empty list of codes" % k)
+                if k == "send_refusal" and v is not None:
+                    v = str(v)
+                    if v not in ("480", "137000"):
+                        raise ValueError("send_refusal must be null, '480' or '137000'")
+                if k == "settings_patch_status":
+                    v = int(v)
+                if k == "show_security_notifications":
+                    v = bool(v)
+                    self.settings["show_security_notifications"] = v
+                if k == "auth_templates":
+                    v = [str(x) for x in (_to_list(v) or [])]
                 if k in ("valid_numbers",) and v is not None:
                     v = list(_to_list(v))
                 if k in ("invalid_numbers", "failed_numbers", "engaged", "block_fail_users"):
@@ -779,6 +904,13 @@ class WabaSim:
                 self.tokens[t] = 0
             return n
 
+    def app_settings(self):
+        """The stored On-Premises application settings (what GET /v1/settings/application
+        answers under settings.application): show_security_notifications, webhooks, and
+        whatever PATCH merged in."""
+        with self.lock:
+            return copy.deepcopy(self.settings)
+
     def state(self):
         with self.lock:
             now = time.time()
@@ -790,6 +922,8 @@ class WabaSim:
                 "tokens_valid": sum(1 for e in self.tokens.values() if e > now),
                 "tokens_total": len(self.tokens),
                 "settings": copy.deepcopy(self.settings),
+                "cloud_users": copy.deepcopy(self.cloud_users),
+                "cloud_sent": copy.deepcopy(list(self.cloud_sent.values())[-1000:]),
                 "cloud_settings": copy.deepcopy(self.cloud_settings),
                 "cloud_settings_by_pnid": copy.deepcopy(self.cloud_settings_by_pnid),
                 "cloud_blocked": {p: list(t) for p, t in self.cloud_blocks.items()},
@@ -938,6 +1072,16 @@ class WabaSim:
         return {"errors": [{"code": code, "title": title, "details": details}],
                 "meta": self._meta()}
 
+    def _errors_envelope(self, specs, knob):
+        """The WABA envelope of several errors given as codes or objects (a 2xx with errors[])."""
+        errs = []
+        for x in specs:
+            d = {"code": x} if not isinstance(x, dict) else dict(x)
+            d.setdefault("title", _ERR_TITLES.get(d["code"], ERR_GENERIC[1]))
+            d.setdefault("details", "Injected error %d (knob %s)" % (d["code"], knob))
+            errs.append({"code": d["code"], "title": d["title"], "details": d["details"]})
+        return {"errors": errs, "meta": self._meta()}
+
     @staticmethod
     def _graph_error(code, message, details=None, status=400):
         e = {"message": message, "type": "OAuthException", "code": code,
@@ -1045,9 +1189,9 @@ class WabaSim:
         elif cloud:
             tail = parts[2:] if len(parts) >= 3 and _VERSION_RE.match(parts[0]) else parts
             pnid = parts[1] if tail is not parts else None
-            if tail == ["messages"]:
+            if tail == ["messages"] or tail == ["marketing_messages"] and pnid is not None:
                 _allow(method, "POST", cloud=True)
-                return self._cloud_send(body, pnid)
+                return self._cloud_send(body, pnid, tail[0])
             if tail == ["block_users"]:
                 _allow(method, "POST", "DELETE", "GET", cloud=True)
                 return self._cloud_block(method, body, q, pnid)
@@ -1114,6 +1258,12 @@ class WabaSim:
             raise _ApiError(400, ERR_INVALID[0], ERR_INVALID[1], "hash must be a non-empty string")
         with self.lock:
             cur = self.identities.get(key) if key else None
+            if self.identity_put_errors is not None:
+                # HTTP 200 carrying errors[]: nothing acknowledged
+                if cur is not None:
+                    cur["put_count"] += 1
+                return 200, self._errors_envelope(self.identity_put_errors,
+                                                  "identity_put_errors"), {}
             if cur is None:
                 raise _ApiError(404, ERR_NOT_FOUND[0], ERR_NOT_FOUND[1],
                                 "No identity found for the user %s" % raw_wa_id)
@@ -1141,6 +1291,13 @@ class WabaSim:
         if not key:
             raise _ApiError(400, ERR_INVALID[0], ERR_INVALID[1], "to is not a valid WhatsApp ID")
         with self.lock:
+            if self.send_refusal == "480":
+                raise _ApiError(400, ERR_IDENTITY[0], ERR_IDENTITY[1],
+                                "Message not sent: the identity of %s changed and was not "
+                                "acknowledged (knob send_refusal)" % key)
+            if self.messages_errors_200 is not None:
+                return 200, self._errors_envelope(self.messages_errors_200,
+                                                  "messages_errors_200"), {}
             cur = self.identities.get(key)
             if self.block_unacked_sends and cur is not None and not cur["acknowledged"]:
                 raise _ApiError(400, ERR_IDENTITY[0], ERR_IDENTITY[1],
@@ -1266,11 +1423,16 @@ class WabaSim:
     def _settings(self, method, body):
         with self.lock:
             if method == "PATCH":
+                st = int(self.settings_patch_status)
+                if not 200 <= st < 300:
+                    code, title = _STATUS_TO_ERR.get(st, ERR_GENERIC)
+                    raise _ApiError(st, code, title, "Settings not updated (HTTP %d, knob "
+                                    "settings_patch_status)" % st)
                 if not isinstance(body, dict):
                     raise _ApiError(400, ERR_INVALID[0], ERR_INVALID[1],
                                     "settings must be a JSON object")
                 _deep_merge(self.settings, body)
-                return 200, {"meta": self._meta()}, {}
+                return st, {"meta": self._meta()}, {}
             return 200, {"settings": {"application": copy.deepcopy(self.settings)},
                          "meta": self._meta()}, {}
 
@@ -1280,67 +1442,371 @@ class WabaSim:
         """The business number a Cloud call is for: the path's, else default_phone_number_id."""
         return str(pnid) if pnid is not None else str(self.default_phone_number_id)
 
-    def _cloud_send(self, body, pnid):
+    def _cloud_send(self, body, pnid, node="messages"):
+        """POST /{version}/{pnid}/messages, /marketing_messages and 360dialog's /messages."""
         if not isinstance(body, dict):
             raise _ApiError(400, 100, "Invalid parameter", "A JSON body is required", cloud=True)
         if body.get("messaging_product") != "whatsapp":
             raise _ApiError(400, 100, "Invalid parameter",
                             "messaging_product must be 'whatsapp'", cloud=True)
-        to = body.get("to") or body.get("recipient")
+        to = body.get("to") or body.get("recipient")     # both given: `to` wins
         key = _wa_key(to) if isinstance(to, str) else None
         if not key:
             raise _ApiError(400, 100, "Invalid parameter", "to (or recipient) is required",
                             cloud=True)
+        by_user = "." in key
         want = body.get("recipient_identity_key_hash")
         status_post = None
         with self.lock:
+            tpl = body.get("template")
+            if by_user and isinstance(tpl, dict) and tpl.get("name") in self.auth_templates:
+                raise _ApiError(400, ERR_CLOUD_AUTH_BSUID[0], ERR_CLOUD_AUTH_BSUID[1],
+                                "Template %s is in the authentication category: send it to the "
+                                "user's phone number (to), not to a business-scoped user id"
+                                % tpl.get("name"), cloud=True)
+            if self.send_refusal == "137000":
+                raise _ApiError(400, ERR_CLOUD_MISMATCH[0], ERR_CLOUD_MISMATCH[1],
+                                "The recipient's identity key hash does not match (knob "
+                                "send_refusal)", cloud=True)
+            user = self._cloud_user_for(key)
+            wa_id = key if not by_user else (user or {}).get("wa_id")
+            user_id = key if by_user else (user or {}).get("user_id")
             cur = self.identities.get(key)
+            if cur is None:     # the identity may be held under the user's other id
+                other = wa_id if by_user else user_id
+                cur = self.identities.get(other) if other else None
             mismatch = want is not None and cur is not None and want != cur["hash"]
             mid = _wamid()
+            pn = self._pnid(pnid)
             if mismatch:
                 self.cloud_mismatches.append({"to": key, "sent": want, "current": cur["hash"],
                                               "time": time.time(), "mode": self.cloud_mismatch,
-                                              "phone_number_id": self._pnid(pnid),
+                                              "phone_number_id": pn,
                                               "id": mid if self.cloud_mismatch != "error"
                                               else None})
                 if self.cloud_mismatch == "error":
-                    raise _ApiError(400, 137000, "Identity key mismatch",
+                    raise _ApiError(400, ERR_CLOUD_MISMATCH[0], ERR_CLOUD_MISMATCH[1],
                                     "The recipient's identity key hash does not match",
                                     cloud=True)
             msg = {"id": mid, "to": key, "type": body.get("type", "text"), "body": body,
-                   "time": time.time(), "api": "cloud", "phone_number_id": pnid}
+                   "time": time.time(), "api": "cloud", "phone_number_id": pnid,
+                   "endpoint": node}
+            self.cloud_sent[mid] = {"id": mid, "phone_number_id": pn, "endpoint": node,
+                                    "by": "user_id" if by_user else "phone", "to": key,
+                                    "wa_id": wa_id, "user_id": user_id,
+                                    "recipient_identity_key_hash": want, "time": msg["time"]}
+            if len(self.cloud_sent) > self.max_calls:
+                for old in list(self.cloud_sent)[:len(self.cloud_sent) - self.max_calls]:
+                    del self.cloud_sent[old]
             if mismatch and self.cloud_mismatch == "status":
-                msg["failed_code"] = 137000
-                st = {"id": mid, "status": "failed", "timestamp": str(int(time.time())),
-                      "errors": [{"code": 137000, "title": "Identity key mismatch",
-                                  "message": "Identity key mismatch",
-                                  "error_data": {"details": "The recipient's identity key hash "
-                                                            "does not match the one sent"}}]}
-                st["recipient_user_id" if "." in key else "recipient_id"] = key
-                if self.mismatch_status_includes_hash:
-                    st["recipient_identity_key_hash"] = cur["hash"]
-                status_post = ({"statuses": [st]}, self._pnid(pnid),
-                               self.callback_delay_ms / 1000.0)
+                msg["failed_code"] = ERR_CLOUD_MISMATCH[0]
+                self.cloud_sent[mid]["failed_code"] = ERR_CLOUD_MISMATCH[0]
+                err = {"code": ERR_CLOUD_MISMATCH[0], "title": ERR_CLOUD_MISMATCH[1],
+                       "message": ERR_CLOUD_MISMATCH[1],
+                       "error_data": {"details": "The recipient's identity key hash does not "
+                                                 "match the one sent"}}
+                value = self.status_value(mid, "failed", errors=[err],
+                                          identity_key_hash=(cur["hash"]
+                                                             if self.mismatch_status_includes_hash
+                                                             else None))
+                status_post = (value, pn, self.callback_delay_ms / 1000.0)
             self._add_message(msg)
+            contact = {"input": to}
+            if wa_id and (not by_user or not (user or {}).get("phone_hidden")):
+                contact["wa_id"] = wa_id
+            if user_id:
+                contact["user_id"] = user_id
         if status_post is not None:
             threading.Thread(target=self._post_cloud_later, args=status_post,
                              daemon=True).start()
-        contact = {"input": to}
-        if "." in key:
-            contact["user_id"] = key
-        else:
-            contact["wa_id"] = key
         return 200, {"messaging_product": "whatsapp", "contacts": [contact],
                      "messages": [{"id": mid}]}, {}
+
+    def sent_message(self, wamid):
+        """Who Cloud send `wamid` went to: {"id","phone_number_id","endpoint" ("messages" or
+        "marketing_messages"),"by" ("phone" or "user_id"),"to","wa_id","user_id",
+        "recipient_identity_key_hash" (as sent),"time"(,"failed_code")}, or None."""
+        with self.lock:
+            rec = self.cloud_sent.get(wamid)
+            return copy.deepcopy(rec) if rec else None
+
+    # --- Cloud users (business-scoped user ids) and webhook builders ------------------------
+
+    def cloud_user(self, user_id, wa_id=None, username=None, parent_user_id=None,
+                   phone_hidden=False, name=None):
+        """Register (or replace) a Cloud user: business-scoped id `user_id` (CC.DIGITS), phone
+        `wa_id`, `username`, parent id `parent_user_id` (CC.ENT.DIGITS), display `name`.
+        phone_hidden=True: the user adopted a username and has not talked to the business
+        number for 30 days, so webhooks built for them carry no wa_id, from or recipient_id
+        (and send answers addressed by user id carry no wa_id).  Returns the record."""
+        user_id = str(user_id).strip()
+        if not _USER_ID_RE.fullmatch(user_id):
+            raise ValueError("user_id must be CC. followed by up to 128 letters/digits: %r"
+                             % user_id)
+        if parent_user_id is not None:
+            parent_user_id = str(parent_user_id).strip()
+            if not _PARENT_ID_RE.fullmatch(parent_user_id):
+                raise ValueError("parent_user_id must be CC.ENT. followed by up to 128 "
+                                 "letters/digits: %r" % parent_user_id)
+        if wa_id is not None:
+            wa_id = _wa_key(wa_id)
+            if not wa_id or "." in wa_id:
+                raise ValueError("wa_id must be a phone number")
+        rec = {"user_id": user_id, "wa_id": wa_id, "username": username,
+               "parent_user_id": parent_user_id, "phone_hidden": bool(phone_hidden),
+               "name": name}
+        with self.lock:
+            self.cloud_users[user_id] = rec
+            return dict(rec)
+
+    def get_cloud_user(self, id_or_phone):
+        """The registry's record for a user id or a phone number, or None."""
+        with self.lock:
+            rec = self._cloud_user_for(_wa_key(id_or_phone))
+            return dict(rec) if rec else None
+
+    def remove_cloud_user(self, user_id):
+        with self.lock:
+            return self.cloud_users.pop(str(user_id).strip(), None) is not None
+
+    def _cloud_user_for(self, key):
+        if not key:
+            return None
+        if "." in key:
+            return self.cloud_users.get(key)
+        for rec in self.cloud_users.values():
+            if rec.get("wa_id") == key:
+                return rec
+        return None
+
+    def _who(self, ident):
+        """(wa_id, user_id, record) for a phone number or a user id, with the registry's other
+        id filled in."""
+        key = _wa_key(ident) if ident is not None else None
+        rec = self._cloud_user_for(key) or {}
+        if key and "." in key:
+            return rec.get("wa_id"), key, rec
+        return key, rec.get("user_id"), rec
+
+    def _rename_cloud_user(self, old, new, wa_id=None, parent=None):
+        rec = self.cloud_users.pop(old, None) if old else None
+        if rec is None:
+            rec = {"user_id": new, "wa_id": None, "username": None, "parent_user_id": None,
+                   "phone_hidden": False, "name": None}
+        rec["user_id"] = new
+        if wa_id:
+            rec["wa_id"] = wa_id
+        if parent:
+            rec["parent_user_id"] = parent
+        self.cloud_users[new] = rec
+
+    def _value(self, pnid, **parts):
+        v = {"messaging_product": "whatsapp",
+             "metadata": {"display_phone_number": str(self.display_phone_number),
+                          "phone_number_id": self._pnid(pnid)}}
+        v.update(parts)
+        return v
+
+    def inbound_value(self, user_id, text="hi", msg_id=None, ts=None, identity_key_hash=None,
+                      pnid=None):
+        """A Cloud webhook `value` of a text message from `user_id` (a user id, or a phone
+        number) in the 2026 shape: contacts[] with profile (name, username), wa_id (unless the
+        phone is hidden), user_id, parent_user_id, identity_key_hash (when given); messages[]
+        with from (unless hidden), from_user_id, from_parent_user_id, id, timestamp, text."""
+        with self.lock:
+            wa_id, uid, rec = self._who(user_id)
+            hidden = rec.get("phone_hidden", False)
+            profile = {"name": rec.get("name") or rec.get("username") or "Test User"}
+            if rec.get("username"):
+                profile["username"] = rec["username"]
+            contact = {"profile": profile}
+            msg = {}
+            if wa_id and not hidden:
+                contact["wa_id"] = wa_id
+                msg["from"] = wa_id
+            if uid:
+                contact["user_id"] = uid
+                msg["from_user_id"] = uid
+            if rec.get("parent_user_id"):
+                contact["parent_user_id"] = rec["parent_user_id"]
+                msg["from_parent_user_id"] = rec["parent_user_id"]
+            if identity_key_hash is not None:
+                contact["identity_key_hash"] = identity_key_hash
+            msg.update({"id": msg_id or _wamid(),
+                        "timestamp": str(int(ts if ts is not None else time.time())),
+                        "type": "text", "text": {"body": text}})
+            return self._value(pnid, contacts=[contact], messages=[msg])
+
+    def status_value(self, msg_id, status, user_id=None, to_phone=None, errors=None,
+                     identity_key_hash=None, pnid=None):
+        """A Cloud webhook `value` with one status of message `msg_id` in the 2026 shape.  The
+        recipient is `to_phone` (sent by phone) or `user_id` (sent by user id); with neither,
+        the one recorded for a send of msg_id (sent_message), whose number is also the default
+        pnid.  statuses[]: id, status, timestamp, recipient_id (unless the phone is hidden),
+        recipient_user_id (not on a failed status of a send by phone), recipient_parent_user_id,
+        recipient_identity_key_hash (when given), errors (codes or objects).  sent, delivered
+        and read carry contacts[] beside statuses; failed ones do not."""
+        with self.lock:
+            if user_id is None and to_phone is None and msg_id in self.cloud_sent:
+                sent = self.cloud_sent[msg_id]
+                by_phone = sent["by"] == "phone"
+                wa_id, uid, rec = self._who(sent["to"])
+                wa_id = wa_id or sent["wa_id"]
+                uid = uid or sent["user_id"]
+                if pnid is None:
+                    pnid = sent["phone_number_id"]
+            else:
+                by_phone = to_phone is not None or (user_id is not None
+                                                    and "." not in (_wa_key(user_id) or "."))
+                wa_id, uid, rec = self._who(to_phone if to_phone is not None else user_id)
+                if to_phone is not None and user_id is not None:
+                    uid = _wa_key(user_id)
+            hidden = rec.get("phone_hidden", False)
+            parent = rec.get("parent_user_id")
+            failed = status == "failed"
+            st = {"id": msg_id, "status": status, "timestamp": str(int(time.time()))}
+            if wa_id and not hidden:
+                st["recipient_id"] = wa_id
+            if uid and not (failed and by_phone):
+                st["recipient_user_id"] = uid
+                if parent:
+                    st["recipient_parent_user_id"] = parent
+            if identity_key_hash is not None:
+                st["recipient_identity_key_hash"] = identity_key_hash
+            if errors:
+                st["errors"] = [_cloud_error(e) for e in errors]
+            parts = {"statuses": [st]}
+            if status in ("sent", "delivered", "read"):
+                c = {}
+                if rec.get("username"):
+                    c["profile"] = {"username": rec["username"]}
+                if wa_id and not hidden:
+                    c["wa_id"] = wa_id
+                if uid:
+                    c["user_id"] = uid
+                if parent:
+                    c["parent_user_id"] = parent
+                parts["contacts"] = [c]
+            return self._value(pnid, **parts)
+
+    def user_id_update_value(self, old_user_id, new_user_id, wa_id=None, old_parent=None,
+                             new_parent=None, ts=None, pnid=None):
+        """The `value` of a change with field "user_id_update" (post it with
+        post_cloud_webhook(value, field="user_id_update")): user_id_update[] with wa_id (given,
+        else the registry's unless hidden), detail, user_id {previous,current},
+        parent_user_id {previous,current} (when a parent is given or known) and timestamp.
+        The registry moves the user to the new id (and parent)."""
+        with self.lock:
+            known_wa, _, rec = self._who(old_user_id)
+            item = {}
+            if wa_id is not None:
+                item["wa_id"] = _wa_key(wa_id)
+            elif known_wa and not rec.get("phone_hidden"):
+                item["wa_id"] = known_wa
+            item["detail"] = "The user's business-scoped user ID changed"
+            item["user_id"] = {"previous": old_user_id, "current": new_user_id}
+            prev_parent = old_parent or rec.get("parent_user_id")
+            if prev_parent or new_parent:
+                item["parent_user_id"] = {"previous": prev_parent,
+                                          "current": new_parent or prev_parent}
+            item["timestamp"] = str(int(ts if ts is not None else time.time()))
+            self._rename_cloud_user(old_user_id, new_user_id,
+                                    _wa_key(wa_id) if wa_id is not None else None, new_parent)
+            return self._value(pnid, user_id_update=[item])
+
+    def user_changed_user_id_value(self, old, new, old_parent=None, new_parent=None,
+                                   msg_id=None, ts=None, pnid=None):
+        """A system message (field "messages", no contacts[]): from_user_id the old id (and
+        from_parent_user_id), system {"type":"user_changed_user_id","body","user_id":new,
+        "previous_user_id":old, parent_user_id/previous_parent_user_id when known}.  No phone
+        number.  The registry moves the user to the new id."""
+        with self.lock:
+            _, _, rec = self._who(old)
+            prev_parent = old_parent or rec.get("parent_user_id")
+            msg = {"from_user_id": old}
+            if prev_parent:
+                msg["from_parent_user_id"] = prev_parent
+            system = {"body": "User's business-scoped user ID changed from %s to %s"
+                              % (old, new),
+                      "type": "user_changed_user_id", "user_id": new, "previous_user_id": old}
+            if new_parent or prev_parent:
+                system["parent_user_id"] = new_parent or prev_parent
+            if prev_parent:
+                system["previous_parent_user_id"] = prev_parent
+            msg.update({"id": msg_id or _wamid(),
+                        "timestamp": str(int(ts if ts is not None else time.time())),
+                        "type": "system", "system": system})
+            self._rename_cloud_user(old, new, None, new_parent)
+            return self._value(pnid, messages=[msg])
+
+    def user_changed_number_value(self, old_wa_id, new_wa_id, new_user_id=None,
+                                  previous_user_id=None, previous_parent_user_id=None,
+                                  parent_user_id=None, msg_id=None, ts=None, pnid=None):
+        """A system message (no contacts[]) of a number change: from the old number (unless
+        hidden) and from_user_id the previous user id, system {"type":"user_changed_number",
+        "body","wa_id":new number,"user_id":new id,"previous_user_id",
+        "previous_parent_user_id"(when known),"parent_user_id"(when known)}.  A user id is
+        regenerated on a number change: new_user_id None makes one up (same country prefix).
+        previous_user_id None: the registry's id for old_wa_id.  The registry follows."""
+        with self.lock:
+            old_key = _wa_key(old_wa_id)
+            new_key = _wa_key(new_wa_id)
+            _, known_uid, rec = self._who(old_key)
+            previous_user_id = previous_user_id or known_uid
+            if previous_user_id and not rec:
+                _, _, rec = self._who(previous_user_id)
+            if new_user_id is None:
+                cc = previous_user_id[:2] if previous_user_id else "US"
+                new_user_id = "%s.%d" % (cc, secrets.randbits(63))
+            previous_parent_user_id = previous_parent_user_id or rec.get("parent_user_id")
+            msg = {}
+            if not rec.get("phone_hidden"):
+                msg["from"] = old_key
+            if previous_user_id:
+                msg["from_user_id"] = previous_user_id
+            if previous_parent_user_id:
+                msg["from_parent_user_id"] = previous_parent_user_id
+            system = {"body": "User A changed from +%s to +%s" % (old_key, new_key),
+                      "wa_id": new_key, "type": "user_changed_number", "user_id": new_user_id,
+                      "previous_user_id": previous_user_id}
+            if previous_parent_user_id:
+                system["previous_parent_user_id"] = previous_parent_user_id
+            if parent_user_id or previous_parent_user_id:
+                system["parent_user_id"] = parent_user_id or previous_parent_user_id
+            msg.update({"id": msg_id or _wamid(),
+                        "timestamp": str(int(ts if ts is not None else time.time())),
+                        "type": "system", "system": system})
+            self._rename_cloud_user(previous_user_id, new_user_id, new_key, parent_user_id)
+            return self._value(pnid, messages=[msg])
+
+    _EVENT_BUILDERS = {"inbound": "inbound_value", "status": "status_value",
+                       "user_id_update": "user_id_update_value",
+                       "user_changed_user_id": "user_changed_user_id_value",
+                       "user_changed_number": "user_changed_number_value"}
+
+    def cloud_event(self, kind, post=True, url=None, **kwargs):
+        """Build a Cloud webhook value with the builder of `kind` ("inbound", "status",
+        "user_id_update", "user_changed_user_id", "user_changed_number"; kwargs are its
+        arguments) and, with post=True, post it with the right field.  Returns {"field",
+        "value"(,"status")}."""
+        if kind not in self._EVENT_BUILDERS:
+            raise ValueError("kind must be one of %s" % sorted(self._EVENT_BUILDERS))
+        value = getattr(self, self._EVENT_BUILDERS[kind])(**kwargs)
+        field = "user_id_update" if kind == "user_id_update" else "messages"
+        out = {"field": field, "value": value}
+        if post:
+            out["status"] = self.post_cloud_webhook(value, value["metadata"]["phone_number_id"],
+                                                    url, field=field)
+        return out
 
     def _post_cloud_later(self, value, pnid, delay):
         self._sleep(delay)
         self.post_cloud_webhook(value, pnid)
 
-    def cloud_envelope(self, value, pnid=None):
+    def cloud_envelope(self, value, pnid=None, field="messages"):
         """`value` (statuses/messages/contacts/errors…) in Meta's Cloud webhook envelope for
-        business number `pnid` (default: default_phone_number_id); messaging_product and
-        metadata are filled in unless `value` has them."""
+        business number `pnid` (default: default_phone_number_id), as a change of `field`;
+        messaging_product and metadata are filled in unless `value` has them."""
         with self.lock:
             pnid = self._pnid(pnid)
             v = copy.deepcopy(value)
@@ -1349,15 +1815,15 @@ class WabaSim:
                                       "phone_number_id": pnid})
             return {"object": "whatsapp_business_account",
                     "entry": [{"id": str(self.waba_id),
-                               "changes": [{"field": "messages", "value": v}]}]}
+                               "changes": [{"field": str(field), "value": v}]}]}
 
-    def post_cloud_webhook(self, value, pnid=None, url=None):
-        """POST `value` in the Cloud envelope (cloud_envelope) to `url` (default the
-        cloud_webhook_url knob, else settings.webhooks.url), signed with X-Hub-Signature-256
-        when app_secret is set and with Authorization: Bearer webhook_token when that is set.
-        Records {"kind":"cloud","url","status","body"(,"error")} in callbacks and returns the
-        HTTP status (None when nothing answered or there is no URL)."""
-        envelope = self.cloud_envelope(value, pnid)
+    def post_cloud_webhook(self, value, pnid=None, url=None, field="messages"):
+        """POST `value` in the Cloud envelope (cloud_envelope, as a change of `field`) to `url`
+        (default the cloud_webhook_url knob, else settings.webhooks.url), signed with
+        X-Hub-Signature-256 when app_secret is set and with Authorization: Bearer webhook_token
+        when that is set.  Records {"kind":"cloud","url","status","body"(,"error")} in
+        callbacks and returns the HTTP status (None when nothing answered or there is no URL)."""
+        envelope = self.cloud_envelope(value, pnid, field)
         with self.lock:
             if url is None:
                 url = self.cloud_webhook_url or (self.settings.get("webhooks") or {}).get("url")
@@ -1533,7 +1999,12 @@ class WabaSim:
             return 200, {"calls": got, "count": len(got)}
         if route == "/state" and method == "GET":
             return 200, self.state()
-        if method != "POST" and route not in ("/rules", "/identity"):
+        if route == "/app_settings" and method == "GET":
+            return 200, {"settings": self.app_settings()}
+        if route == "/sent" and method == "GET":
+            rec = self.sent_message(opt("id"))
+            return (200, rec) if rec else (404, {"error": "no Cloud send with that id"})
+        if method != "POST" and route not in ("/rules", "/identity", "/cloud_user"):
             return 405, {"error": "use POST"}
         if route == "/fail":
             return 200, {"ok": True, "rule": self.fail(
@@ -1578,8 +2049,29 @@ class WabaSim:
         if route == "/cloud_webhook":
             if not isinstance(b.get("value"), dict):
                 return 400, {"error": "value (an object) is required"}
-            st = self.post_cloud_webhook(b["value"], b.get("phone_number_id"), b.get("url"))
+            st = self.post_cloud_webhook(b["value"], b.get("phone_number_id"), b.get("url"),
+                                         field=b.get("field") or "messages")
             return 200, {"ok": st is not None and 200 <= st < 300, "status": st}
+        if route == "/cloud_user":
+            if method == "GET":
+                rec = self.get_cloud_user(opt("user_id") or opt("wa_id"))
+                return (200, rec) if rec else (404, {"error": "no such Cloud user"})
+            if method == "DELETE":
+                return 200, {"ok": self.remove_cloud_user(opt("user_id"))}
+            if method != "POST":
+                return 405, {"error": "use POST, GET or DELETE"}
+            if not b.get("user_id"):
+                return 400, {"error": "user_id is required"}
+            return 200, {"ok": True, "user": self.cloud_user(
+                b["user_id"], b.get("wa_id"), b.get("username"), b.get("parent_user_id"),
+                bool(b.get("phone_hidden", False)), b.get("name"))}
+        if route == "/cloud_event":
+            args = {k: v for k, v in b.items() if k not in ("kind", "post", "url")}
+            out = self.cloud_event(b.get("kind"), bool(b.get("post", True)), b.get("url"),
+                                   **args)
+            if "status" in out:
+                out["ok"] = out["status"] is not None and 200 <= out["status"] < 300
+            return 200, out
         if route == "/expire_tokens":
             return 200, {"ok": True, "expired": self.expire_tokens()}
         if route == "/reset":
@@ -1610,7 +2102,7 @@ def _is_cloud_path(path):
     return len(parts) >= 2
 
 
-_CLOUD_NODES = ("messages", "block_users", "settings")
+_CLOUD_NODES = ("messages", "marketing_messages", "block_users", "settings")
 
 
 def _allow(method, *methods, cloud=False):
@@ -1621,6 +2113,31 @@ def _allow(method, *methods, cloud=False):
                             cloud=True, headers=hdr)
         raise _ApiError(405, ERR_NOT_FOUND[0], "Method not allowed",
                         "Method %s not allowed here" % method, headers=hdr)
+
+
+def _error_spec(x):
+    """A knob's error entry: a code (int or digits) or {"code","title"(opt),"details"(opt)}."""
+    if isinstance(x, dict):
+        if "code" not in x:
+            raise ValueError("an error object needs a code")
+        d = dict(x)
+        d["code"] = int(d["code"])
+        return d
+    if isinstance(x, bool):
+        raise ValueError("an error code must be a number")
+    return int(x)
+
+
+def _cloud_error(e):
+    """A statuses[].errors[] entry from a code or an object (title/message filled in)."""
+    if not isinstance(e, dict):
+        e = {"code": int(e)}
+    d = dict(e)
+    title = _CLOUD_ERR_TITLES.get(d.get("code"), "Message failed to send")
+    d.setdefault("title", title)
+    d.setdefault("message", d["title"])
+    d.setdefault("error_data", {"details": d["title"]})
+    return d
 
 
 def _count(v):

@@ -1,52 +1,68 @@
--- gate: what send decisions need, in one round trip.  ARGV[3] the business number,
--- ARGV[4..] one recipient each, as the forms recipient_spec() writes (users_of() in
--- common.lua says what they name).
--- Returns, for each recipient, the number of users it names, then for each user 13
--- values: key, exists (1|0), id_hash, id_ts, id_ack, last_in, blocked (both for the
--- number), moved_to, contact (status of the last contact check), contact_at (ms),
--- id_changed_at (ms, when the newest change reached Redis), hold_released
--- ("CHANGED_AT:category|*"), id_state (hash_unknown: WhatsApp refused a send for an
--- identity change whose hash is not known yet).
--- ARGV[3] names the business number the sends go through; '-' is On-Premises' one
--- number (the plain fields); '' names none: then the one number webhooks came for, and
--- with several the strictest (the oldest window, any block); with none seen, the plain.
-local numbers = { ARGV[3] }
-if ARGV[3] == '-' then
-  numbers = { '' }
-elseif ARGV[3] == '' then
-  numbers = redis.call('SMEMBERS', NUMBERS)
-  if #numbers == 0 then numbers = { '' } end
-end
+-- gate: what send decisions need, in one round trip.  [3] the business number the
+-- sends go through ('-': On-Premises' one number, the plain fields; '': none named,
+-- then the one number webhooks came for, and with several the strictest: the oldest
+-- window, any block), [4..] one recipient each, as recipient_spec() writes it.
+-- Returns, for each recipient, the number of users it names, then the GU values of each
+-- (include/schema.h): the facts of the identity, the window and block for the number(s)
+-- asked (a plain block applies to all of them), the number change, the contact check,
+-- the hold, and the new id when the recipient named a retired user id.
+local GATE_FIELDS = { F.HASH, F.TS, F.STATE, F.LAST_IN, F.BLOCKED, F.MOVED_TO, F.CONTACT,
+                      F.CONTACT_AT, F.CHANGED_AT, F.HOLD_RELEASED }
+local G = {}
+for i = 1, #GATE_FIELDS do G[GATE_FIELDS[i]] = i end
 
-local out = {}
--- One known user's values, the window and block taken for the number(s) asked (a plain
--- block applies to all of them).
-local function facts(k)
-  local v = redis.call('HMGET', k, 'id_hash', 'id_ts', 'id_ack', 'last_in', 'blocked',
-                       'moved_to', 'contact', 'contact_at', 'id_changed_at', 'hold_released', 'id_state')
-  local last_in, blocked = nil, v[5] == '1' and '1' or nil
-  for _, n in ipairs(numbers) do
-    local nv = redis.call('HMGET', k, win_field(n), blk_field(n))
-    local li = tonumber(nv[1]) or 0
-    if last_in == nil or li < last_in then last_in = li end
-    if nv[2] == '1' then blocked = '1' end
+FN.gate = function(keys, args)
+  begin(args)
+  local numbers = { args[3] }
+  if args[3] == '-' then
+    numbers = { '' }
+  elseif args[3] == '' then
+    numbers = redis.call('SMEMBERS', NUMBERS)
+    if #numbers == 0 then numbers = { '' } end
   end
-  v[4] = last_in and last_in > 0 and tostring(last_in) or false
-  v[5] = blocked or false
-  return v
-end
-
-for i = 4, #ARGV do
-  local users = users_of(ARGV[i])
-  out[#out + 1] = #users
-  for _, w in ipairs(users) do
-    local k = ukey(w)
-    local known = redis.call('EXISTS', k) == 1
-    out[#out + 1] = w
-    out[#out + 1] = known and 1 or 0
-    -- no record, nothing to read (most second forms of a bare-digit input)
-    local v = known and facts(k) or {}
-    for j = 1, 11 do out[#out + 1] = v[j] or false end
+  local one = #numbers == 1 and numbers[1] ~= '' and numbers[1] or nil
+  local fields = GATE_FIELDS
+  if one then
+    fields = { unpack(GATE_FIELDS) }
+    fields[#fields + 1] = win_field(one)
+    fields[#fields + 1] = blk_field(one)
   end
+  local out = {}
+  for i = 4, #args do
+    local list = users.of(args[i])
+    out[#out + 1] = #list
+    for _, e in ipairs(list) do
+      local k = K.user(e.w)
+      local v = redis.call('HMGET', k, unpack(fields))
+      local known = false
+      for j = 1, #fields do
+        if v[j] then known = true break end
+      end
+      -- a record with none of these fields (a profile name alone) is known all the same
+      if not known then known = redis.call('EXISTS', k) == 1 end
+      local last_in, blocked = v[G[F.LAST_IN]], v[G[F.BLOCKED]] == '1'
+      if one then
+        last_in = v[#fields - 1]
+        blocked = blocked or v[#fields] == '1'
+      elseif numbers[1] ~= '' and known then
+        last_in = nil
+        for _, n in ipairs(numbers) do
+          local nv = redis.call('HMGET', k, win_field(n), blk_field(n))
+          local li = tonumber(nv[1]) or 0
+          if last_in == nil or li < last_in then last_in = li end
+          if nv[2] == '1' then blocked = true end
+        end
+        last_in = (last_in and last_in > 0) and tostring(last_in) or false
+      end
+      local u = {}
+      u[GU.KEY], u[GU.EXISTS] = e.w, known and 1 or 0
+      u[GU.HASH], u[GU.TS], u[GU.STATE] = v[G[F.HASH]], v[G[F.TS]], v[G[F.STATE]]
+      u[GU.LAST_IN], u[GU.BLOCKED] = last_in, blocked and '1' or false
+      u[GU.MOVED_TO], u[GU.CONTACT], u[GU.CONTACT_AT] = v[G[F.MOVED_TO]], v[G[F.CONTACT]], v[G[F.CONTACT_AT]]
+      u[GU.CHANGED_AT], u[GU.HOLD_RELEASED] = v[G[F.CHANGED_AT]], v[G[F.HOLD_RELEASED]]
+      u[GU.RETIRED_TO] = e.retired or false
+      for j = 1, GU.N do out[#out + 1] = u[j] or false end
+    end
+  end
+  return out
 end
-return out

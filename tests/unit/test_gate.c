@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <event2/buffer.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
@@ -44,12 +45,25 @@ END_TEST
 
 START_TEST(identity_unacknowledged)
 {
-    struct gate_facts f = { .hash = "H", .ts_ms = 1, .acked = false, .last_in = NOW };
+    struct gate_facts f = { .hash = "H", .ts_ms = 1, .state = GATE_ID_PENDING, .last_in = NOW };
     struct gate_decision d = decide(&f, "template");
     ck_assert(!d.allowed);
     ck_assert(d.reason[REASON_IDENTITY_UNACKNOWLEDGED]);
-    f.acked = true;
+    f.state = GATE_ID_ACKNOWLEDGED;
     ck_assert(decide(&f, "template").allowed);
+    /* every other state keeps it closed (I4), a hash or not */
+    enum gate_identity closed[] = { GATE_ID_PENDING, GATE_ID_FAILED, GATE_ID_HASH_UNKNOWN };
+    for (size_t i = 0; i < 3; i++) {
+        f.state = closed[i];
+        ck_assert(decide(&f, "template").reason[REASON_IDENTITY_UNACKNOWLEDGED]);
+        f.hash = NULL;
+        ck_assert(decide(&f, "template").reason[REASON_IDENTITY_UNACKNOWLEDGED]);
+        f.hash = "H";
+    }
+    /* a retired user id is refused as a number change */
+    f.state = GATE_ID_ACKNOWLEDGED;
+    f.retired_to = "US.2";
+    ck_assert(decide(&f, "template").reason[REASON_NUMBER_CHANGED]);
 }
 END_TEST
 
@@ -99,7 +113,7 @@ END_TEST
 
 START_TEST(decision_json_shape)
 {
-    struct gate_facts f = { .hash = "Rc/eg9RQ0JA=", .ts_ms = 1602535238000LL };
+    struct gate_facts f = { .hash = "Rc/eg9RQ0JA=", .ts_ms = 1602535238000LL, .state = GATE_ID_PENDING };
     struct gate_decision d = decide(&f, "text");
     cJSON *o = gate_decision_json("16315551234", &f, &d);
     char *s = cJSON_PrintUnformatted(o);
@@ -148,7 +162,10 @@ START_TEST(metrics_text)
     m->duplicates = 2;
     metrics_observe(&m->latency[ROUTE_WEBHOOK], 0.003);
     struct metrics_gauges g = { .redis_up = 1, .pending = 4, .queued = 1, .oldest_age_s = 2.5 };
-    char *t = metrics_render(m, &g, "9.9");
+    struct evbuffer *out = evbuffer_new();
+    ck_assert_int_eq(metrics_render(m, &g, "9.9", out), 0);
+    evbuffer_add(out, "", 1);
+    char *t = (char *)evbuffer_pullup(out, -1);
     ck_assert_ptr_nonnull(strstr(t, "waguard_build_info{version=\"9.9\"} 1\n"));
     ck_assert_ptr_nonnull(strstr(t, "waguard_http_requests_total{route=\"webhook\",code=\"200\"} 3\n"));
     ck_assert_ptr_nonnull(strstr(t, "waguard_http_request_duration_seconds_bucket{route=\"webhook\",le=\"0.005\"} 1\n"));
@@ -156,7 +173,7 @@ START_TEST(metrics_text)
     ck_assert_ptr_nonnull(strstr(t, "waguard_webhook_duplicates_total 2\n"));
     ck_assert_ptr_nonnull(strstr(t, "waguard_identities_pending 4\n"));
     ck_assert_ptr_nonnull(strstr(t, "waguard_ack_queue_oldest_age_seconds 2.500\n"));
-    free(t);
+    evbuffer_free(out);
     free(m);
 }
 END_TEST
@@ -167,7 +184,7 @@ START_TEST(hold_after_change)
 {
     char *tmpl[] = { "otp_login" };
     struct hold_category h = { .name = "authentication", .seconds = 600, .templates = tmpl, .ntemplates = 1 };
-    struct gate_facts f = { .hash = "H", .acked = true, .last_in = NOW, .changed_ms = (NOW - 60) * 1000 };
+    struct gate_facts f = { .hash = "H", .state = GATE_ID_ACKNOWLEDGED, .last_in = NOW, .changed_ms = (NOW - 60) * 1000 };
     struct gate_ask ask = { .type = "template", .hold = &h };
     struct gate_decision d;
     gate_decide(&cfg, &f, &ask, NOW * 1000, &d);

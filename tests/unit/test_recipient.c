@@ -23,18 +23,25 @@ static const char *spec(const char *in, const char *cc)
 
 START_TEST(forms_from_many_countries)
 {
-    /* A wa_id from another country is taken as it is, and also tried as dialled at home. */
-    ck_assert_str_eq(spec("447700900123", "1"), "i:447700900123 d:1447700900123");
-    ck_assert_str_eq(spec("5491156121008", "1"), "i:5491156121008 d:15491156121008");
-    /* '+' and punctuation: a dialled number (its digits name a user by themselves too). */
+    /* A wa_id from another country is taken as it is (and as the number of the same
+     * digits, which a contact check may have mapped), and also as dialled at home. */
+    ck_assert_str_eq(spec("447700900123", "1"), "d:447700900123 d:1447700900123");
+    ck_assert_str_eq(spec("541156121008", "1"), "d:541156121008 d:1541156121008");
+    /* '+' and punctuation: the seed's reading, and the others (phone.h) */
     ck_assert_str_eq(spec("+44 7700 900123", "1"), "d:447700900123");
     ck_assert_str_eq(spec("+52 55 1234 5678", "1"), "d:525512345678");
     ck_assert_str_eq(spec("+54 9 11 5612-1008", "91"), "d:5491156121008");
     ck_assert_str_eq(spec("00 49 151 23456789", "1"), "d:4915123456789");
-    ck_assert_str_eq(spec("07700 900123", "44"), "d:447700900123");
+    ck_assert_str_eq(spec("07700 900123", "44"), "d:4407700900123 d:447700900123");
+    ck_assert_str_eq(spec("+44 (0)7700 900123", "1"), "d:4407700900123 d:447700900123");
     /* The ambiguous bare number: a Philippine wa_id and a US number dialled at home. */
-    ck_assert_str_eq(spec("6315551234", "1"), "i:6315551234 d:16315551234");
-    ck_assert_str_eq(spec("16315551234", "1"), "i:16315551234 d:16315551234");
+    ck_assert_str_eq(spec("6315551234", "1"), "d:6315551234 d:16315551234");
+    ck_assert_str_eq(spec("16315551234", "1"), "d:16315551234 d:116315551234");
+    /* A parent user id. */
+    ck_assert_str_eq(spec("US.ENT.11815799212886844830", "1"), "i:US.ENT.11815799212886844830");
+    /* Not read two ways: no space around it. */
+    ck_assert_ptr_null(spec(" 447700900123", "1"));
+    ck_assert_ptr_null(spec("447700900123 ", "1"));
     /* A business-scoped user id, up to 128 characters after the dot. */
     ck_assert_str_eq(spec("US.13491208655302741918", "1"), "i:US.13491208655302741918");
     char uid[140] = "BR.";
@@ -88,17 +95,44 @@ START_TEST(time_unit_decided_once)
 }
 END_TEST
 
+/* The flat arguments of the apply function: each operation its kind, then its fields in
+ * the schema's order; an allocation that fails voids the whole thing. */
+static const char *flat(const struct ops *o)
+{
+    static char buf[512];
+    buf[0] = '\0';
+    for (size_t i = 0; i < o->n; i++) {
+        strcat(buf, i ? "|" : "");
+        strcat(buf, ops_arg(o, i, NULL));
+    }
+    return buf;
+}
+
 START_TEST(ops_are_typed)
 {
-    cJSON *ops = cJSON_CreateArray();
-    ops_identity(ops, (struct ops_user){ "447700900123", "GB.1" }, "H=", 5, OPS_MESSAGE, true, "m1", true);
-    ops_status(ops, "s1", "failed", (struct ops_user){ "", NULL }, 7000, NULL);
-    char *s = cJSON_PrintUnformatted(ops);
-    ck_assert_str_eq(s, "[{\"k\":\"id\",\"w\":\"447700900123\",\"u\":\"GB.1\",\"h\":\"H=\",\"t\":5,"
-                        "\"src\":\"message\",\"ack\":true,\"mid\":\"m1\",\"part\":true},"
-                        "{\"k\":\"st\",\"id\":\"s1\",\"st\":\"failed\",\"w\":\"\",\"t\":7,\"codes\":[]}]");
-    cJSON_free(s);
-    cJSON_Delete(ops);
+    struct ops ops;
+    ops_init(&ops);
+    ops_identity(&ops, (struct ops_user){ "447700900123", "GB.1", NULL }, "H=", 5, OPS_MESSAGE, true, "m1", true);
+    ops_status(&ops, "s1", "failed", (struct ops_user){ "", NULL, NULL }, 7000, "480", "PN1");
+    ck_assert_str_eq(flat(&ops), "id|447700900123|GB.1|H=|5|message|1|m1|1|st|s1|failed|||7000|480|PN1");
+    ck_assert_int_eq(ops.count, 2);
+    ck_assert_int_eq(ops.of_kind[OP_IDENTITY], 1);
+    enum op_kind k;
+    const char *fl[OPS_FIELDS_MAX];
+    size_t at = ops_next(&ops, 0, &k, fl);
+    ck_assert(at > 0 && k == OP_IDENTITY && strcmp(fl[2], "H=") == 0);
+    at = ops_next(&ops, at, &k, fl);
+    ck_assert(at > 0 && k == OP_STATUS && strcmp(fl[5], "480") == 0);
+    ck_assert_int_eq(ops_next(&ops, at, &k, fl), 0);
+    ops_free(&ops);
+    /* codes as numbers or digit strings; only 480 and 137000 are identity codes */
+    cJSON *errs = cJSON_Parse("[{\"code\":131047},{\"code\":\"480\"},{\"code\":137000},{\"code\":\"x\"}]");
+    char codes[64];
+    ops_codes(errs, codes, sizeof codes);
+    ck_assert_str_eq(codes, "131047,480,137000");
+    ops_identity_codes(errs, codes, sizeof codes);
+    ck_assert_str_eq(codes, "480,137000");
+    cJSON_Delete(errs);
     cJSON *t = cJSON_CreateTrue(), *ts = cJSON_CreateString("true"), *f = cJSON_CreateString("yes");
     ck_assert(ops_acknowledged(t) && ops_acknowledged(ts) && !ops_acknowledged(f));
     cJSON_Delete(t);
@@ -118,7 +152,7 @@ START_TEST(strictest_of_known_users)
     struct gate_ask text = { .type = "text" }, tmpl = { .type = "template" };
     struct gate_user u[3] = {
         { .wa_id = "6315551234", .known = true, .facts = { .last_in = now - 10 } },
-        { .wa_id = "16315551234", .known = true, .facts = { .last_in = now - 10, .hash = "H", .acked = false } },
+        { .wa_id = "16315551234", .known = true, .facts = { .last_in = now - 10, .hash = "H", .state = GATE_ID_PENDING } },
         { .wa_id = "nobody", .known = false },
     };
     struct gate_decision d;
@@ -128,7 +162,7 @@ START_TEST(strictest_of_known_users)
     ck_assert(d.reason[REASON_IDENTITY_UNACKNOWLEDGED]);
     ck_assert(!d.reason[REASON_OUTSIDE_SESSION_WINDOW]);    /* the unknown user does not count */
     ck_assert_int_eq(d.nconsidered, 2);
-    u[1].facts.acked = true;
+    u[1].facts.state = GATE_ID_ACKNOWLEDGED;
     at = gate_decide_all(&cfg, u, 3, &text, now * 1000, &d);
     ck_assert(d.allowed);
     ck_assert_int_eq(at, 0);

@@ -1,0 +1,23 @@
+/* jsonx — a JSON request body read exactly one way.
+ *
+ * cJSON keeps the first of two equal keys, ignores what follows the first value, and
+ * ends a string at an escaped NUL ("\u0000"); other parsers (the WABA client's, Graph's)
+ * may take the last key, the whole body or the whole string.  A body that can be read
+ * two ways could be decided for one user and delivered to another, so a request body is
+ * refused when it holds any of these.  (Webhooks from WhatsApp are read as they come.) */
+#ifndef WAGUARD_JSONX_H
+#define WAGUARD_JSONX_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+/* Parses body[0, len): one JSON value and nothing after it but whitespace, no key twice
+ * in one object anywhere, no NUL inside a string.  Returns the value (the caller frees
+ * it), or NULL with why (a sentence for the caller's developer). */
+cJSON *jsonx_parse(const char *body, size_t len, char *why, size_t whylen);
+
+/* The first key that appears twice in one object anywhere in v, or NULL. */
+const char *jsonx_duplicate_key(const cJSON *v);
+
+#endif

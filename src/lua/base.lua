@@ -1,0 +1,93 @@
+-- base: what every function of the library shares.  The library is loaded into Redis
+-- once (FUNCTION LOAD, see src/store.c); each call starts with begin(), which takes the
+-- key prefix and the events stream's cap from the call's first two arguments and reads
+-- Redis's clock once, so that leases and due times mean the same to every instance.
+local P, NOW, MAXLEN
+local A                             -- the call's arguments
+-- The modules of the library (users.lua, seen.lua, identity.lua) and its functions
+-- (FN.name, registered as the library's functions by register.lua).
+local users, seen, identity, FN = {}, {}, {}, {}
+local WEEK = 604800                 -- s
+local DAY_MS = 86400000
+-- An identity or message time later than Redis's clock by more than this is not
+-- believed: the time it reached us stands in for it (include/wtime.h).
+local FUTURE_MS = 120000
+local AUDIT_MAXLEN, DEAD_MAXLEN = 100000, 10000
+
+-- The record fields (docs/data-model.md); only this table names them.
+local F = {
+  HASH = 'id_hash', TS = 'id_ts', RX = 'id_rx', ACK = 'id_ack', STATE = 'id_state',
+  ATTEMPTS = 'id_attempts', ERR = 'id_err', NEXT = 'id_next', LEASE = 'id_lease',
+  REQUESTED_BY = 'id_requested_by', CHANGED_AT = 'id_changed_at', ACKED_BY = 'id_acked_by',
+  ACKED_AT = 'id_acked_at', LAST_IN = 'last_in', BLOCKED = 'blocked', MOVED_TO = 'moved_to',
+  MOVED_AT = 'moved_at', CONTACT = 'contact', CONTACT_AT = 'contact_at', NAME = 'name',
+  USER_ID = 'user_id', PARENT = 'parent_user_id', HOLD_RELEASED = 'hold_released',
+}
+-- The fields that make up an identity (moved together, dropped together).
+local ID_FIELDS = { F.HASH, F.TS, F.RX, F.ACK, F.STATE, F.ATTEMPTS, F.ERR, F.NEXT, F.LEASE,
+                    F.REQUESTED_BY, F.CHANGED_AT, F.ACKED_BY, F.ACKED_AT, F.HOLD_RELEASED }
+
+-- Key names.  Per-user keys carry the user's name as a hash tag.
+local K = {}
+function K.user(w) return P .. ':user:{' .. w .. '}' end
+function K.history(w) return P .. ':user:{' .. w .. '}:history' end
+function K.hashes(w) return P .. ':user:{' .. w .. '}:hashes' end
+function K.acks(w) return P .. ':user:{' .. w .. '}:acks' end
+function K.seen(w) return P .. ':seen:{' .. w .. '}' end
+function K.contact(n) return P .. ':contact:{' .. n .. '}' end
+function K.contact_rev(w) return P .. ':contact_rev:{' .. w .. '}' end
+function K.alias(u) return P .. ':alias:{' .. u .. '}' end
+function K.retired(u) return P .. ':retired:{' .. u .. '}' end
+function K.blocks(n) return P .. ':blocks:{' .. (n or '') .. '}' end
+function K.sent(mid) return P .. ':sent:{' .. mid .. '}' end
+-- Keys without a user, named once a call (they depend on the prefix).
+local QUEUE, SINCE, PENDING, FAILED, NUMBERS, EVENTS, AUDIT, DEADLETTER, CHECKS, CHANGES, REFUSALS
+
+-- The 24-hour window and blocks belong to one business number and one user: fields
+-- last_in:N and blocked:N (Cloud); the plain last_in is On-Premises' one number, and a
+-- plain blocked applies to every number.
+local function win_field(n) return (n and n ~= '') and ('last_in:' .. n) or F.LAST_IN end
+local function blk_field(n) return (n and n ~= '') and ('blocked:' .. n) or F.BLOCKED end
+
+local function begin(args)
+  A = args
+  P = args[1]
+  MAXLEN = tonumber(args[2]) or 100000
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  QUEUE, SINCE = P .. ':ack:queue', P .. ':ack:since'
+  PENDING, FAILED = P .. ':identities:pending', P .. ':identities:failed'
+  NUMBERS, EVENTS, AUDIT, DEADLETTER = P .. ':numbers', P .. ':events', P .. ':audit', P .. ':deadletter'
+  CHECKS, CHANGES, REFUSALS = P .. ':checks', P .. ':changes', P .. ':refusals'
+end
+
+local function nz(v) return v ~= nil and v ~= false and v ~= '' end
+
+-- Appends to the events stream: kind, the user, the time, then extra (field, value, …).
+local function event(kind, w, extra)
+  local a = { 'XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'kind', kind, 'wa_id', w or '', 'at', NOW }
+  if extra then
+    for i = 1, #extra do a[12 + i] = tostring(extra[i]) end
+  end
+  redis.call(unpack(a))
+end
+
+-- Who did what to an identity: the audit stream and the user's own trail.
+local function audit(w, h, who, result, answer)
+  redis.call('XADD', AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'wa_id', w, 'hash', h or '', 'who', who,
+             'result', result, 'answer', answer or '', 'at', NOW)
+  local k = K.acks(w)
+  redis.call('LPUSH', k, cjson.encode({ hash = h or '', who = who, result = result, answer = answer or '', at = NOW }))
+  redis.call('LTRIM', k, 0, 49)
+end
+
+local function dead_letter(reason, item)
+  redis.call('XADD', DEADLETTER, 'MAXLEN', '~', DEAD_MAXLEN, '*', 'reason', reason, 'item', item or '', 'at', NOW)
+end
+
+-- A record's fields as a table (HGETALL).
+local function hgetall(k)
+  local v, t = redis.call('HGETALL', k), {}
+  for i = 1, #v, 2 do t[v[i]] = v[i + 1] end
+  return t
+end

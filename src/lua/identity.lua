@@ -1,0 +1,419 @@
+-- identity: the one owner of a user's identity state.  Every change of F.STATE, the
+-- acknowledgement queue and the identity indexes is a function of this table; nothing
+-- else in the library writes them (docs/identity.md draws the machine).
+--
+-- A record's identity is its newest hash (F.HASH, its time F.TS, and F.RX = 1 when that
+-- time was not believed and the time it arrived stands in) and a state (F.STATE):
+--   pending       the newest hash waits for its acknowledgement: queued with ack = auto,
+--                 or waiting for an operator; "leased" while a worker holds it (F.LEASE,
+--                 the lease's end, later than now)
+--   acknowledged  the identity is acknowledged: the gate is open for it
+--   failed        the acknowledgement was given up; an operator asks again
+--   hash_unknown  WhatsApp refused a send because the identity changed (480, 137000), or
+--                 said it changed in a way that cannot be used, and the new hash is not
+--                 known yet
+-- Apart from these, a record the user left for another number is moved (F.MOVED_TO).
+--
+-- The invariants (tested through the real daemon in tests/test_identity_state.py):
+--   I1  a hash once seen for a user (K.hashes: every hash recorded or found late) never
+--       becomes the newest again: an observation of it, whatever its time or its
+--       acknowledged flag, is late;
+--   I2  hash_unknown is left only by a hash never seen before, or by the WABA client's own
+--       answer to GET identity (sources lookup and reconcile), which makes the hash it
+--       names pending: never acknowledged at once;
+--   I3  an acknowledgement names the newest hash or does nothing, and none is taken in
+--       hash_unknown;
+--   I4  the gate is open for identity only in acknowledged, or where no identity is known;
+--   I5  when two records become one (a link, a number or user id change), the one left
+--       holds every hash either had seen and the stricter state; after a number or user
+--       id change an acknowledged identity waits for an acknowledgement again.
+-- The policies of the call, set by the function that runs (apply, claim, outcome, …).
+local CTX = { ack = 'auto', api = 'onprem', first_seen = 'trust' }
+identity.queued = 0           -- acknowledgements made due by this call (the worker is kicked)
+
+local function newer(t1, h1, t2, h2) return t1 > t2 or (t1 == t2 and h1 > h2) end
+
+-- A stored time beyond Redis's clock (recorded before times were checked) is older
+-- than anything real.
+local function stored_ts(v)
+  local t = tonumber(v) or 0
+  if t > NOW + FUTURE_MS then return -1 end
+  return t
+end
+
+-- The order an identity takes: its time, or before anything when it was not believed.
+local function order_of(ts, rx)
+  if rx == '1' then return -1 end
+  return stored_ts(ts)
+end
+
+function identity.seen(w, h) return redis.call('SISMEMBER', K.hashes(w), h) == 1 end
+
+local function remember(w, h)
+  redis.call('SADD', K.hashes(w), h)
+  -- a user with over 1,000 changes forgets one at random (docs/identity.md)
+  if redis.call('SCARD', K.hashes(w)) > 1000 then redis.call('SPOP', K.hashes(w)) end
+end
+
+-- True when user w's history holds hash h from message mid: the same notification again.
+local function in_history(w, h, mid)
+  if not nz(mid) then return false end
+  for _, e in ipairs(redis.call('LRANGE', K.history(w), 0, 49)) do
+    local ok, d = pcall(cjson.decode, e)
+    if ok and d.hash == h and d.message_id == mid then return true end
+  end
+  return false
+end
+
+-- ---- the indexes and the queue, kept by the state alone ----------------------------
+
+-- Queued due now, unless a worker holds a lease on the user: its outcome finds what
+-- changed and queues it then, so that one PUT at a time goes out per user.
+local function queue(w)
+  if (tonumber(redis.call('HGET', K.user(w), F.LEASE)) or 0) <= NOW then
+    redis.call('ZADD', QUEUE, NOW, w)
+    identity.queued = identity.queued + 1
+  end
+end
+
+local function unindex(w)
+  redis.call('ZREM', QUEUE, w)
+  redis.call('ZREM', SINCE, w)
+  redis.call('ZREM', PENDING, w)
+  redis.call('ZREM', FAILED, w)
+end
+
+-- Whether a worker has anything to do for a record in state s: an On-Premises worker
+-- fetches an unknown hash (GET identity); the Cloud API has no call for it.
+local function workable(s, hash)
+  if s == STATE.PENDING then return true end
+  return s == STATE.HASH_UNKNOWN and CTX.api ~= 'cloud'
+end
+
+-- The one writer of F.STATE: the state, the derived F.ACK, the indexes and the queue.
+-- requested: an operator asked for this acknowledgement (kept, or queued whatever the
+-- policy says).
+local function set_state(w, s, requested)
+  local k = K.user(w)
+  redis.call('HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0)
+  if s == STATE.ACKNOWLEDGED then
+    unindex(w)
+    redis.call('HDEL', k, F.REQUESTED_BY, F.LEASE)
+  elseif s == STATE.FAILED then
+    redis.call('ZREM', QUEUE, w)
+    redis.call('ZREM', PENDING, w)
+    redis.call('ZREM', SINCE, w)
+    redis.call('ZADD', FAILED, 0, w)
+  else
+    redis.call('ZADD', PENDING, 0, w)
+    redis.call('ZREM', FAILED, w)
+    redis.call('ZADD', SINCE, 'NX', NOW, w)
+    local h = redis.call('HGET', k, F.HASH)
+    if workable(s, h) and (CTX.ack == 'auto' or requested) then queue(w) end
+  end
+end
+
+-- The identity of w changed now: the holds of [hold] start again, and the change is
+-- counted for the console's last 24 hours (P:changes, kept 30 days).
+local function changed_now(w)
+  redis.call('HSET', K.user(w), F.CHANGED_AT, NOW)
+  redis.call('HDEL', K.user(w), F.HOLD_RELEASED)
+  redis.call('ZADD', CHANGES, NOW, w)
+  redis.call('ZREMRANGEBYSCORE', CHANGES, '-inf', NOW - 30 * DAY_MS)
+end
+
+-- ---- the transitions ------------------------------------------------------------------
+
+-- The newest hash h (recorded by record()) waits for its acknowledgement.  keep_request:
+-- the same episode goes on (hash_unknown resolved), so an operator's request stands.
+function identity.pending(w, keep_request)
+  local k = K.user(w)
+  redis.call('HSET', k, F.ATTEMPTS, 0, F.ERR, '')
+  local requested = false
+  if keep_request then
+    requested = nz(redis.call('HGET', k, F.REQUESTED_BY))
+  else
+    redis.call('HDEL', k, F.REQUESTED_BY)     -- an operator's request was for the old hash
+  end
+  set_state(w, STATE.PENDING, requested)
+end
+
+-- The newest hash h is acknowledged (by who, with the WABA client's answer).  The
+-- caller has checked that h is the newest and that the state is not hash_unknown (I3).
+function identity.acknowledged(w, h, who, answer)
+  redis.call('HSET', K.user(w), F.ERR, '', F.ACKED_AT, NOW, F.ACKED_BY, who)
+  set_state(w, STATE.ACKNOWLEDGED)
+  audit(w, h, who, 'acknowledged', answer)
+end
+
+-- The acknowledgement of h is given up (the WABA client refused it for good).
+function identity.failed(w, h, answer)
+  redis.call('HSET', K.user(w), F.ERR, answer)
+  set_state(w, STATE.FAILED)
+  audit(w, h, 'auto', 'failed', answer)
+end
+
+-- WhatsApp refused a send because the identity changed, or said it changed in a way
+-- that cannot be used (why): the gate closes now, before the new hash is known.
+-- Returns false when the record was in hash_unknown already (nothing new).
+function identity.refused(w, why)
+  local k = K.user(w)
+  if redis.call('HGET', k, F.STATE) == STATE.HASH_UNKNOWN then return false end
+  redis.call('HSET', k, F.ATTEMPTS, 0, F.ERR, why)
+  changed_now(w)
+  redis.call('ZADD', REFUSALS, NOW, w)
+  redis.call('ZREMRANGEBYSCORE', REFUSALS, '-inf', NOW - 30 * DAY_MS)
+  set_state(w, STATE.HASH_UNKNOWN)
+  event('identity_mismatch', w, { 'why', why })
+  return true
+end
+
+-- The user's identity must be acknowledged again (a user id change on the Cloud API):
+-- the same hash, or no hash at all, waits in pending.
+function identity.reacknowledge(w)
+  local k = K.user(w)
+  local s = redis.call('HGET', k, F.STATE)
+  if s == STATE.HASH_UNKNOWN or s == STATE.PENDING or s == STATE.FAILED then return end
+  changed_now(w)
+  identity.pending(w, false)
+end
+
+-- Records hash h (time t, rx: not believed) as the newest of w.  changed: the identity
+-- changed (a hash replaced another, or WhatsApp said so): the time it reached us starts
+-- the holds of [hold] and answers the identity-change check.  mid: the message that
+-- carried it (kept in the history: a repeat of it is a duplicate).
+local function record(w, h, t, rx, src, mid, changed, acked)
+  local k = K.user(w)
+  redis.call('HSET', k, F.HASH, h, F.TS, t)
+  if rx then redis.call('HSET', k, F.RX, 1) else redis.call('HDEL', k, F.RX) end
+  if changed then changed_now(w) end
+  remember(w, h)
+  redis.call('LPUSH', K.history(w), cjson.encode({ hash = h, created_timestamp = t, source = src,
+                                                   received_at = NOW, acknowledged = acked,
+                                                   message_id = nz(mid) and mid or nil }))
+  redis.call('LTRIM', K.history(w), 0, 49)
+  event('identity_changed', w, { 'hash', h, 'created_ms', t, 'source', src })
+end
+
+-- An identity observation o = { h, t (ms, 0: none), src, ack, mid } for record w.
+-- Returns the outcome ('first', 'newer', 'acknowledged', 'resolved', 'known', 'duplicate',
+-- 'late', or 'old': late, and a hash seen before), and whether its time was in the future.
+function identity.observe(w, o)
+  local k = K.user(w)
+  local cur = redis.call('HMGET', k, F.HASH, F.TS, F.RX, F.STATE)
+  local h, t, future = o.h, o.t, false
+  if t == 0 then t = NOW end
+  if t > NOW + FUTURE_MS then
+    -- a skewed WABA host or a unit mix-up would hide every real change after it
+    event('identity_future', w, { 'hash', h, 'created_ms', t })
+    t, future = NOW, true
+  end
+  local state = cur[4]
+  if not cur[1] then
+    if identity.seen(w, h) then return 'old', future end                   -- I1
+    if state then
+      -- closed with no hash known yet (a refused send, a user id change): the first
+      -- hash never seen fills it in (I2)
+      record(w, h, t, future, o.src, o.mid, true, o.ack)
+      if o.ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
+      else identity.pending(w, true) end
+      return 'newer', future
+    end
+    -- the first hash seen for this user: a system message is always a change; a hash a
+    -- message carries is trusted when the WABA client says it is acknowledged, a Cloud
+    -- one when [identity] first_seen = trust
+    local trusted = CTX.first_seen == 'trust' and (o.ack or o.src == 'cloud')
+    record(w, h, t, future, o.src, o.mid, o.src == 'system', trusted)
+    if trusted then
+      identity.acknowledged(w, h, o.ack and 'whatsapp' or 'first_seen',
+                            o.ack and 'the WABA client reported it acknowledged'
+                            or 'the first hash seen for this user ([identity] first_seen = trust)')
+    else
+      identity.pending(w, false)
+    end
+    return 'first', future
+  end
+  if cur[1] == h then
+    if in_history(w, h, o.mid) then return 'duplicate', future end
+    if state == STATE.HASH_UNKNOWN then
+      -- a copy of the hash on record says nothing about the one WhatsApp now has; the
+      -- WABA client's own answer says it is that one, still to be acknowledged (I2)
+      if o.src == 'lookup' or o.src == 'reconcile' then
+        identity.pending(w, true)
+        return 'resolved', future
+      end
+      return 'known', future
+    end
+    if o.ack and state ~= STATE.ACKNOWLEDGED then
+      identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
+      return 'acknowledged', future
+    end
+    return 'known', future
+  end
+  if in_history(w, h, o.mid) then return 'duplicate', future end
+  if identity.seen(w, h) then return 'old', future end                       -- I1
+  if not newer(t, h, order_of(cur[2], cur[3]), cur[1]) then
+    remember(w, h)                       -- found late, it can never be the newest later
+    return 'late', future
+  end
+  record(w, h, t, future, o.src, o.mid, true, o.ack)
+  if o.ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
+  else identity.pending(w, false) end
+  return 'newer', future
+end
+
+-- ---- the acknowledgement worker ------------------------------------------------------
+
+-- True when record values cur (hash, state) still hold the hash h a job was for: the same
+-- hash, or ('' ) still no hash known.
+local function holds(cur_hash, cur_state, h)
+  if h == '' then return (not cur_hash and cur_state ~= nil) or cur_state == STATE.HASH_UNKNOWN end
+  return cur_hash == h
+end
+
+-- Up to max due users, each leased for lease ms so that one worker at a time holds it;
+-- a dead worker's lease runs out and another takes over.  Returns the jobs (CLAIM_JOB
+-- each); a job's hash is '' when it is not known (the worker asks the WABA client).
+function identity.claim(lease, max)
+  local due = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', NOW, 'LIMIT', 0, max)
+  local out = {}
+  for _, w in ipairs(due) do
+    local k = K.user(w)
+    local v = redis.call('HMGET', k, F.HASH, F.STATE, F.TS, F.REQUESTED_BY)
+    if not workable(v[2], v[1]) then
+      redis.call('ZREM', QUEUE, w)
+    else
+      local until_ = NOW + lease
+      redis.call('ZADD', QUEUE, until_, w)
+      redis.call('HSET', k, F.LEASE, until_)
+      local job = {}
+      job[CLAIM_JOB.W] = w
+      job[CLAIM_JOB.HASH] = (v[2] == STATE.HASH_UNKNOWN) and '' or (v[1] or '')
+      job[CLAIM_JOB.ATTEMPTS] = redis.call('HINCRBY', k, F.ATTEMPTS, 1)
+      job[CLAIM_JOB.TS] = v[3] or '0'
+      job[CLAIM_JOB.WHO] = v[4] or 'auto'
+      job[CLAIM_JOB.LEASE] = tostring(until_)
+      for i = 1, CLAIM_JOB.N do out[#out + 1] = job[i] end
+    end
+  end
+  return out
+end
+
+-- The outcome of one acknowledgement of hash h for record w: 'ok' (the WABA client
+-- answered 2xx without errors, or the Cloud API's local record), 'retry' after delay
+-- ms, or 'failed'.  lease: the lease the worker claimed with ('' for a forwarded PUT).
+-- An acknowledgement applies only while h is still the newest (I3); a retry or a
+-- failure only while the same worker still holds the lease and nothing acknowledged
+-- it meanwhile.  Returns 1 when applied, 0 when not.
+function identity.outcome(w, h, result, who, answer, delay, lease)
+  local k = K.user(w)
+  local cur = redis.call('HMGET', k, F.HASH, F.STATE, F.LEASE, F.REQUESTED_BY)
+  local holder = lease ~= '' and cur[3] == lease
+  if holder then redis.call('HDEL', k, F.LEASE) end
+  if not holds(cur[1], cur[2], h) then
+    audit(w, h, who, 'superseded', answer)
+    -- what changed meanwhile goes out now if the policy says so or an operator asked
+    if workable(cur[2], cur[1]) and (CTX.ack == 'auto' or nz(cur[4])) and (holder or not cur[3]) then
+      redis.call('ZADD', QUEUE, NOW, w)
+      identity.queued = identity.queued + 1
+    end
+    return 0
+  end
+  if result == 'ok' then
+    if cur[2] == STATE.HASH_UNKNOWN then                                        -- I3
+      audit(w, h, who, 'refused', 'the new hash is not known yet: ' .. (answer or ''))
+      return 0
+    end
+    if cur[2] ~= STATE.ACKNOWLEDGED then identity.acknowledged(w, h, who, answer) end
+    return 1
+  end
+  if cur[2] == STATE.ACKNOWLEDGED or (lease ~= '' and not holder) then
+    audit(w, h, who, 'stale', answer)     -- acknowledged meanwhile, or another worker took over
+    return 0
+  end
+  if result == 'retry' then
+    local due = NOW + (tonumber(delay) or 1000)
+    redis.call('ZADD', QUEUE, due, w)
+    redis.call('HSET', k, F.ERR, answer, F.NEXT, due)
+    audit(w, h, who, 'retry', answer)
+  else
+    identity.failed(w, h, answer)
+  end
+  return 1
+end
+
+-- An operator (who) asks for the acknowledgement of w now, because reason.  Returns a
+-- REQ value.
+function identity.request(w, who, reason)
+  local k = K.user(w)
+  local v = redis.call('HMGET', k, F.HASH, F.STATE)
+  if not v[1] and not v[2] then return REQ.UNKNOWN end
+  if v[2] == STATE.ACKNOWLEDGED then return REQ.ALREADY end
+  if v[2] == STATE.HASH_UNKNOWN and CTX.api == 'cloud' then
+    -- acknowledging the hash on record would let sends through to whoever holds the new key
+    return REQ.WAITS_FOR_HASH
+  end
+  redis.call('HSET', k, F.REQUESTED_BY, who, F.ATTEMPTS, 0)
+  audit(w, v[1] or '', who, 'requested', nz(reason) and reason or 'asked to acknowledge now')
+  if v[2] == STATE.HASH_UNKNOWN then
+    set_state(w, STATE.HASH_UNKNOWN, true)        -- the worker fetches the new hash first
+  else
+    set_state(w, STATE.PENDING, true)
+  end
+  return REQ.QUEUED
+end
+
+-- ---- moving an identity between records (I5) ----------------------------------------
+
+-- Strictness of a state: what the gate must keep closed longest.
+local STRICT = { [STATE.HASH_UNKNOWN] = 4, [STATE.PENDING] = 3, [STATE.FAILED] = 2, [STATE.ACKNOWLEDGED] = 1 }
+
+-- The identity of record `from` goes into record `to` (how: 'link', 'number', 'uid';
+-- users.merge() moves the rest of the record).  The lease is not carried: a worker
+-- holding `from` finds its hash gone there and its outcome does nothing.
+function identity.moved(from, to, how)
+  local kf, kt = K.user(from), K.user(to)
+  local a = redis.call('HMGET', kf, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT, F.ERR, F.REQUESTED_BY)
+  local b = redis.call('HMGET', kt, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT)
+  redis.call('SUNIONSTORE', K.hashes(to), K.hashes(to), K.hashes(from))
+  local hist = redis.call('LRANGE', K.history(from), 0, 49)
+  for i = #hist, 1, -1 do redis.call('LPUSH', K.history(to), hist[i]) end
+  redis.call('LTRIM', K.history(to), 0, 49)
+  if a[1] or a[4] then
+    local state
+    if not (b[1] or b[4]) then
+      state = a[4] or STATE.PENDING
+      redis.call('HSET', kt, F.STATE, state)
+      if a[1] then redis.call('HSET', kt, F.HASH, a[1], F.TS, a[2] or 0) end
+      if a[3] then redis.call('HSET', kt, F.RX, a[3]) end
+      if a[6] then redis.call('HSET', kt, F.ERR, a[6]) end
+      if a[7] then redis.call('HSET', kt, F.REQUESTED_BY, a[7]) end
+    else
+      local sa, sb = a[4] or STATE.PENDING, b[4] or STATE.PENDING
+      local take = a[1] and (not b[1] or (a[1] ~= b[1] and
+                   newer(order_of(a[2], a[3]), a[1], order_of(b[2], b[3]), b[1])))
+      if take then
+        redis.call('HSET', kt, F.HASH, a[1], F.TS, a[2] or 0)
+        if a[3] then redis.call('HSET', kt, F.RX, a[3]) else redis.call('HDEL', kt, F.RX) end
+        state = sa
+      elseif a[1] and a[1] == b[1] then
+        state = (STRICT[sa] or 3) > (STRICT[sb] or 3) and sa or sb
+      else
+        state = sb
+      end
+      if sa == STATE.HASH_UNKNOWN or sb == STATE.HASH_UNKNOWN then state = STATE.HASH_UNKNOWN end
+    end
+    local at = math.max(tonumber(a[5]) or 0, tonumber(b[5]) or 0)
+    if at > 0 then redis.call('HSET', kt, F.CHANGED_AT, at) end
+    if how ~= 'link' and state == STATE.ACKNOWLEDGED then
+      -- a new number or a new user id: the identity is acknowledged again before a send
+      state = STATE.PENDING
+      changed_now(to)
+    end
+    redis.call('HSET', kt, F.ATTEMPTS, 0)
+    set_state(to, state, nz(redis.call('HGET', kt, F.REQUESTED_BY)))
+  end
+  -- the old record holds no identity any more
+  unindex(from)
+  redis.call('HDEL', kf, unpack(ID_FIELDS))
+end

@@ -1,0 +1,42 @@
+-- seen: the duplicate check, in memory bounded by users (docs/data-model.md,
+-- "Duplicates").  Every item's effect is idempotent (the newest hash wins, last_in only
+-- moves forward, a number change is ordered by the inbound messages around it), so the
+-- check only keeps a retried item from being counted and written to the events stream
+-- twice: each user has one small hash, P:seen:{W}, with two rings of the fingerprints
+-- (the first 6 bytes of SHA-1) of their RING newest items, `i` for messages (inbound and
+-- system) and `s` for statuses (id:status), kept a week after the user's last item.  A
+-- retry of an item older than that is applied again (no harm) and counted as new; a
+-- fingerprint collision (about 3 in 10^14 items) only leaves out that item's event.  An
+-- identity change needs no ring: its message id is kept in the identity history.
+local RING, FP = 8, 6      -- 48 bytes a ring: the hash stays a listpack (values <= 64)
+
+-- True the first time item id is seen in user w's ring f; false for a repeat.  No user
+-- or no id: true.
+function seen.fresh(w, f, id)
+  if not nz(id) or not nz(w) then return true end
+  local k = K.seen(w)
+  local x = redis.sha1hex(id)
+  local fp = ''
+  for i = 1, FP * 2, 2 do fp = fp .. string.char(tonumber(string.sub(x, i, i + 1), 16)) end
+  local r = redis.call('HGET', k, f) or ''
+  for i = 1, #r, FP do
+    if string.sub(r, i, i + FP - 1) == fp then return false end
+  end
+  redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP))
+  redis.call('EXPIRE', k, WEEK)
+  return true
+end
+
+-- The rings of name `from` go to record `to` (a user id merged into its wa_id's record).
+function seen.merge(from, to)
+  local sf, st = K.seen(from), K.seen(to)
+  for _, f in ipairs({ 'i', 's' }) do
+    local rf = redis.call('HGET', sf, f)
+    if rf then
+      local rt = redis.call('HGET', st, f) or ''
+      redis.call('HSET', st, f, string.sub(rt .. rf, 1, RING * FP))
+      redis.call('EXPIRE', st, WEEK)
+    end
+  end
+  redis.call('DEL', sf)
+end

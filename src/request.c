@@ -1,0 +1,251 @@
+/* request — see include/request.h */
+#include "request.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "envelope.h"
+
+struct request *request_new(struct app *app, struct evhttp_request *req, const struct request_hooks *hooks)
+{
+    struct request *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->app = app;
+    r->req = req;
+    r->hooks = hooks;
+    r->route = ROUTE_OTHER;
+    r->start_ms = app_mono_ms();
+    snprintf(r->caller, sizeof r->caller, "anonymous");
+    return r;
+}
+
+/* ---- what the request says ------------------------------------------------------- */
+
+const char *request_body(struct request *r, size_t *len)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(r->req);
+    *len = evbuffer_get_length(in);
+    if (*len == 0)
+        return "";
+    return (const char *)evbuffer_pullup(in, -1);
+}
+
+const char *request_header(struct request *r, const char *name)
+{
+    return evhttp_find_header(evhttp_request_get_input_headers(r->req), name);
+}
+
+const char *request_query_string(struct request *r)
+{
+    return evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
+}
+
+const char *request_query(struct request *r, const char *name, char *buf, size_t buflen)
+{
+    const char *q = request_query_string(r);
+    if (!q)
+        return NULL;
+    struct evkeyvalq params;
+    if (evhttp_parse_query_str(q, &params) != 0)
+        return NULL;
+    const char *v = evhttp_find_header(&params, name);
+    const char *res = NULL;
+    if (v) {
+        if (strlen(v) < buflen)
+            memcpy(buf, v, strlen(v) + 1);
+        else
+            buf[0] = '\0';
+        res = buf;
+    }
+    evhttp_clear_headers(&params);
+    return res;
+}
+
+const char *request_bearer(struct request *r)
+{
+    const char *auth = request_header(r, "Authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return NULL;
+    return auth + 7;
+}
+
+void request_add_header(struct request *r, const char *name, const char *value)
+{
+    if (r->req)
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), name, value);
+}
+
+/* ---- who asks ---------------------------------------------------------------------- */
+
+bool request_secret_equal(const char *presented, size_t plen, const char *known)
+{
+    /* Hashing both sides first makes the comparison independent of their lengths. */
+    unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)presented, plen, a);
+    SHA256((const unsigned char *)known, strlen(known), b);
+    return CRYPTO_memcmp(a, b, sizeof a) == 0;
+}
+
+static const struct token *find_token(const struct token_list *tl, const char *tok, size_t len)
+{
+    const struct token *found = NULL;
+    for (size_t i = 0; i < tl->n; i++)      /* no early exit: every token is compared */
+        if (request_secret_equal(tok, len, tl->v[i].value))
+            found = &tl->v[i];
+    return found;
+}
+
+int request_authorize(struct request *r, enum role need)
+{
+    const struct config *cfg = r->app->cfg;
+    bool manual_ack = need == ROLE_ACK && cfg->ack == ACK_MANUAL;
+    if (need == ROLE_ACK)
+        need = manual_ack ? ROLE_ADMIN : ROLE_API;
+    const struct token_list *own = need == ROLE_ADMIN ? &cfg->admin_tokens : &cfg->api_tokens;
+    if (need == ROLE_NONE || own->n == 0) {
+        snprintf(r->caller, sizeof r->caller, "anonymous");
+        r->caller_role = need == ROLE_NONE ? ROLE_NONE : ROLE_ADMIN;
+        return 0;
+    }
+    const char *tok = request_bearer(r);
+    if (!tok) {
+        request_reply_error(r, 401, "Unauthorized", "this route needs Authorization: Bearer <%s token>",
+                            need == ROLE_ADMIN ? "admin" : "api");
+        return -1;
+    }
+    size_t len = strlen(tok);
+    const struct token *t = find_token(&cfg->admin_tokens, tok, len);
+    r->caller_role = ROLE_ADMIN;
+    if (!t && need == ROLE_API) {
+        t = find_token(&cfg->api_tokens, tok, len);
+        r->caller_role = ROLE_API;
+    }
+    if (t) {
+        snprintf(r->caller, sizeof r->caller, "%s", t->name);
+        return 0;
+    }
+    r->caller_role = ROLE_NONE;
+    bool other_role = (need == ROLE_ADMIN && find_token(&cfg->api_tokens, tok, len)) ||
+                      (cfg->webhook_token && request_secret_equal(tok, len, cfg->webhook_token));
+    if (other_role && manual_ack)
+        request_reply_error(r, 403, "Forbidden", "[identity] ack = manual: only an operator (an admin token) "
+                            "acknowledges an identity change");
+    else if (other_role)
+        request_reply_error(r, 403, "Forbidden", "this token is not allowed on %s routes",
+                            need == ROLE_ADMIN ? "admin" : "api");
+    else
+        request_reply_error(r, 401, "Unauthorized", "unknown token");
+    return -1;
+}
+
+/* ---- answers ------------------------------------------------------------------------- */
+
+static const char *reason_phrase(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 423: return "Locked";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return NULL;     /* libevent's own */
+    }
+}
+
+static void finish(struct request *r, int code)
+{
+    struct app *app = r->app;
+    if (code >= 100 && code < 600)
+        app->metrics->requests[r->route][code]++;
+    metrics_observe(&app->metrics->latency[r->route], (double)(app_mono_ms() - r->start_ms) / 1000.0);
+    if (r->free_data)
+        r->free_data(r->data);
+    if (r->hooks && r->hooks->finished)
+        r->hooks->finished(r, r->hooks->ctx);
+    free(r);
+}
+
+void request_reply_raw(struct request *r, int code, const char *ctype, const char *body, size_t len)
+{
+    if (r->req) {
+        struct evhttp_request *req = r->req;
+        struct evbuffer *buf = evbuffer_new();
+        if (buf && len)
+            evbuffer_add(buf, body, len);
+        if (r->hooks && r->hooks->answering)
+            r->hooks->answering(r, req, r->hooks->ctx);
+        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+        evhttp_add_header(h, "Content-Type", ctype);
+        if (r->app->stopping)
+            evhttp_add_header(h, "Connection", "close");
+        evhttp_send_reply(req, code, reason_phrase(code), buf);
+        if (buf)
+            evbuffer_free(buf);
+    }
+    finish(r, code);
+}
+
+void request_reply_json(struct request *r, int code, cJSON *body)
+{
+    char *s = body ? cJSON_PrintUnformatted(body) : NULL;
+    cJSON_Delete(body);
+    if (!s) {
+        static const char oom[] = "{\"errors\":[{\"code\":500,\"title\":\"Internal error\",\"details\":\"out of memory\"}]}";
+        request_reply_raw(r, 500, "application/json", oom, sizeof oom - 1);
+        return;
+    }
+    size_t n = strlen(s);
+    s[n] = '\n';     /* cJSON's buffer is one longer than the text; a newline reads well in curl */
+    request_reply_raw(r, code, "application/json", s, n + 1);
+    cJSON_free(s);
+}
+
+void request_trace(const struct request *r, char *buf, size_t len)
+{
+    snprintf(buf, len, "waguard-%llx%06llx", (unsigned long long)r->start_ms,
+             (unsigned long long)((uintptr_t)r & 0xffffff));
+}
+
+void request_reply_error(struct request *r, int code, const char *title, const char *fmt, ...)
+{
+    char details[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(details, sizeof details, fmt, ap);
+    va_end(ap);
+    if (r->graph) {
+        char trace[40];
+        request_trace(r, trace, sizeof trace);
+        request_reply_json(r, code, envelope_graph(code == 400 ? 100 : code, 0, "WaguardException", title, details,
+                                                   trace));
+        return;
+    }
+    request_reply_json(r, code, envelope_waba(code, title, details));
+}
+
+void request_reply_unavailable(struct request *r, const char *why)
+{
+    request_reply_error(r, 503, "Store unavailable", "Redis could not do it (%s); try again later", why);
+}
