@@ -42,7 +42,7 @@ UNIT_BIN  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
 .PHONY: all deps test unit integration lint-openapi run bench install uninstall clean deb sanitize fuzz fuzz-build valgrind soak
 
-all: $(BUILD)/waguard
+all: $(BUILD)/waguard $(BUILD)/waguardctl
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard include/*.h) | $(BUILD)/obj
 	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -c -o $@ $<
@@ -86,6 +86,12 @@ $(BUILD)/obj/console_files.o: $(BUILD)/gen/console_files.c
 $(BUILD)/waguard: $(OBJ)
 	$(CC) $(LDFLAGS) -o $@ $(OBJ) $(PKG_LIBS) -lm
 
+# waguardctl, the operator's command line (ctl/): it reads waguard's configuration with
+# the daemon's own reader and speaks its admin API.
+CTL_OBJ := $(BUILD)/obj/config.o $(BUILD)/obj/business.o $(BUILD)/obj/log.o
+$(BUILD)/waguardctl: $(wildcard ctl/*.c) $(CTL_OBJ) $(wildcard include/*.h)
+	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) -o $@ $(wildcard ctl/*.c) $(CTL_OBJ) $(LDFLAGS) $(PKG_LIBS) -lm
+
 $(BUILD)/obj $(BUILD)/unit:
 	@mkdir -p $@
 
@@ -97,12 +103,14 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(LIB_OBJ) | $(BUILD)/unit
 DEB_PKGS := build-essential pkg-config libevent-dev libcjson-dev libhiredis-dev libinih-dev \
             libsystemd-dev libssl-dev check redis-server redis-sentinel python3-pytest python3-requests \
             python3-redis wrk openssl curl prometheus nginx-light man-db groff-base \
-            debhelper dpkg-dev lintian python3-jsonschema python3-yaml clang libclang-rt-14-dev valgrind
+            debhelper dpkg-dev lintian python3-jsonschema python3-yaml clang libclang-rt-14-dev valgrind \
+            chromium chromium-driver python3-selenium fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	@if ! pkg-config --exists $(PKGS) check 2>/dev/null || ! command -v redis-server >/dev/null \
 	    || ! command -v redis-sentinel >/dev/null \
-	    || ! $(PY) -c 'import pytest, requests, redis, jsonschema, yaml' 2>/dev/null || ! command -v wrk >/dev/null \
+	    || ! $(PY) -c 'import pytest, requests, redis, jsonschema, yaml, selenium' 2>/dev/null || ! command -v wrk >/dev/null \
+	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
 	    || ! command -v promtool >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } \
 	    || ! command -v dh >/dev/null || ! command -v dpkg-buildpackage >/dev/null || ! command -v lintian >/dev/null \
 	    || ! command -v valgrind >/dev/null || ! command -v clang >/dev/null \
@@ -205,14 +213,16 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	bash bench/run.sh
 
-install: build/waguard
+install: build/waguard build/waguardctl
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 \
 	    $(DESTDIR)$(SYSCONFDIR)/waguard $(DESTDIR)$(DOCDIR)
 	install -m 0755 build/waguard $(DESTDIR)$(BINDIR)/waguard
+	install -m 0755 build/waguardctl $(DESTDIR)$(BINDIR)/waguardctl
 	sed 's|/usr/bin/waguard|$(BINDIR)/waguard|g' systemd/waguard.service > $(DESTDIR)$(UNITDIR)/waguard.service
 	install -m 0644 systemd/waguard.socket $(DESTDIR)$(UNITDIR)/waguard.socket
 	chmod 0644 $(DESTDIR)$(UNITDIR)/waguard.service
 	install -m 0644 man/waguard.8 $(DESTDIR)$(MANDIR)/man8/waguard.8
+	install -m 0644 man/waguardctl.8 $(DESTDIR)$(MANDIR)/man8/waguardctl.8
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf ]; then \
 	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf"; \
 	else install -m 0644 deploy/waguard.conf $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf; fi
@@ -237,8 +247,8 @@ deb: deps
 	@ls build/waguard_$(VERSION)_*.deb
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/waguard $(DESTDIR)$(UNITDIR)/waguard.service \
-	    $(DESTDIR)$(UNITDIR)/waguard.socket $(DESTDIR)$(MANDIR)/man8/waguard.8
+	rm -f $(DESTDIR)$(BINDIR)/waguard $(DESTDIR)$(BINDIR)/waguardctl $(DESTDIR)$(UNITDIR)/waguard.service \
+	    $(DESTDIR)$(UNITDIR)/waguard.socket $(DESTDIR)$(MANDIR)/man8/waguard.8 $(DESTDIR)$(MANDIR)/man8/waguardctl.8
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf in place (remove it by hand if unwanted)"
 

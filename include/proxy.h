@@ -31,5 +31,7 @@ bool proxy_forwardable(const char *path, int method);
  * waguard's credentials (never the caller's), bodies bounded by max_body_bytes both ways;
  * a Graph batch request (a batch parameter) is refused: it could carry any send. */
 void proxy_unknown(struct request *r);
+/* /{version}/{pnid}/calls: refused 400 (a call reaches the user around the gate). */
+void proxy_refuse_calls(struct request *r);
 
 #endif

@@ -464,6 +464,13 @@ static bool names_batch(struct request *r, const struct fwd *f)
     return has;
 }
 
+void proxy_refuse_calls(struct request *r)
+{
+    request_reply_error(r, 400, "Calls are not forwarded", "Meta's Calling API rings the user around the gate, "
+                        "whose identity may have changed: waguard does not forward it; call through the WABA "
+                        "client directly once the gate allows a send");
+}
+
 void proxy_unknown(struct request *r)
 {
     struct fwd *f = forward_new(r);

@@ -50,6 +50,7 @@ static const struct route_def table[] = {
     { POST, "/messages", ROLE_API, ROUTE_CLOUD_MESSAGES, send_cloud, true },
     { POST, "/*/*/messages", ROLE_API, ROUTE_CLOUD_MESSAGES, send_cloud, true },
     { POST, "/*/*/marketing_messages", ROLE_API, ROUTE_CLOUD_MESSAGES, send_cloud_marketing, true },
+    { POST | GET, "/*/*/calls", ROLE_API, ROUTE_FORWARDED, proxy_refuse_calls, true },
     { POST | DELETE | GET, "/block_users", ROLE_API, ROUTE_CLOUD_BLOCK, proxy_cloud_block, true },
     { POST | DELETE | GET, "/*/*/block_users", ROLE_API, ROUTE_CLOUD_BLOCK, proxy_cloud_block, true },
 };
