@@ -43,6 +43,7 @@ struct request {
                                        a reload may free the token list meanwhile) */
     enum role caller_role;          /* what the caller's token is (ROLE_NONE: none needed) */
     bool graph;                     /* a Cloud (Graph) route: waguard's errors in Graph's envelope */
+    bool query_too_long;            /* a query value did not fit (request_query) */
     char arg[2][160];               /* path segments the route captured, decoded */
     void *data;                     /* the handler's own state, freed with free_data */
     void (*free_data)(void *data);
@@ -59,8 +60,8 @@ int request_authorize(struct request *r, enum role need) __attribute__((warn_unu
 /* The raw body (contiguous, owned by libevent, valid until the answer). */
 const char *request_body(struct request *r, size_t *len);
 /* A query parameter, decoded, copied into buf; NULL when absent.  A value that does not
- * fit buf (or holds a NUL) reads as "" (which every route refuses or reads strictly),
- * never as a shorter value. */
+ * fit buf reads as "" and sets request.query_too_long (the routes answer 400), never as
+ * a shorter value. */
 const char *request_query(struct request *r, const char *name, char *buf, size_t buflen);
 /* The raw query string, or NULL. */
 const char *request_query_string(struct request *r);

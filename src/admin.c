@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "business.h"
 #include "jsonx.h"
 #include "keycheck.h"
 #include "recipient.h"
@@ -183,7 +184,7 @@ static void on_list(struct app *app, redisReply *reply, void *arg)
 
 void admin_list(struct request *r)
 {
-    char state[16], limit_s[16], cursor[RECIPIENT_MAX], q[RECIPIENT_MAX];
+    char state[16], limit_s[16], cursor[RECIPIENT_MAX], q[512];
     const char *st = request_query(r, "state", state, sizeof state);
     if (!st)
         st = "pending";
@@ -202,10 +203,19 @@ void admin_list(struct request *r)
     }
     const char *cur = request_query(r, "cursor", cursor, sizeof cursor);
     const char *text = request_query(r, "q", q, sizeof q);
+    if (r->query_too_long) {
+        request_reply_error(r, 400, "Bad request", "a query value is too long (q: at most %zu bytes)", sizeof q - 1);
+        return;
+    }
     char lim[16], since[24];
     snprintf(lim, sizeof lim, "%ld", limit);
     long long hold = longest_hold_ms(r->app->cfg);
-    snprintf(since, sizeof since, "%lld", app_wall_ms() - (hold > 0 ? hold : 86400000LL));
+    if (strcmp(st, "held") == 0 && hold == 0) {
+        /* no [hold] category holds anything: nobody is held */
+        request_reply_json(r, 200, cJSON_Parse("{\"identities\":[],\"next_cursor\":null}"));
+        return;
+    }
+    snprintf(since, sizeof since, "%lld", app_wall_ms() - hold);
     const char *argv[] = { st, cur ? cur : "", lim, text ? text : "", since };
     if (store_call(r->app, STORE_LIST, 5, argv, NULL, on_list, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");
@@ -392,18 +402,22 @@ void admin_retry_all(struct request *r)
     char why[200];
     cJSON *in = jsonx_parse(body, n, why, sizeof why);
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(in, "expected");
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(in, "reason");
     if (!cJSON_IsObject(in) || !cJSON_IsNumber(exp) || exp->valuedouble < 0 || exp->valuedouble > 1e9 ||
-        exp->valuedouble != (double)(long long)exp->valuedouble) {
+        exp->valuedouble != (double)(long long)exp->valuedouble ||
+        (rs && (!cJSON_IsString(rs) || strlen(rs->valuestring) > 500))) {
         cJSON_Delete(in);
-        request_reply_error(r, 400, "Bad request", "expected {\"expected\":N}: the number of failed acknowledgements "
-                            "you were shown (GET /v1/overview), so that no more are retried than you meant");
+        request_reply_error(r, 400, "Bad request", "expected {\"expected\":N,\"reason\":\"why\" (optional, at most 500 "
+                            "bytes)}: N is the number of failed acknowledgements you were shown (GET /v1/overview), "
+                            "so that no more are retried than you meant");
         return;
     }
-    char expected[24];
+    char expected[24], reason[512];
     snprintf(expected, sizeof expected, "%lld", (long long)exp->valuedouble);
+    snprintf(reason, sizeof reason, "%s", rs ? rs->valuestring : "");
     cJSON_Delete(in);
-    const char *argv[] = { r->caller, expected, r->app->cfg->api == API_CLOUD ? "cloud" : "onprem" };
-    if (store_call(r->app, STORE_RETRY, 3, argv, NULL, on_retried, r) != 0)
+    const char *argv[] = { r->caller, expected, r->app->cfg->api == API_CLOUD ? "cloud" : "onprem", reason };
+    if (store_call(r->app, STORE_RETRY, 4, argv, NULL, on_retried, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");
 }
 
@@ -472,6 +486,12 @@ static void on_audit(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
     const char *why = store_failure(app, reply, 1);
+    if (!why && reply->element[0]->type == REDIS_REPLY_INTEGER) {
+        /* the user named no one record: its pick */
+        snprintf(r->arg[0], sizeof r->arg[0], "%s", (const char *)r->data);
+        unpicked(r, reply);
+        return;
+    }
     if (why || (reply->elements - 1) % AU_N != 0) {
         request_reply_unavailable(r, why ? why : "an answer of the wrong shape");
         return;
@@ -496,7 +516,7 @@ static void on_audit(struct app *app, redisReply *reply, void *arg)
 
 void admin_audit(struct request *r)
 {
-    char cursor[64], limit_s[16], who[RECIPIENT_MAX], q[256], spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3] = "";
+    char cursor[64], limit_s[16], who[RECIPIENT_MAX], q[512], spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3] = "";
     const char *cur = request_query(r, "cursor", cursor, sizeof cursor);
     long limit = 100;
     if (request_query(r, "limit", limit_s, sizeof limit_s)) {
@@ -514,7 +534,15 @@ void admin_audit(struct request *r)
     const char *w = request_query(r, "wa_id", who, sizeof who);
     if (w && name_arg(r, w, spec) != 0)
         return;
+    if (w) {
+        r->data = strdup(w);             /* named in a 404 or 409 */
+        r->free_data = free;
+    }
     const char *text = request_query(r, "q", q, sizeof q);
+    if (r->query_too_long) {
+        request_reply_error(r, 400, "Bad request", "a query value is too long (q: at most %zu bytes)", sizeof q - 1);
+        return;
+    }
     char lim[16];
     snprintf(lim, sizeof lim, "%ld", limit);
     const char *argv[] = { cur ? cur : "", lim, spec, text ? text : "" };
@@ -564,6 +592,18 @@ static void on_overview(struct app *app, redisReply *reply, void *arg)
     cJSON *sn = secnotify_status(app);
     if (sn)
         cJSON_AddItemToObject(o, "security_notifications", sn);
+    cJSON *holds = cJSON_AddArrayToObject(o, "holds");
+    for (size_t i = 0; i < app->cfg->nholds; i++) {
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddStringToObject(h, "category", app->cfg->holds[i].name);
+        cJSON_AddNumberToObject(h, "seconds", (double)app->cfg->holds[i].seconds);
+        cJSON_AddItemToArray(holds, h);
+    }
+    cJSON *numbers = cJSON_AddArrayToObject(o, "numbers");
+    char nums[BUSINESS_NUMBERS_MAX][BUSINESS_NUMBER_MAX];
+    int nn = business_numbers(app->cfg, nums, BUSINESS_NUMBERS_MAX);
+    for (int i = 0; i < nn; i++)
+        cJSON_AddItemToArray(numbers, cJSON_CreateString(nums[i]));
     cJSON_AddStringToObject(o, "caller", r->caller);
     cJSON_AddStringToObject(o, "role", r->caller_role == ROLE_ADMIN ? "admin" : "api");
     request_reply_json(r, 200, o);

@@ -66,6 +66,10 @@ void gate_http_get(struct request *r)
     char number[BUSINESS_NUMBER_MAX];
     business_number_for(app->cfg, named, number, sizeof number);
     const char *t = request_query(r, "type", tbuf, sizeof tbuf);
+    if (r->query_too_long) {
+        request_reply_error(r, 400, "Bad request", "a query value (type, category, phone_number_id) is too long");
+        return;
+    }
     struct gate_query q = { .type = t && *t ? t : "text", .hold = hold, .number = number };
     if (gate_check(app, &rcpt, &q, answer_one, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");

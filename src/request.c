@@ -61,10 +61,12 @@ const char *request_query(struct request *r, const char *name, char *buf, size_t
     const char *v = evhttp_find_header(&params, name);
     const char *res = NULL;
     if (v) {
-        if (strlen(v) < buflen)
+        if (strlen(v) < buflen) {
             memcpy(buf, v, strlen(v) + 1);
-        else
+        } else {
             buf[0] = '\0';
+            r->query_too_long = true;
+        }
         res = buf;
     }
     evhttp_clear_headers(&params);

@@ -438,3 +438,26 @@ def test_one_move_for_links_and_number_changes_lease_not_carried_old_record_unin
     assert new in pending and old not in pending, pending
     d = gate(wg, old)
     assert "number_changed" in d["reasons"] and d["new_wa_id"] == new, d
+
+
+def test_a_reacknowledgement_is_not_given_by_an_old_messages_flag(procs):
+    """After a user id change the identity is acknowledged again; a late copy of an old
+    message saying the hash is acknowledged (delivered again past the duplicate check's
+    horizon) does not give it (the promise test found it: seed 43227730)."""
+    r = procs.redis()
+    wg = procs.daemon(r, None, overrides={"upstream": {"api": "cloud"}, "identity": {"ack": "manual"}})
+    w, u1, u2 = world_wa_id("ID"), "ID.5550001", "ID.5550002"
+    old = cloud_inbound(w, uid=u1, ts=NOW - 3000)
+    old["entry"][0]["changes"][0]["value"]["messages"][0]["identity"] = identity_obj("IDK=", (NOW - 4000) * 1000, True)
+    wg.webhook_ok(old)
+    opened(wg, w)
+    wg.webhook_ok(cloud({"messages": [{"from_user_id": u1, "id": new_msg_id("wamid."), "timestamp": str(NOW - 60),
+                                       "type": "system", "system": {"type": "user_changed_user_id", "body": "x",
+                                                                    "user_id": u2, "previous_user_id": u1}}]}))
+    closed(wg, w)
+    for _ in range(9):                                                   # past the rings' horizon
+        wg.webhook_ok(cloud_inbound(w, uid=u2, ts=NOW - 30))
+    wg.webhook_ok(old)
+    closed(wg, w)
+    assert wg.ack_now(w).status_code == 202                                # an operator does
+    wait_for(lambda: gate(wg, w)["allowed"], 5, "acknowledged again")

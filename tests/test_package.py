@@ -110,6 +110,8 @@ def test_contents(deb):
     files = contents(deb)
     expected = {
         "usr/bin/waguard": "-rwxr-xr-x",
+        "usr/bin/waguardctl": "-rwxr-xr-x",
+        "usr/share/man/man8/waguardctl.8.gz": "-rw-r--r--",
         "lib/systemd/system/waguard.service": "-rw-r--r--",
         "lib/systemd/system/waguard.socket": "-rw-r--r--",
         "lib/systemd/system/waguard.service.d/debian.conf": "-rw-r--r--",

@@ -49,6 +49,7 @@ local function refusal(w, mid, codes)
     event('identity_refusal_unplaced', '', { 'id', mid or '', 'codes', codes })
     return
   end
+  if identity.repeated(w, mid) then return end       -- the same refusal again
   if sent and nz(sent.h) then
     local cur = redis.call('HGET', K.user(w), F.HASH)
     if cur and cur ~= sent.h then
@@ -56,7 +57,7 @@ local function refusal(w, mid, codes)
       return
     end
   end
-  identity.refused(w, 'WhatsApp refused a send (' .. codes .. '): the identity changed')
+  identity.refused(w, 'WhatsApp refused a send (' .. codes .. '): the identity changed', mid)
 end
 
 local function ms_to_s(t)
@@ -146,7 +147,9 @@ end
 -- change (Meta does not document whether the identity key changes with it).
 handlers.uid = function(op)
   local target = nz(op.w) and users.canon(op.w) or users.resolve(op.prev)
-  if not seen.fresh(target or op.u, 'i', op.mid) then
+  -- the record the change ends at (the old id names it afterwards: a repeat finds it)
+  local final = (not target or target == op.prev) and op.u or target
+  if identity.repeated(final, op.mid) or not seen.fresh(final, 'i', op.mid) then
     res.dup = res.dup + 1
     return
   end
@@ -158,7 +161,7 @@ handlers.uid = function(op)
     redis.call('SET', K.alias(op.u), target)
   end
   users.retire(op.prev, op.u, target)
-  identity.reacknowledge(target)
+  identity.reacknowledge(target, op.mid)
   event('user_id_changed', target, { 'previous_user_id', op.prev, 'user_id', op.u })
   res.accepted = res.accepted + 1
 end
@@ -224,6 +227,8 @@ end
 -- A send's own answer, or an error beside failed statuses, said WhatsApp refused it for
 -- identity (480, 137000).
 handlers.ref = function(op)
+  -- beside a failed status that was a repeat: it goes with it
+  if nz(op.mid) and dup_msgs['st:' .. op.mid .. ':failed'] then return end
   local w = nz(op.w) and users.who(op.w, op.u) or ''
   refusal(w, op.mid, op.codes)
   res.accepted = res.accepted + 1
@@ -233,7 +238,11 @@ end
 -- the gate closes all the same (the On-Premises worker fetches the hash).
 handlers.unk = function(op)
   local w = users.who(op.w, op.u)
-  identity.refused(w, 'an identity change could not be used: ' .. op.why)
+  if not seen.fresh(w, 'i', op.mid) or identity.repeated(w, op.mid) then
+    res.dup = res.dup + 1
+    return
+  end
+  identity.refused(w, 'an identity change could not be used: ' .. op.why, op.mid)
   res.accepted = res.accepted + 1
 end
 

@@ -1,6 +1,7 @@
 -- audit: the audit trail, newest first.  [3] a cursor ('' from the newest; else the id
 -- of the last entry seen), [4] at most this many, [5] the user ('' every user: the
--- recipient forms of one, resolved as the gate resolves them), [6] a text the entry's
+-- recipient forms of one, resolved as the gate resolves them: when it names no one
+-- record the answer is the pick, as get's), [6] a text the entry's
 -- user, who, result or answer holds ('' every entry; case is ignored).  Returns the next
 -- cursor ('' at the end), then AUDIT_ITEM values for each entry.  At most 20 times the
 -- page, plus 1,000, entries are looked at in one call.
@@ -9,8 +10,8 @@ FN.audit = function(keys, args)
   local cursor, limit, who, q = args[3], tonumber(args[4]), args[5], string.lower(args[6] or '')
   local only
   if who ~= '' then
-    local st, w = users.pick(who)
-    if st ~= PICK.FOUND then return { '' } end
+    local st, w, known = users.pick(who)
+    if st ~= PICK.FOUND then return users.unpicked(st, known) end
     only = w
   end
   local budget = limit * 20 + 1000

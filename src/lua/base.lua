@@ -22,10 +22,11 @@ local F = {
   ACKED_AT = 'id_acked_at', LAST_IN = 'last_in', BLOCKED = 'blocked', MOVED_TO = 'moved_to',
   MOVED_AT = 'moved_at', CONTACT = 'contact', CONTACT_AT = 'contact_at', NAME = 'name',
   USER_ID = 'user_id', PARENT = 'parent_user_id', HOLD_RELEASED = 'hold_released',
+  REACK = 'id_reack',
 }
 -- The fields that make up an identity (moved together, dropped together).
 local ID_FIELDS = { F.HASH, F.TS, F.RX, F.ACK, F.STATE, F.ATTEMPTS, F.ERR, F.NEXT, F.LEASE,
-                    F.REQUESTED_BY, F.CHANGED_AT, F.ACKED_BY, F.ACKED_AT, F.HOLD_RELEASED }
+                    F.REQUESTED_BY, F.CHANGED_AT, F.ACKED_BY, F.ACKED_AT, F.HOLD_RELEASED, F.REACK }
 
 -- Key names.  Per-user keys carry the user's name as a hash tag.
 local K = {}

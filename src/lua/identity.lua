@@ -26,7 +26,9 @@
 --   I4  the gate is open for identity only in acknowledged, or where no identity is known;
 --   I5  when two records become one (a link, a number or user id change), the one left
 --       holds every hash either had seen and the stricter state; after a number or user
---       id change an acknowledged identity waits for an acknowledgement again.
+--       id change an acknowledged identity waits for an acknowledgement again, which an
+--       old message's acknowledged flag for that hash does not give (F.REACK): the
+--       worker's PUT, the Cloud API's local record or an operator does.
 -- The policies of the call, set by the function that runs (apply, claim, outcome, …).
 local CTX = { ack = 'auto', api = 'onprem', first_seen = 'trust' }
 identity.queued = 0           -- acknowledgements made due by this call (the worker is kicked)
@@ -98,7 +100,7 @@ local function set_state(w, s, requested)
   redis.call('HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0)
   if s == STATE.ACKNOWLEDGED then
     unindex(w)
-    redis.call('HDEL', k, F.REQUESTED_BY, F.LEASE)
+    redis.call('HDEL', k, F.REQUESTED_BY, F.LEASE, F.REACK)
   elseif s == STATE.FAILED then
     redis.call('ZREM', QUEUE, w)
     redis.call('ZREM', PENDING, w)
@@ -153,11 +155,29 @@ function identity.failed(w, h, answer)
   audit(w, h, 'auto', 'failed', answer)
 end
 
+-- True when the identity history of w holds message (or status) mid: the same
+-- notification again, whatever hash it carried.
+function identity.repeated(w, mid)
+  if not nz(mid) then return false end
+  for _, e in ipairs(redis.call('LRANGE', K.history(w), 0, 49)) do
+    local ok, d = pcall(cjson.decode, e)
+    if ok and d.message_id == mid then return true end
+  end
+  return false
+end
+
 -- WhatsApp refused a send because the identity changed, or said it changed in a way
--- that cannot be used (why): the gate closes now, before the new hash is known.
--- Returns false when the record was in hash_unknown already (nothing new).
-function identity.refused(w, why)
+-- that cannot be used (why; mid: the message or status that said so, kept in the
+-- history so that a repeat of it is recognised): the gate closes now, before the new
+-- hash is known.  Returns false when the record was in hash_unknown already.
+function identity.refused(w, why, mid)
   local k = K.user(w)
+  if nz(mid) then
+    redis.call('LPUSH', K.history(w), cjson.encode({ hash = '', source = 'refused', why = why, received_at = NOW,
+                                                     created_timestamp = NOW, acknowledged = false,
+                                                     message_id = mid }))
+    redis.call('LTRIM', K.history(w), 0, 49)
+  end
   if redis.call('HGET', k, F.STATE) == STATE.HASH_UNKNOWN then return false end
   redis.call('HSET', k, F.ATTEMPTS, 0, F.ERR, why)
   changed_now(w)
@@ -168,13 +188,21 @@ function identity.refused(w, why)
   return true
 end
 
--- The user's identity must be acknowledged again (a user id change on the Cloud API):
--- the same hash, or no hash at all, waits in pending.
-function identity.reacknowledge(w)
+-- The user's identity must be acknowledged again (a user id change on the Cloud API,
+-- said by message mid, kept in the history): the same hash, or no hash, waits in pending.
+function identity.reacknowledge(w, mid)
   local k = K.user(w)
+  if nz(mid) then
+    redis.call('LPUSH', K.history(w), cjson.encode({ hash = redis.call('HGET', k, F.HASH) or '',
+                                                     source = 'user_id_change', received_at = NOW,
+                                                     created_timestamp = NOW, acknowledged = false,
+                                                     message_id = mid }))
+    redis.call('LTRIM', K.history(w), 0, 49)
+  end
   local s = redis.call('HGET', k, F.STATE)
   if s == STATE.HASH_UNKNOWN or s == STATE.PENDING or s == STATE.FAILED then return end
   changed_now(w)
+  redis.call('HSET', k, F.REACK, redis.call('HGET', k, F.HASH) or '')
   identity.pending(w, false)
 end
 
@@ -185,6 +213,7 @@ end
 local function record(w, h, t, rx, src, mid, changed, acked)
   local k = K.user(w)
   redis.call('HSET', k, F.HASH, h, F.TS, t)
+  redis.call('HDEL', k, F.REACK)
   if rx then redis.call('HSET', k, F.RX, 1) else redis.call('HDEL', k, F.RX) end
   if changed then changed_now(w) end
   remember(w, h)
@@ -244,7 +273,8 @@ function identity.observe(w, o)
       end
       return 'known', future
     end
-    if o.ack and state ~= STATE.ACKNOWLEDGED then
+    -- (a flag in a message does not answer an acknowledgement asked for again, I5)
+    if o.ack and state ~= STATE.ACKNOWLEDGED and redis.call('HGET', k, F.REACK) ~= h then
       identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
       return 'acknowledged', future
     end
@@ -409,6 +439,7 @@ function identity.moved(from, to, how)
       -- a new number or a new user id: the identity is acknowledged again before a send
       state = STATE.PENDING
       changed_now(to)
+      redis.call('HSET', kt, F.REACK, redis.call('HGET', kt, F.HASH) or '')
     end
     redis.call('HSET', kt, F.ATTEMPTS, 0)
     set_state(to, state, nz(redis.call('HGET', kt, F.REQUESTED_BY)))

@@ -17,7 +17,7 @@ local function list_item(w)
   local prev = redis.call('LRANGE', K.history(w), 0, 4)
   for _, e in ipairs(prev) do
     local ok, d = pcall(cjson.decode, e)
-    if ok and d.hash and d.hash ~= v[1] then it[LIST_ITEM.OLD_HASH] = d.hash break end
+    if ok and nz(d.hash) and d.hash ~= v[1] then it[LIST_ITEM.OLD_HASH] = d.hash break end
   end
   return it, v
 end
