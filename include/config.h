@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "log.h"
 
@@ -136,6 +137,10 @@ int config_load(const char *path, struct config *cfg, char *err, size_t errlen)
 int config_reload(const char *path, const struct config *running, struct config *cfg, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void config_free(struct config *cfg);
+/* Every key, one line each: section TAB key TAB default TAB "reload" or "restart" (what a
+ * change needs), in the order of the configuration table; [hold]'s two per-category keys
+ * as <category>_s and <category>_templates.  (waguard --list-keys) */
+void config_list_keys(FILE *out);
 
 /* A category name as [hold], ?category= and a release name it: 1 to 63 lower-case
  * letters, digits or _. */

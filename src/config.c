@@ -167,12 +167,25 @@ static int hold_key(struct parse_state *ps, const char *name, const char *value,
         return 0;
     }
     struct hold_raw *h = NULL;
-    for (size_t i = 0; i < ps->nhold && !h; i++)
-        if (ps->hold[i].is_templates == tmpl && strlen(ps->hold[i].category) == cl &&
-            strncmp(ps->hold[i].category, name, cl) == 0)
+    bool category_known = false;
+    size_t categories = 0;
+    for (size_t i = 0; i < ps->nhold; i++) {
+        bool same = strlen(ps->hold[i].category) == cl && strncmp(ps->hold[i].category, name, cl) == 0;
+        category_known = category_known || same;
+        if (same && ps->hold[i].is_templates == tmpl)
             h = &ps->hold[i];
+        bool first = true;           /* count each category once */
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(ps->hold[j].category, ps->hold[i].category) == 0)
+                first = false;
+        categories += first;
+    }
+    if (h && h->line > 0 && line > 0) {
+        set_err(ps, line, full, "given twice (lines %d and %d): say it once", h->line, line);
+        return 0;
+    }
     if (!h) {
-        if (ps->nhold >= sizeof ps->hold / sizeof ps->hold[0]) {
+        if (!category_known && categories >= CONFIG_HOLD_MAX) {
             set_err(ps, line, full, "at most %d hold categories", CONFIG_HOLD_MAX);
             return 0;
         }
@@ -319,6 +332,13 @@ static int handler(void *user, const char *section, const char *name, const char
         known_section = true;
         if (strcmp(keys[i].name, name) != 0)
             continue;
+        if (ps->raw[i].line > 0) {
+            char full[256];
+            snprintf(full, sizeof full, "%s.%s", section, name);
+            set_err(ps, ps->line, full, "given twice (lines %d and %d): the last would win silently; say it once",
+                    ps->raw[i].line, ps->line);
+            return 0;
+        }
         free(ps->raw[i].value);
         ps->raw[i].value = strdup(value);
         ps->raw[i].line = ps->line;
@@ -667,6 +687,24 @@ static const char *const restart_only[][2] = {
     { "redis", "sentinels" }, { "redis", "master_name" },
 };
 
+static bool restart_needed(const char *section, const char *name)
+{
+    for (size_t r = 0; r < sizeof restart_only / sizeof restart_only[0]; r++)
+        if (strcmp(restart_only[r][0], section) == 0 && strcmp(restart_only[r][1], name) == 0)
+            return true;
+    return false;
+}
+
+void config_list_keys(FILE *out)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        fprintf(out, "%s\t%s\t%s\t%s\n", keys[i].section, keys[i].name, keys[i].def,
+                restart_needed(keys[i].section, keys[i].name) ? "restart" : "reload");
+        if (strcmp(keys[i].section, "gate") == 0 && (i + 1 == NKEYS || strcmp(keys[i + 1].section, "gate") != 0))
+            fprintf(out, "hold\t<category>_s\t0\treload\nhold\t<category>_templates\t\treload\n");
+    }
+}
+
 static bool same_str(const char *a, const char *b)
 {
     return (a == NULL) == (b == NULL) && (a == NULL || strcmp(a, b) == 0);
@@ -827,6 +865,34 @@ static void validate(struct parse_state *ps, struct config *cfg)
     }
 }
 
+/* A WAGUARD_* variable that names no key would be ignored silently (a misspelt override
+ * that the operator believes is in force): refused, naming it. */
+static void unknown_env(struct parse_state *ps)
+{
+    extern char **environ;
+    for (char **e = environ; *e && !ps->failed; e++) {
+        if (strncmp(*e, "WAGUARD_", 8) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        if (n > 13 && strncmp(*e, "WAGUARD_HOLD_", 13) == 0)
+            continue;                /* hold_env reads and checks those */
+        bool known = false;
+        for (size_t i = 0; i < NKEYS && !known; i++) {
+            char env[128];
+            snprintf(env, sizeof env, "WAGUARD_%s_%s", keys[i].section, keys[i].name);
+            for (char *c = env; *c; c++)
+                *c = (char)toupper((unsigned char)*c);
+            known = strlen(env) == n && strncmp(env, *e, n) == 0;
+        }
+        if (!known) {
+            ps->failed = true;
+            snprintf(ps->err, ps->errlen, "%.*s: names no key of waguard's configuration (WAGUARD_<SECTION>_<KEY>, "
+                     "e.g. WAGUARD_LOG_LEVEL; see waguard(8)): unset it or spell it right", (int)(n < 100 ? n : 100), *e);
+        }
+    }
+}
+
 static int load(const char *path, const struct config *running, struct config *cfg, char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -862,6 +928,8 @@ static int load(const char *path, const struct config *running, struct config *c
             snprintf(ps.raw[i].origin, sizeof ps.raw[i].origin, "default");
         }
     }
+    if (!ps.failed)
+        unknown_env(&ps);
     for (size_t i = 0; i < NKEYS && !ps.failed; i++)
         convert(&ps, i, cfg);
     if (!ps.failed)

@@ -28,7 +28,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: waguard [--config FILE] [--check-config]\n"
-            "       waguard --version | --help\n"
+            "       waguard --list-keys | --version | --help\n"
             "\n"
             "Guards sends to WhatsApp users whose identity changed, beside a WhatsApp\n"
             "Business API client: takes its webhooks, keeps the state in Redis, answers\n"
@@ -36,6 +36,8 @@ static void usage(FILE *out)
             "\n"
             "  -c, --config FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
             "  -t, --check-config  validate the configuration and exit\n"
+            "      --list-keys     print every configuration key: section, key, default and\n"
+            "                      whether a change needs a reload or a restart\n"
             "  -V, --version       print the version and exit\n"
             "  -h, --help          print this help and exit\n"
             "\n"
@@ -194,6 +196,7 @@ int main(int argc, char **argv)
         { "config", required_argument, NULL, 'c' },
         { "check-config", no_argument, NULL, 't' },
         { "version", no_argument, NULL, 'V' },
+        { "list-keys", no_argument, NULL, 'K' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -204,6 +207,7 @@ int main(int argc, char **argv)
         case 'c': path = optarg; break;
         case 't': check = 1; break;
         case 'V': printf("waguard %s\n", WAGUARD_VERSION); return 0;
+        case 'K': config_list_keys(stdout); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EXIT_USAGE;
         }

@@ -22,6 +22,7 @@ Fixture API (see also the docstrings below):
 
 Default tokens: API_TOKEN, ADMIN_TOKEN, WEBHOOK_TOKEN, VERIFY_TOKEN, HMAC_SECRET (daemon.py).
 """
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,12 @@ if str(TESTS_DIR) not in sys.path:
 from daemon import (NO_REDIS_URL, WAGUARD_BIN, Daemons, RedisServer,  # noqa: E402
                     default_config, free_port, merge_config, render_config)
 from procs import Procs  # noqa: E402
+
+# The harness's own WAGUARD_* variables (WAGUARD_BIN, WAGUARD_WRAPPER: read by daemon.py
+# above) stop here: waguard refuses a WAGUARD_* variable that names no key of its
+# configuration, and every process the tests start (make deb's unit tests included)
+# inherits this environment.
+HARNESS_ENV = {k: os.environ.pop(k) for k in [k for k in os.environ if k.startswith("WAGUARD_")]}
 
 
 class WaguardFactory(Daemons):

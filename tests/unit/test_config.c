@@ -14,14 +14,33 @@ static char path[128];
 static char err[2048];
 static struct config cfg;
 
+extern char **environ;
+
+/* No WAGUARD_* variable of the caller's (make's WAGUARD_BIN, a developer's override) may
+ * reach config_load: it would be refused as naming no key, or change the values tested. */
+static void clear_waguard_env(void)
+{
+    for (;;) {
+        char **e = environ;
+        while (*e && strncmp(*e, "WAGUARD_", 8) != 0)
+            e++;
+        if (!*e)
+            return;
+        char name[128];
+        const char *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        snprintf(name, sizeof name, "%.*s", (int)(n < sizeof name ? n : sizeof name - 1), *e);
+        unsetenv(name);
+    }
+}
+
 static void setup(void)
 {
     snprintf(dir, sizeof dir, "/tmp/waguard-unit-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/w.conf", dir);
     unsetenv("CREDENTIALS_DIRECTORY");
-    unsetenv("WAGUARD_SERVER_MAX_BODY_BYTES");
-    unsetenv("WAGUARD_GATE_FAIL");
+    clear_waguard_env();
 }
 
 static void teardown(void)
@@ -119,6 +138,18 @@ START_TEST(env_overrides)
     setenv("WAGUARD_GATE_FAIL", "maybe", 1);
     ck_assert_int_eq(load(""), -1);
     ck_assert_msg(strncmp(err, "WAGUARD_GATE_FAIL: gate.fail:", 29) == 0, "got: %s", err);
+    unsetenv("WAGUARD_GATE_FAIL");
+    setenv("WAGUARD_GATE_FALI", "closed", 1);      /* names no key: refused, named */
+    ck_assert_int_eq(load(""), -1);
+    ck_assert_msg(strncmp(err, "WAGUARD_GATE_FALI: names no key", 31) == 0, "got: %s", err);
+}
+END_TEST
+
+START_TEST(key_given_twice)
+{
+    ck_assert_int_eq(load("[log]\nlevel = info\n[log]\nlevel = debug\n"), -1);
+    ck_assert_ptr_nonnull(strstr(err, "lines 2 and 4"));
+    ck_assert_ptr_nonnull(strstr(err, "log.level"));
 }
 END_TEST
 
@@ -176,6 +207,7 @@ int main(void)
     tcase_add_test(tc, values_and_comments);
     tcase_add_test(tc, errors_name_file_line_key);
     tcase_add_test(tc, env_overrides);
+    tcase_add_test(tc, key_given_twice);
     tcase_add_test(tc, secrets_and_tokens);
     tcase_add_test(tc, public_listener_needs_credentials);
     suite_add_tcase(s, tc);
