@@ -145,7 +145,8 @@ static void on_page(struct app *app, const struct upstream_reply *rep, void *arg
         const cJSON *total = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "pagination"), "total");
         int got = cJSON_GetArraySize(contacts);
         b->offset += got;
-        more = got > 0 && cJSON_IsNumber(total) && b->offset < (long)total->valuedouble;
+        more = got > 0 && cJSON_IsNumber(total) && total->valuedouble > 0 && total->valuedouble < 1e9 &&
+               b->offset < (long)total->valuedouble;   /* a nonsense total (huge, NaN) ends the walk */
     }
     cJSON_Delete(o);
     if (more && ++b->pages >= MAX_PAGES) {

@@ -59,6 +59,21 @@ static const struct route_def webhook_post_route = { POST, NULL, ROLE_NONE, ROUT
 static const struct route_def webhook_verify_route = { GET, NULL, ROLE_NONE, ROUTE_WEBHOOK_VERIFY, webhook_verify, false };
 static const struct route_def forward_v1 = { 0, NULL, ROLE_API, ROUTE_FORWARDED, proxy_unknown, false };
 static const struct route_def forward_graph = { 0, NULL, ROLE_API, ROUTE_FORWARDED, proxy_unknown, true };
+/* A change to the WABA client's settings can turn off what protects users
+ * (show_security_notifications, the Cloud's identity key check): an operator's act. */
+static const struct route_def forward_v1_settings = { 0, NULL, ROLE_ADMIN, ROUTE_FORWARDED, proxy_unknown, false };
+static const struct route_def forward_graph_settings = { 0, NULL, ROLE_ADMIN, ROUTE_FORWARDED, proxy_unknown, true };
+
+/* /v1/settings and below, or a Graph path ending in /settings (/VERSION/PNID/settings). */
+static bool settings_path(const char *path)
+{
+    if (strncmp(path, "/v1/settings", 12) == 0 && (path[12] == '\0' || path[12] == '/'))
+        return true;
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    return strncmp(path, "/v1/", 4) != 0 && n >= 9 && strncmp(path + n - 9, "/settings", 9) == 0;
+}
 
 /* Matches path against pattern, capturing '*' segments (percent-decoded) into args.  A
  * segment that does not decode whole into args does not match. */
@@ -122,8 +137,12 @@ static const struct route_def *resolve(const struct config *cfg, const char *pat
     }
     if (*path_methods)
         return NULL;
-    if (cfg->forward_unknown && proxy_forwardable(path, method))
-        return strncmp(path, "/v1/", 4) == 0 ? &forward_v1 : &forward_graph;
+    if (cfg->forward_unknown && proxy_forwardable(path, method)) {
+        bool v1 = strncmp(path, "/v1/", 4) == 0;
+        if (method != GET && settings_path(path))
+            return v1 ? &forward_v1_settings : &forward_graph_settings;
+        return v1 ? &forward_v1 : &forward_graph;
+    }
     return NULL;
 }
 

@@ -16,7 +16,7 @@ enum sn_state { SN_UNKNOWN, SN_ON, SN_OFF };
 
 struct secnotify {
     enum sn_state state;
-    char why[300];
+    char why[400];
     unsigned generation;         /* the run an answer belongs to: older runs' answers are dropped */
     struct event *timer;
 };
@@ -84,10 +84,11 @@ static void on_patched(struct app *app, const struct upstream_reply *rep, void *
         return;
     }
     s->state = SN_OFF;
-    describe(rep, "PATCH /v1/settings/application", s->why, sizeof s->why);
-    log_error(&app->log, "secnotify", "show_security_notifications is off on the WABA client and could not be "
-              "turned on (%s): the WABA client sends no identity change and lets every send through; "
-              "not ready until it is on", s->why);
+    char why[200];
+    describe(rep, "PATCH /v1/settings/application", why, sizeof why);
+    snprintf(s->why, sizeof s->why, "show_security_notifications is off on the WABA client and could not be turned "
+             "on (%s): it sends no identity change and lets every send through", why);
+    log_error(&app->log, "secnotify", "%s; not ready until it is on", s->why);
 }
 
 static void on_settings(struct app *app, const struct upstream_reply *rep, void *arg)

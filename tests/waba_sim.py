@@ -1317,7 +1317,7 @@ class WabaSim:
 
     def _contact_status(self, raw):
         wa = normalise_phone(raw, self.home_country_code) if isinstance(raw, str) else None
-        names = {raw, wa} - {None}
+        names = {x for x in (raw, wa) if isinstance(x, str)}
         if names & set(self.failed_numbers):
             return "failed", None
         if wa is None or len(re.sub(r"\D", "", wa)) > 15 or names & set(self.invalid_numbers):
