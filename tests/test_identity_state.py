@@ -461,3 +461,27 @@ def test_a_reacknowledgement_is_not_given_by_an_old_messages_flag(procs):
     closed(wg, w)
     assert wg.ack_now(w).status_code == 202                                # an operator does
     wait_for(lambda: gate(wg, w)["allowed"], 5, "acknowledged again")
+
+
+@pytest.mark.parametrize("first,second", [("AAAtie1=", "zzztie2="), ("zzztie2=", "AAAtie1=")])
+def test_two_hashes_in_the_same_second_close_the_gate_whichever_comes_first(procs, first, second):
+    """Cloud times are whole seconds: a user whose key changed within the second of their last
+    message sends two hashes of one time. Which one they hold cannot be told: the gate closes
+    until someone acknowledges, in either arrival order (a lexical tie-break alone let the
+    second hash be ignored as late, the gate open on the first)."""
+    r = procs.redis()
+    wg = procs.daemon(r, None, overrides={"upstream": {"api": "cloud", "auth": "none"}, **MANUAL})
+    for w, uid in [("5511987654321", None), (None, "BR.77812300045")]:
+        who = w or uid
+        ts = NOW - 10
+        wg.webhook_ok(cloud_inbound(w=w, uid=uid, key_hash=first + who[-3:], ts=ts))
+        opened(wg, who)                                    # first_seen = trust
+        wg.webhook_ok(cloud_inbound(w=w, uid=uid, key_hash=second + who[-3:], ts=ts))
+        d = closed(wg, who)
+        hist = [e["hash"] for e in wg.identity(who)["history"]]
+        assert second + who[-3:] in hist, hist
+        # The same delivery again changes nothing; an acknowledgement opens it.
+        r2 = wg.post("/v1/identities/%s/ack" % quote(who, safe=""), token=ADMIN_TOKEN, json={"reason": "verified"})
+        assert r2.status_code in (200, 202), r2.text
+        wait_for(lambda: gate(wg, who)["allowed"], timeout=5, what="acknowledged")
+        assert d["identity"]["hash"] in (first + who[-3:], second + who[-3:])

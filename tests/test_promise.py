@@ -176,6 +176,9 @@ class Rec:
         """other's identity and record merged in (users.merge, identity.moved)."""
         if set(other.obs) & set(self.obs) or other.inexact:
             self.inexact = True
+        a, b = other.newest(), self.newest()
+        if a and b and a != b and other.obs[a] == self.obs[b]:
+            self.inexact = True                         # two newest as old as each other
         for h, t in other.obs.items():
             self.obs.setdefault(h, t)
         self.seen |= other.seen
@@ -282,6 +285,9 @@ class Model:
             if ack:
                 r.acked.add(h)
             return "newer"
+        if t == r.obs[cur]:                             # as old as the newest: asked again
+            r.reacknowledge()
+            return "tied"
         return "late"
 
     def candidates(self, x):

@@ -282,9 +282,19 @@ function identity.observe(w, o)
   end
   if in_history(w, h, o.mid) then return 'duplicate', future end
   if identity.seen(w, h) then return 'old', future end                       -- I1
-  if not newer(t, h, order_of(cur[2], cur[3]), cur[1]) then
+  local at = order_of(cur[2], cur[3])
+  if not newer(t, h, at, cur[1]) then
     remember(w, h)                       -- found late, it can never be the newest later
-    return 'late', future
+    if t ~= at then return 'late', future end
+    -- as old as the newest, to the millisecond (Cloud times are whole seconds): which key
+    -- the user holds now cannot be told, so the newest waits for an acknowledgement again
+    -- (the order between the two stays the hashes', the same whatever arrives first)
+    redis.call('LPUSH', K.history(w), cjson.encode({ hash = h, source = o.src, received_at = NOW,
+                                                     created_timestamp = t, acknowledged = false,
+                                                     message_id = o.mid, tied_with = cur[1] }))
+    redis.call('LTRIM', K.history(w), 0, 49)
+    identity.reacknowledge(w, nil)
+    return 'tied', future
   end
   record(w, h, t, future, o.src, o.mid, true, o.ack)
   if o.ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
@@ -430,6 +440,11 @@ function identity.moved(from, to, how)
         state = (STRICT[sa] or 3) > (STRICT[sb] or 3) and sa or sb
       else
         state = sb
+      end
+      if a[1] and b[1] and a[1] ~= b[1] and order_of(a[2], a[3]) == order_of(b[2], b[3]) then
+        -- two hashes as old as each other: which key the user holds cannot be told, so
+        -- the stricter state of the two, whichever hash the order keeps
+        state = (STRICT[sa] or 3) > (STRICT[sb] or 3) and sa or sb
       end
       if sa == STATE.HASH_UNKNOWN or sb == STATE.HASH_UNKNOWN then state = STATE.HASH_UNKNOWN end
     end
