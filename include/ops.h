@@ -79,7 +79,7 @@ void ops_user_id_change(struct ops *o, const char *prev, const char *uid, const 
 void ops_system(struct ops *o, struct ops_user who, const char *type, long long t_ms, const char *mid);
 void ops_contact_check(struct ops *o, const char *input_norm, const char *raw, const char *status,
                        const char *wa_id);
-void ops_profile(struct ops *o, struct ops_user who, const char *name);
+void ops_profile(struct ops *o, struct ops_user who, const char *name, const char *username);
 /* codes: comma-separated error codes ("" none) */
 void ops_status(struct ops *o, const char *id, const char *status, struct ops_user who, long long t_ms,
                 const char *codes, const char *number);

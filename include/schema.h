@@ -65,8 +65,8 @@
 #define SCHEMA_OP_SYSTEM(F) F(SYSTEM, w) F(SYSTEM, u) F(SYSTEM, st) F(SYSTEM, t) F(SYSTEM, mid)
 /* a contact check: the normalised input, as given, its status, the wa_id when valid */
 #define SCHEMA_OP_CONTACT(F) F(CONTACT, in) F(CONTACT, raw) F(CONTACT, st) F(CONTACT, w)
-/* a sender's profile */
-#define SCHEMA_OP_PROFILE(F) F(PROFILE, w) F(PROFILE, u) F(PROFILE, pu) F(PROFILE, name)
+/* a sender's profile: the name, and the username a user who hides the phone number chose */
+#define SCHEMA_OP_PROFILE(F) F(PROFILE, w) F(PROFILE, u) F(PROFILE, pu) F(PROFILE, name) F(PROFILE, uname)
 /* a message status: id, status, recipient (may be ""), time, error codes (comma
  * separated), the business number */
 #define SCHEMA_OP_STATUS(F) F(STATUS, id) F(STATUS, st) F(STATUS, w) F(STATUS, u) \
@@ -117,7 +117,7 @@
 #define SCHEMA_GET_RECORD(X) X(W) X(HASH) X(TS) X(STATE) X(ATTEMPTS) X(ERR) X(ACKED_BY) \
     X(ACKED_AT) X(CHANGED_AT) X(NAME) X(USER_ID) X(PARENT_USER_ID) X(LAST_IN) X(BLOCKED) \
     X(MOVED_TO) X(CONTACT) X(NEXT) X(LEASE) X(REQUESTED_BY) X(HOLD_RELEASED) X(SINCE) X(RX) \
-    X(CONTACT_AT)
+    X(CONTACT_AT) X(USERNAME) X(LAST_IN_BY_NUMBER)
 /* stats: the gauges */
 #define SCHEMA_STATS(X) X(PENDING) X(FAILED) X(QUEUED) X(OLDEST) X(CHECKS_UNSENT) X(HELD) \
     X(BLOCKED) X(CHANGES_24H) X(REFUSALS_24H)

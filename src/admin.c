@@ -268,10 +268,18 @@ static void on_get(struct app *app, redisReply *reply, void *arg)
     add_str(o, "name", e[GR_NAME]);
     add_str(o, "user_id", e[GR_USER_ID]);
     add_str(o, "parent_user_id", e[GR_PARENT_USER_ID]);
+    add_str(o, "username", e[GR_USERNAME]);
     if (store_int(e[GR_LAST_IN], 0) > 0)
         cJSON_AddNumberToObject(o, "last_inbound", (double)store_int(e[GR_LAST_IN], 0));
     else
         cJSON_AddNullToObject(o, "last_inbound");
+    /* Cloud: the window of each business number the user wrote to ({number: time}) */
+    cJSON *by = e[GR_LAST_IN_BY_NUMBER]->type == REDIS_REPLY_STRING
+                    ? cJSON_ParseWithLength(e[GR_LAST_IN_BY_NUMBER]->str, e[GR_LAST_IN_BY_NUMBER]->len) : NULL;
+    if (cJSON_IsObject(by))
+        cJSON_AddItemToObject(o, "last_inbound_by_number", by);
+    else
+        cJSON_Delete(by);
     cJSON_AddBoolToObject(o, "blocked", store_int(e[GR_BLOCKED], 0) == 1);
     add_str(o, "moved_to", e[GR_MOVED_TO]);
     add_str(o, "contact", e[GR_CONTACT]);
@@ -359,6 +367,11 @@ static void on_requested(struct app *app, redisReply *reply, void *arg)
     log_notice(&app->log, "admin", "%s asked to acknowledge %s now", r->caller, w);
     cJSON_AddStringToObject(o, "state", "queued");
     cJSON_AddStringToObject(o, "requested_by", r->caller);
+    cJSON_AddStringToObject(o, "detail", app->cfg->api == API_CLOUD
+                            ? "the Cloud API has no acknowledgement call: waguard records the newest identity as "
+                              "acknowledged, opens the gate and pins that hash on every send from now on"
+                            : "waguard PUTs the newest identity to the WABA client now; the gate opens once the "
+                              "client accepts it");
     request_reply_json(r, 202, o);
 }
 

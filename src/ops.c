@@ -216,10 +216,11 @@ void ops_contact_check(struct ops *o, const char *input_norm, const char *raw, c
     add(o, OP_CONTACT, f);
 }
 
-void ops_profile(struct ops *o, struct ops_user who, const char *name)
+void ops_profile(struct ops *o, struct ops_user who, const char *name, const char *username)
 {
     const char *f[OPF_PROFILE_N] = {
         [OPF_PROFILE_w] = who.w, [OPF_PROFILE_u] = who.u, [OPF_PROFILE_pu] = who.pu, [OPF_PROFILE_name] = name,
+        [OPF_PROFILE_uname] = username,
     };
     add(o, OP_PROFILE, f);
 }

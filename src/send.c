@@ -208,8 +208,9 @@ static void on_answer(struct request *r, struct fwd *f)
         const cJSON *mid = cJSON_GetObjectItemCaseSensitive(m, "id");
         const char *id = cJSON_IsString(mid) && strlen(mid->valuestring) < 256 ? mid->valuestring : NULL;
         /* the message id is what ties a failed status that names nobody to the user */
-        if (spec[0] || (id && s->cloud && app->cfg->sent_ttl_s > 0))
-            ops_sent(&ops, spec, s->decided, s->cloud ? id : NULL, number, s->pinned[0] ? s->pinned : NULL);
+        if (spec[0] || (id && app->cfg->sent_ttl_s > 0))
+            ops_sent(&ops, spec, s->decided, app->cfg->sent_ttl_s > 0 ? id : NULL, number,
+                     s->pinned[0] ? s->pinned : NULL);
     }
     if (ops.count == 0 && !ops.oom) {
         ops_free(&ops);

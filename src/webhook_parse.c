@@ -306,7 +306,8 @@ static void parse_contact(struct pctx *c, const cJSON *ct)
         return;
     }
     const cJSON *prof = cJSON_GetObjectItemCaseSensitive(ct, "profile");
-    ops_profile(&c->b->ops, ub.ref, cJSON_IsObject(prof) ? str_of(prof, "name") : NULL);
+    ops_profile(&c->b->ops, ub.ref, cJSON_IsObject(prof) ? str_of(prof, "name") : NULL,
+                cJSON_IsObject(prof) ? str_of(prof, "username") : NULL);
     c->b->items++;
 }
 

@@ -203,6 +203,7 @@ end
 handlers.prof = function(op)
   local w = users.who(op.w, op.u, op.pu)
   if nz(op.name) then redis.call('HSET', K.user(w), F.NAME, op.name) end
+  if nz(op.uname) then redis.call('HSET', K.user(w), F.USERNAME, op.uname) end
 end
 
 handlers.st = function(op)

@@ -21,7 +21,7 @@ local F = {
   REQUESTED_BY = 'id_requested_by', CHANGED_AT = 'id_changed_at', ACKED_BY = 'id_acked_by',
   ACKED_AT = 'id_acked_at', LAST_IN = 'last_in', BLOCKED = 'blocked', MOVED_TO = 'moved_to',
   MOVED_AT = 'moved_at', CONTACT = 'contact', CONTACT_AT = 'contact_at', NAME = 'name',
-  USER_ID = 'user_id', PARENT = 'parent_user_id', HOLD_RELEASED = 'hold_released',
+  USER_ID = 'user_id', PARENT = 'parent_user_id', USERNAME = 'username', HOLD_RELEASED = 'hold_released',
   REACK = 'id_reack',
 }
 -- The fields that make up an identity (moved together, dropped together).

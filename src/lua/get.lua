@@ -8,7 +8,8 @@ FN.get = function(keys, args)
   local k = K.user(w)
   local v = redis.call('HMGET', k, F.HASH, F.TS, F.STATE, F.ATTEMPTS, F.ERR, F.ACKED_BY, F.ACKED_AT,
                        F.CHANGED_AT, F.NAME, F.USER_ID, F.PARENT, F.LAST_IN, F.BLOCKED, F.MOVED_TO,
-                       F.CONTACT, F.NEXT, F.LEASE, F.REQUESTED_BY, F.HOLD_RELEASED, F.RX, F.CONTACT_AT)
+                       F.CONTACT, F.NEXT, F.LEASE, F.REQUESTED_BY, F.HOLD_RELEASED, F.RX, F.CONTACT_AT,
+                       F.USERNAME)
   local rec = {}
   rec[GET_RECORD.W] = w
   rec[GET_RECORD.HASH], rec[GET_RECORD.TS], rec[GET_RECORD.STATE] = v[1], v[2], v[3]
@@ -18,6 +19,18 @@ FN.get = function(keys, args)
   rec[GET_RECORD.BLOCKED], rec[GET_RECORD.MOVED_TO], rec[GET_RECORD.CONTACT] = v[13], v[14], v[15]
   rec[GET_RECORD.NEXT], rec[GET_RECORD.LEASE], rec[GET_RECORD.REQUESTED_BY] = v[16], v[17], v[18]
   rec[GET_RECORD.HOLD_RELEASED], rec[GET_RECORD.RX], rec[GET_RECORD.CONTACT_AT] = v[19], v[20], v[21]
+  rec[GET_RECORD.USERNAME] = v[22]
+  -- the 24-hour windows per business number (Cloud), and the latest of all of them
+  local by, latest = {}, tonumber(v[12]) or 0
+  for _, n in ipairs(redis.call('SMEMBERS', NUMBERS)) do
+    local t = tonumber(redis.call('HGET', k, win_field(n)))
+    if t then
+      by[n] = t
+      if t > latest then latest = t end
+    end
+  end
+  if latest > 0 then rec[GET_RECORD.LAST_IN] = latest end
+  if next(by) then rec[GET_RECORD.LAST_IN_BY_NUMBER] = cjson.encode(by) end
   local since = redis.call('ZSCORE', SINCE, w)
   rec[GET_RECORD.SINCE] = since or false
   local flat = {}

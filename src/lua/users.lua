@@ -89,8 +89,9 @@ function users.merge(from, to, how)
   local kt = K.user(to)
   identity.moved(from, to, how)
   users.carry_windows(a, kt)
-  local cur = redis.call('HMGET', kt, F.NAME, F.CONTACT, F.PARENT)
+  local cur = redis.call('HMGET', kt, F.NAME, F.CONTACT, F.PARENT, F.USERNAME)
   if a[F.NAME] and not cur[1] then redis.call('HSET', kt, F.NAME, a[F.NAME]) end
+  if a[F.USERNAME] and not cur[4] then redis.call('HSET', kt, F.USERNAME, a[F.USERNAME]) end
   if a[F.CONTACT] and not cur[2] then
     redis.call('HSET', kt, F.CONTACT, a[F.CONTACT], F.CONTACT_AT, a[F.CONTACT_AT] or NOW)
   end
@@ -141,7 +142,9 @@ function users.retire(old, new, w)
   redis.call('SET', K.retired(old), new)
   if old ~= w then redis.call('SET', K.alias(old), w) end
   if nz(new) and new ~= w then redis.call('SET', K.alias(new), w) end
-  redis.call('HSET', K.user(w), F.USER_ID, new)
+  -- a parent id (CC.ENT.…) changes with its user id, in an op of its own: its own field
+  local field = string.match(old, '^%a%a%.ENT%.') and F.PARENT or F.USER_ID
+  redis.call('HSET', K.user(w), field, new)
   redis.call('DEL', K.retired(new))
 end
 
