@@ -204,10 +204,12 @@ FAULT_KILLS ?= 100
 soak: all
 	$(SAN_ENV) FAULT_KILLS=$(FAULT_KILLS) WAGUARD_BIN=$(BUILD)/waguard $(PY) -m pytest -q -s -m fault tests/test_fault.py
 
-# A private Redis on a unix socket, the WABA simulator and waguard in the foreground.
+# A private Redis on a unix socket, the WABA simulator and waguard in the foreground;
+# API=cloud (Meta's Graph API, the default) or API=onprem.
+API ?= cloud
 run: deps
 	@$(MAKE) --no-print-directory all
-	@bash tests/run-dev.sh
+	@bash tests/run-dev.sh $(API)
 
 bench: deps
 	@$(MAKE) --no-print-directory all
@@ -226,7 +228,7 @@ install: build/waguard build/waguardctl
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf ]; then \
 	  echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf"; \
 	else install -m 0644 deploy/waguard.conf $(DESTDIR)$(SYSCONFDIR)/waguard/waguard.conf; fi
-	install -m 0644 deploy/waguard.conf deploy/redis-waguard.conf deploy/nginx-waguard.conf \
+	install -m 0644 deploy/waguard.conf deploy/waguard.cloud.conf deploy/redis-waguard.conf deploy/nginx-waguard.conf \
 	    deploy/waguard.rules.yml deploy/grafana-waguard.json deploy/DEPLOYING.md README.md \
 	    $(DESTDIR)$(DOCDIR)/
 

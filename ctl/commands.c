@@ -447,9 +447,13 @@ static int ack_user(struct ctl *c, const char *verb, const char *user, const cha
     if (c->json)
         js_print(a.doc, c->out);
     else if (a.status == 202)
-        fprintf(c->out, "%s: queued: waguard acknowledges its newest identity to the WABA client now "
-                "(requested by %s); the gate opens once the client accepts it\n", w,
-                fmt_safe(js_str(a.doc, "requested_by"), 64, by, sizeof by));
+    {
+        char detail[600];
+        fprintf(c->out, "%s: queued (requested by %s): %s\n", w,
+                fmt_safe(js_str(a.doc, "requested_by"), 64, by, sizeof by),
+                fmt_safe(js_str(a.doc, "detail") ? js_str(a.doc, "detail") : "waguard acknowledges its newest identity now",
+                         500, detail, sizeof detail));
+    }
     else
         fprintf(c->out, "%s: already acknowledged: nothing to do\n", w);
     answer_free(&a);

@@ -27,82 +27,25 @@ MANPAGE = TOP / "man" / "waguard.8"
 
 MAX_EXPOSURE = 1.2
 
-# The configuration keys of the brief, with their defaults.
-KEYS = {
-    "server": {
-        "listen": "127.0.0.1:8080",
-        "max_body_bytes": "1048576",
-        "max_header_bytes": "16384",
-        "timeout_s": "30",
-        "max_connections": "1024",
-        "shutdown_timeout_s": "10",
-    },
-    "redis": {
-        "url": "redis://127.0.0.1:6379/0",
-        "password_file": "",
-        "key_prefix": "waguard",
-        "events_maxlen": "100000",
-        "timeout_ms": "3000",
-        "sentinels": "",
-        "master_name": "",
-        "min_replicas": "0",
-    },
-    "upstream": {
-        "api": "onprem",
-        "url": "https://127.0.0.1:9090",
-        "auth": "none",
-        "username": "admin",
-        "password_file": "",
-        "token_file": "",
-        "header_name": "D360-API-KEY",
-        "ca_file": "",
-        "timeout_ms": "5000",
-        "max_in_flight": "16",
-        "queue_max": "1000",
-        "phone_number_id": "",
-        "graph_version": "v21.0",
-        "identity_check": "off",
-        "blocklist_sync_s": "3600",
-    },
-    "webhook": {
-        "path": "/webhook",
-        "token_file": "",
-        "hmac_secret_file": "",
-        "verify_token_file": "",
-    },
-    "api": {
-        "tokens_file": "",
-        "admin_tokens_file": "",
-    },
-    "identity": {
-        "ack": "auto",
-        "retry_max_s": "900",
-        "retry_base_ms": "1000",
-        "lease_s": "30",
-        "first_seen": "trust",
-    },
-    "proxy": {
-        "forward_unknown": "true",
-    },
-    "contacts": {
-        "check_budget": "10000",
-        "check_window_s": "604800",
-    },
-    "gate": {
-        "fail": "closed",
-        "require_valid_contact": "false",
-        "session_window": "enforce",
-        "home_country_code": "1",
-    },
-    "hold": {
-        "authentication_s": "0",
-        "authentication_templates": "",
-    },
-    "log": {
-        "level": "info",
-        "format": "text",
-    },
-}
+# The configuration keys, their defaults and what a change needs, from the configuration
+# table itself (waguard --list-keys), so that no document can drift from it; [hold]'s
+# per-category keys as the examples give them (authentication_s, authentication_templates).
+from daemon import WAGUARD_BIN  # noqa: E402  (the binary under test: make sets WAGUARD_BIN)
+
+
+def _keys_from_binary():
+    out = subprocess.run([str(WAGUARD_BIN), "--list-keys"], capture_output=True, text=True, check=True).stdout
+    keys, restart = {}, set()
+    for line in out.splitlines():
+        section, key, default, change = line.split("\t")
+        key = key.replace("<category>", "authentication")
+        keys.setdefault(section, {})[key] = default
+        if change == "restart":
+            restart.add("%s.%s" % (section, key))
+    return keys, restart
+
+
+KEYS, RESTART_KEYS = _keys_from_binary()
 
 # Secrets the unit passes with LoadCredential=.
 CREDENTIALS = ["waba_password", "api_tokens", "admin_tokens", "webhook_token", "hmac_secret"]
@@ -271,24 +214,70 @@ def test_example_config_has_every_key_with_its_default():
                 assert value in loaded, f"[{section}] {key} = {value}: no LoadCredential={value}"
 
 
-def test_dev_config_is_for_make_run():
-    cp = read_ini(DEPLOY / "waguard.dev.conf")
-    assert set(cp.sections()) == set(KEYS)
+def _every_key(cp, name):
+    assert set(cp.sections()) == set(KEYS), name
     for section, keys in KEYS.items():
-        assert set(cp[section]) == set(keys), f"[{section}] keys differ"
-    assert cp["server"]["listen"] == "127.0.0.1:8080"
-    assert cp["redis"]["url"] == "unix:.run/redis.sock"
-    assert cp["upstream"]["url"] == "http://127.0.0.1:9090"
-    assert cp["upstream"]["auth"] == "login"
-    assert cp["upstream"]["username"] == "admin"
-    # Secrets are looked up next to the configuration file (deploy/): this is
-    # the repository top's .run/waba_password, written by make run.
-    assert cp["upstream"]["password_file"] == "../.run/waba_password"
-    assert cp["webhook"]["token_file"] == ""
-    assert cp["webhook"]["hmac_secret_file"] == ""
-    assert cp["api"]["tokens_file"] == ""
-    assert cp["api"]["admin_tokens_file"] == ""
-    assert cp["log"]["level"] == "debug"
+        assert set(cp[section]) == set(keys), f"{name}: [{section}] keys differ"
+
+
+def _check_config(path, tmp_path, credentials):
+    cred = tmp_path / "cred"
+    cred.mkdir()
+    for name in credentials:
+        (cred / name).write_text(("ops:%s\n" if "tokens" in name else "%s\n") % ("x" * 32))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAGUARD_")}
+    env["CREDENTIALS_DIRECTORY"] = str(cred)
+    return run([str(WAGUARD_BIN), "--config", str(path), "--check-config"], env=env)
+
+
+def test_dev_config_is_for_make_run():
+    """make run (tests/run-dev.sh): the Cloud by default, On-Premises with API=onprem."""
+    run_dev = (TOP / "tests" / "run-dev.sh").read_text(encoding="utf-8")
+    for name, api in (("waguard.dev.conf", "cloud"), ("waguard.dev-onprem.conf", "onprem")):
+        cp = read_ini(DEPLOY / name)
+        _every_key(cp, name)
+        assert name in run_dev
+        assert cp["server"]["listen"] == "127.0.0.1:8080"
+        assert cp["redis"]["url"] == "unix:.run/redis.sock"
+        assert cp["upstream"]["url"] == "http://127.0.0.1:9090"
+        assert cp["upstream"]["api"] == api
+        # Secrets are looked up next to the configuration file (deploy/): these are the
+        # repository top's .run/ files, written by make run, which prints the admin token.
+        assert cp["api"]["admin_tokens_file"] == "../.run/admin_tokens"
+        assert ".run/admin_tokens" in run_dev and "admin token" in run_dev
+        assert cp["api"]["tokens_file"] == ""
+        assert cp["webhook"]["token_file"] == ""
+        assert cp["log"]["level"] == "debug"
+        if api == "cloud":
+            # Signed webhooks as Meta sends them; the simulator's Graph token; two numbers.
+            assert cp["upstream"]["auth"] == "bearer"
+            assert cp["upstream"]["token_file"] == "../.run/waba_token"
+            assert cp["webhook"]["hmac_secret_file"] == "../.run/app_secret"
+            assert len(cp["upstream"]["phone_number_id"].split(",")) == 2
+            assert cp["identity"]["ack"] == "manual"
+        else:
+            assert cp["upstream"]["auth"] == "login"
+            assert cp["upstream"]["password_file"] == "../.run/waba_password"
+            assert cp["webhook"]["hmac_secret_file"] == ""
+
+
+def test_cloud_config_is_complete_and_passes_check_config_as_shipped(tmp_path):
+    cp = read_ini(DEPLOY / "waguard.cloud.conf")
+    _every_key(cp, "waguard.cloud.conf")
+    assert cp["upstream"]["api"] == "cloud"
+    assert cp["upstream"]["url"] == "https://graph.facebook.com"
+    assert cp["upstream"]["identity_check"] == "on"
+    # Meta's signature is the credential; no token stands in for it (DEPLOYING.md).
+    assert cp["webhook"]["hmac_secret_file"] and cp["webhook"]["token_file"] == ""
+    assert int(cp["server"]["max_body_bytes"]) >= 3 * 1024 * 1024
+    unit = read_unit(SERVICE)
+    loaded = {v.partition(":")[0] for v in unit_values(unit, "Service", "LoadCredential")}
+    named = [v for sect in cp.sections() for k, v in cp[sect].items()
+             if k.endswith("_file") and v and k != "ca_file"]
+    for value in named:
+        assert value in loaded, f"{value}: no LoadCredential={value}"
+    res = _check_config(DEPLOY / "waguard.cloud.conf", tmp_path, named)
+    assert res.returncode == 0 and "is valid" in res.stdout, res.stderr
 
 
 def test_redis_config_is_durable_and_never_evicts(tmp_path):
@@ -700,7 +689,7 @@ def test_make_install_layout(tmp_path, prefix):
     # DynamicUser=yes: the service runs as a throw-away user, so the file must
     # be world-readable (the secrets are in /etc/credstore, not in it).
     assert tree["config"].stat().st_mode & 0o004, "waguard.conf must be mode 0644"
-    for name in ("nginx-waguard.conf", "redis-waguard.conf", "waguard.rules.yml"):
+    for name in ("nginx-waguard.conf", "redis-waguard.conf", "waguard.rules.yml", "waguard.cloud.conf"):
         assert (tree["doc"] / name).is_file(), name
 
 

@@ -123,6 +123,7 @@ def test_contents(deb):
         "usr/share/doc/waguard/DEPLOYING.md.gz": "-rw-r--r--",
         # Copied into place as they are: not compressed.
         "usr/share/doc/waguard/waguard.conf": "-rw-r--r--",
+        "usr/share/doc/waguard/waguard.cloud.conf": "-rw-r--r--",
         "usr/share/doc/waguard/redis-waguard.conf": "-rw-r--r--",
         "usr/share/doc/waguard/nginx-waguard.conf": "-rw-r--r--",
         "usr/share/doc/waguard/waguard.rules.yml": "-rw-r--r--",
