@@ -357,8 +357,10 @@ def test_rules_use_only_known_metrics_and_cover_the_brief():
 # nginx
 
 
-def nginx_wrapper(tmp_path, *, live=False, https_port=443, http_port=80, upstream_port=8080):
-    """Write a self-contained nginx.conf in tmp_path including the site file."""
+def nginx_wrapper(tmp_path, *, live=False, https_port=443, http_port=80, upstream_port=8080, site=None,
+                  auth_line='proxy_set_header Authorization "Bearer test-webhook-token";\n'):
+    """Write a self-contained nginx.conf in tmp_path including the site file (deploy's, or
+    `site` as text) and the webhook auth include holding auth_line."""
     need("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     res = run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
@@ -366,9 +368,11 @@ def nginx_wrapper(tmp_path, *, live=False, https_port=443, http_port=80, upstrea
                "-subj", "/CN=waguard.example.com"])
     assert res.returncode == 0, res.stderr
     auth = tmp_path / "waguard-webhook-auth.conf"
-    auth.write_text('proxy_set_header Authorization "Bearer test-webhook-token";\n')
+    if not auth.exists():
+        auth.write_text(auth_line)
 
-    site = (DEPLOY / "nginx-waguard.conf").read_text(encoding="utf-8")
+    if site is None:
+        site = (DEPLOY / "nginx-waguard.conf").read_text(encoding="utf-8")
     for old, new in [
         ("/etc/ssl/certs/waguard.example.com.pem", str(cert)),
         ("/etc/ssl/private/waguard.example.com.key", str(key)),
@@ -517,6 +521,113 @@ def test_nginx_routes_only_the_public_paths(tmp_path):
             proc.kill()
         upstream.shutdown()
         upstream.server_close()
+
+
+def cloud_nginx_site(tmp_path):
+    """Follow DEPLOYING.md's Cloud nginx step as written: its shell lines run against
+    copies (the installed paths mapped into tmp_path; the sites-enabled link left out).
+    Returns the site text it leaves and the auth include's text."""
+    guide = (DEPLOY / "DEPLOYING.md").read_text(encoding="utf-8")
+    mark = "<!-- cloud nginx: tests/test_deploy.py runs these lines -->"
+    assert mark in guide, "DEPLOYING.md lost the Cloud nginx step's marker"
+    block = guide.split(mark, 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
+    site, auth = tmp_path / "sites-available-waguard", tmp_path / "waguard-webhook-auth.conf"
+    lines = []
+    for line in block.splitlines():
+        if line.startswith("ln -s"):
+            continue
+        line = line.replace("/usr/share/doc/waguard/nginx-waguard.conf", str(DEPLOY / "nginx-waguard.conf"))
+        line = line.replace("/etc/nginx/sites-available/waguard", str(site))
+        line = line.replace("/etc/nginx/waguard-webhook-auth.conf", str(auth))
+        assert "/etc/" not in line, "a Cloud step this test cannot map: " + line
+        lines.append(line)
+    res = run(["bash", "-ec", "\n".join(lines)])
+    assert res.returncode == 0, res.stderr
+    text = site.read_text(encoding="utf-8")
+    assert not re.search(r"^\s*allow \S+;", text, re.M), "the allow-list is still there"
+    assert "location = /webhook" in text
+    assert auth.read_text() == "", "the Cloud step must leave the auth include empty"
+    return text
+
+
+def test_nginx_cloud_path_as_the_guide_says_finds_no_way_around_the_signature(tmp_path, procs):
+    """DEPLOYING.md's Cloud path, nginx in front of the real waguard with Meta's app secret:
+    nothing posted from outside is taken without Meta's valid signature, whatever token,
+    path spelling or header it carries; Meta's signed body and the handshake go through."""
+    nginx = need("nginx")
+    requests = pytest.importorskip("requests")
+    import hashlib
+    import hmac as hmac_mod
+    import urllib3
+
+    urllib3.disable_warnings()
+    if os.geteuid() != 0:
+        pytest.skip("the live nginx test runs nginx as root")
+    site = cloud_nginx_site(tmp_path)
+    secret = "the-app-secret"
+    r = procs.redis()
+    wg = procs.daemon(r, None, overrides={
+        "upstream": {"api": "cloud", "auth": "none"},
+        "webhook": {"hmac_secret_file": "hmac_secret", "token_file": "webhook_token",
+                    "verify_token_file": "verify_token"}},
+        files={"hmac_secret": secret + "\n"})
+    https_port, http_port = free_port(), free_port()
+    conf = nginx_wrapper(tmp_path, live=True, https_port=https_port, http_port=http_port,
+                         upstream_port=wg.port, site=site)
+    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"https://127.0.0.1:{https_port}"
+    w = "447700900777"
+    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [
+        {"field": "messages", "value": {"messaging_product": "whatsapp",
+                                        "metadata": {"phone_number_id": "PN1"},
+                                        "contacts": [{"wa_id": w, "identity_key_hash": "OUTSIDE="}],
+                                        "messages": [{"from": w, "id": "wamid.x1", "timestamp": "1",
+                                                      "type": "text", "text": {"body": "hi"}}]}}]}]}).encode()
+    good = "sha256=" + hmac_mod.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    try:
+        wait_port(https_port, proc)
+        from daemon import WEBHOOK_TOKEN
+        attempts = [
+            ("/webhook", {}),
+            ("/webhook", {"Authorization": "Bearer " + WEBHOOK_TOKEN}),
+            ("/webhook", {"Authorization": "Bearer " + WEBHOOK_TOKEN, "X-Hub-Signature-256": "sha256=" + "0" * 64}),
+            ("/webhook", {"X-Hub-Signature-256": good.upper()}),
+            ("/webhook", {"X-Hub-Signature-256": "sha1=" + good[7:]}),
+            ("/webhook?hub.mode=subscribe", {}),
+            ("//webhook", {"Authorization": "Bearer " + WEBHOOK_TOKEN}),
+            ("/webhook/", {"Authorization": "Bearer " + WEBHOOK_TOKEN}),
+            ("/./webhook", {}),
+            ("/%77ebhook", {}),
+            ("/Webhook", {}),
+            ("/v1/messages", {}),
+        ]
+        for path, headers in attempts:
+            h = {"Content-Type": "application/json", "X-Forwarded-For": "127.0.0.1"}
+            h.update(headers)
+            res = requests.post(base + path, data=body, headers=h, verify=False, timeout=10)
+            assert res.status_code in (401, 403, 404, 405), (path, headers, res.status_code, res.text)
+        # Nothing of it reached the store.
+        assert r.client().exists(wg.user_key(w)) == 0
+        # Meta's body, signed, goes through, byte for byte.
+        res = requests.post(base + "/webhook", data=body, verify=False, timeout=10,
+                            headers={"Content-Type": "application/json", "X-Hub-Signature-256": good})
+        assert res.status_code == 200, res.text
+        assert r.client().exists(wg.user_key(w)) == 1
+        # The handshake: the right verify token only.
+        res = requests.get(base + "/webhook?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=7",
+                           verify=False, timeout=10)
+        assert res.status_code == 403
+        from daemon import VERIFY_TOKEN
+        res = requests.get(base + "/webhook?hub.mode=subscribe&hub.verify_token=%s&hub.challenge=7" % VERIFY_TOKEN,
+                           verify=False, timeout=10)
+        assert res.status_code == 200 and res.text == "7"
+    finally:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # --------------------------------------------------------------------------
