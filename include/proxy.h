@@ -31,6 +31,9 @@ bool proxy_forwardable(const char *path, int method);
  * waguard's credentials (never the caller's), bodies bounded by max_body_bytes both ways;
  * a Graph batch request (a batch parameter) is refused: it could carry any send. */
 void proxy_unknown(struct request *r);
+/* A forwarded change of the WABA client's settings (admin): forwarded as proxy_unknown
+ * does, then the identity key check and show_security_notifications are read again. */
+void proxy_settings(struct request *r);
 /* /{version}/{pnid}/calls: refused 400 (a call reaches the user around the gate). */
 void proxy_refuse_calls(struct request *r);
 

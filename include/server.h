@@ -31,6 +31,9 @@ struct route_def {
 struct router {
     const struct route_def *(*resolve)(const struct config *cfg, const char *path, int method, char args[2][160],
                                    int *path_methods);
+    /* True when path is one Graph's callers use (a Cloud path): waguard's refusals of it
+     * (404, 405, the edge's 400/413/501) are in Graph's envelope. */
+    bool (*graph_path)(const struct config *cfg, const char *path);
 };
 
 /* router: borrowed for the server's life. */

@@ -300,7 +300,7 @@ void admin_get(struct request *r)
 
 /* ---- POST /v1/identities/{wa_id}/ack ------------------------------------------------ */
 
-/* The optional {"reason":"…"} of an operator's act (at most 500 characters); required
+/* The optional {"reason":"…"} of an operator's act (at most 500 bytes of UTF-8); required
  * is says whether it must be there.  Returns 0 with reason filled ("" none), or -1
  * after answering 400. */
 static int reason_of(struct request *r, bool required, char *reason, size_t len, char *category, size_t clen)
@@ -328,7 +328,7 @@ static int reason_of(struct request *r, bool required, char *reason, size_t len,
     cJSON_Delete(in);
     if (!ok)
         request_reply_error(r, 400, "Bad request", "expected {\"reason\":\"why\"%s} (a reason of at most 500 "
-                            "characters%s)%s%s", category ? ",\"category\":\"…\" (optional: default every category)" : "",
+                            "bytes%s)%s%s", category ? ",\"category\":\"…\" (optional: default every category)" : "",
                             required ? ", required" : "", in ? "" : ": ", in ? "" : why);
     return ok ? 0 : -1;
 }
@@ -488,6 +488,12 @@ void admin_release(struct request *r)
     r->free_data = free;
     if (name_arg(r, r->arg[0], spec) != 0 || reason_of(r, true, reason, sizeof reason, rel->category, sizeof rel->category) != 0)
         return;
+    if (strcmp(rel->category, "*") != 0 && !config_hold(r->app->cfg, rel->category)) {
+        /* as the gate answers ?category= naming no [hold] category */
+        request_reply_error(r, 400, "Unknown category", "[hold] configures no category \"%s\": nothing to release",
+                            rel->category);
+        return;
+    }
     const char *argv[] = { spec, r->caller, rel->category, reason };
     if (store_call(r->app, STORE_RELEASE, 4, argv, NULL, on_released, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");

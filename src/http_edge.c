@@ -211,8 +211,9 @@ static int check_request_line(const char *l, size_t n, char *why, size_t whylen)
     for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         is_known = is_known || (strlen(known[k]) == i && memcmp(l, known[k], i) == 0);
     if (!is_known)
-        return fail(why, whylen, 501, "the method \"%.*s\" is not one waguard or the WABA client serves "
-                    "(GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)", (int)(i < 24 ? i : 24), l);
+        return fail(why, whylen, 501, "the method \"%.*s\" is not one waguard knows: GET, POST, PUT, PATCH and "
+                    "DELETE are served where a route takes them, HEAD, OPTIONS, TRACE and CONNECT answered 405",
+                    (int)(i < 24 ? i : 24), l);
     const char *t = l + i + 1;
     const char *sp = memchr(t, ' ', n - (size_t)(t - l));
     if (!sp)

@@ -9,8 +9,10 @@
 #include "business.h"
 #include "forward.h"
 #include "jsonx.h"
+#include "keycheck.h"
 #include "ops.h"
 #include "recipient.h"
+#include "secnotify.h"
 #include "store.h"
 #include "wtime.h"
 
@@ -471,7 +473,18 @@ void proxy_refuse_calls(struct request *r)
                         "client directly once the gate allows a send");
 }
 
-void proxy_unknown(struct request *r)
+/* A settings change went through (an operator's): what waguard reads of the settings is
+ * read again at once, so /readyz never says "on" about a check just turned off. */
+static void on_settings_answer(struct request *r, struct fwd *f)
+{
+    struct app *app = r->app;
+    forward_reply(r, f);
+    keycheck_run(app);
+    secnotify_run(app);
+}
+
+/* Forwards r as it is, then done; a Graph batch is refused (it could carry a send). */
+static void forward_plain(struct request *r, void (*done)(struct request *r, struct fwd *f))
 {
     struct fwd *f = forward_new(r);
     if (!f)
@@ -482,5 +495,15 @@ void proxy_unknown(struct request *r)
                             "each request on its own");
         return;
     }
-    forward_send(r, f, forward_reply);
+    forward_send(r, f, done);
+}
+
+void proxy_settings(struct request *r)
+{
+    forward_plain(r, on_settings_answer);
+}
+
+void proxy_unknown(struct request *r)
+{
+    forward_plain(r, forward_reply);
 }

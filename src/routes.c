@@ -61,8 +61,8 @@ static const struct route_def forward_v1 = { 0, NULL, ROLE_API, ROUTE_FORWARDED,
 static const struct route_def forward_graph = { 0, NULL, ROLE_API, ROUTE_FORWARDED, proxy_unknown, true };
 /* A change to the WABA client's settings can turn off what protects users
  * (show_security_notifications, the Cloud's identity key check): an operator's act. */
-static const struct route_def forward_v1_settings = { 0, NULL, ROLE_ADMIN, ROUTE_FORWARDED, proxy_unknown, false };
-static const struct route_def forward_graph_settings = { 0, NULL, ROLE_ADMIN, ROUTE_FORWARDED, proxy_unknown, true };
+static const struct route_def forward_v1_settings = { 0, NULL, ROLE_ADMIN, ROUTE_FORWARDED, proxy_settings, false };
+static const struct route_def forward_graph_settings = { 0, NULL, ROLE_ADMIN, ROUTE_FORWARDED, proxy_settings, true };
 
 /* /v1/settings and below, or a Graph path ending in /settings (/VERSION/PNID/settings). */
 static bool settings_path(const char *path)
@@ -134,6 +134,18 @@ static const struct route_def *resolve(const struct config *cfg, const char *pat
         if (table[i].methods & method)
             return &table[i];
         *path_methods |= table[i].methods;
+        if (!strchr(table[i].pattern, '*')) {
+            /* a path named exactly (/v1/identities/retry) is that route's, never a '*' of
+             * another's (a user called "retry"): 405 unless a route of that same path takes it */
+            for (size_t j = i + 1; j < sizeof table / sizeof table[0]; j++) {
+                if (strcmp(table[j].pattern, table[i].pattern) != 0)
+                    continue;
+                if (table[j].methods & method)
+                    return &table[j];
+                *path_methods |= table[j].methods;
+            }
+            return NULL;
+        }
     }
     if (*path_methods)
         return NULL;
@@ -146,7 +158,19 @@ static const struct route_def *resolve(const struct config *cfg, const char *pat
     return NULL;
 }
 
-static const struct router router = { .resolve = resolve };
+static bool graph_path(const struct config *cfg, const char *path)
+{
+    static const char *const own[] = { "/v1/", "/healthz", "/readyz", "/metrics", "/console", "/identity-change/" };
+    if (!path || path[0] != '/' || path[1] == '\0' || path[1] == '?' ||
+        strncmp(path, cfg->webhook_path, strlen(cfg->webhook_path)) == 0)
+        return false;
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (strncmp(path, own[i], strlen(own[i])) == 0)
+            return false;
+    return true;
+}
+
+static const struct router router = { .resolve = resolve, .graph_path = graph_path };
 
 const struct router *routes_router(void)
 {

@@ -56,6 +56,7 @@ struct conn {
     long long since_ms;              /* when it began waiting for its current request */
     size_t scanned;                  /* bytes of the head scanned without finding its end */
     int reject_code;                 /* its head broke a rule: answer this, then close */
+    bool reject_graph;               /* ... in Graph's envelope: the head named a Cloud path */
     char reject_why[192];
     struct request *waiting;         /* the request being answered asynchronously */
     int unsent;                      /* its answers handed to libevent, not yet written */
@@ -200,8 +201,18 @@ static void conn_drop(struct conn *c)
 
 /* Replaces what the client sent with reject_request, so that libevent never parses the
  * head that broke a rule (nor a body after it) and dispatch answers code. */
-static void conn_reject(struct conn *c, struct evbuffer *in, int code, const char *why)
+static void conn_reject(struct conn *c, struct evbuffer *in, const char *head, size_t n, int code, const char *why)
 {
+    /* the target of the request line, as far as it can be read: whose envelope to answer in */
+    char target[256] = "";
+    const char *sp = memchr(head, ' ', n < 64 ? n : 64);
+    if (sp) {
+        size_t i = 0;
+        for (const char *t = sp + 1; t < head + n && *t != ' ' && *t != '\r' && *t != '\n' && i + 1 < sizeof target; t++)
+            target[i++] = *t;
+        target[i] = '\0';
+    }
+    c->reject_graph = c->sv->router->graph_path(c->sv->app->cfg, target);
     c->reject_code = code;
     snprintf(c->reject_why, sizeof c->reject_why, "%s", why);
     c->rewriting = true;
@@ -245,7 +256,7 @@ static void conn_inspect(struct conn *c, bool hold)
     if (!end || end > cap) {
         if (n > cap || end > cap) {
             snprintf(why, sizeof why, "the request head is larger than max_header_bytes (%zu bytes)", cap);
-            conn_reject(c, in, 400, why);
+            conn_reject(c, in, p, n, 400, why);
         } else if (hold) {
             c->scanned = n;
             bufferevent_setwatermark(c->bev, EV_READ, len + 1, 0);
@@ -261,7 +272,7 @@ static void conn_inspect(struct conn *c, bool hold)
         snprintf(why, sizeof why, "max_connections (%ld) reached; retry later", cfg->max_connections);
     }
     if (code) {
-        conn_reject(c, in, code, why);
+        conn_reject(c, in, p, end, code, why);
         return;
     }
     c->state = CONN_BODY;
@@ -466,6 +477,7 @@ static void dispatch(struct evhttp_request *req, void *arg)
     }
     if (code) {
         log_debug(&app->log, "server", "refused a request with %d: %s", code, why);
+        r->graph = c->reject_code ? c->reject_graph : sv->router->graph_path(app->cfg, evhttp_request_get_uri(req));
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
         request_reply_error(r, code, code == 413 ? "Payload too large" : code == 503 ? "Too many connections"
                             : code == 501 ? "Not implemented" : "Bad request", "%s", why);
@@ -478,6 +490,7 @@ static void dispatch(struct evhttp_request *req, void *arg)
     int path_methods = 0;
     const struct route_def *rt = sv->router->resolve(app->cfg, path, method, r->arg, &path_methods);
     if (!rt) {
+        r->graph = sv->router->graph_path(app->cfg, path);
         if (path_methods) {
             char allow[96];
             allow_list(path_methods, allow, sizeof allow);

@@ -30,6 +30,9 @@ static void not_ready(struct request *r, const char *why)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "ready", 0);
     cJSON_AddStringToObject(o, "reason", why);
+    cJSON *kc = keycheck_status(r->app);
+    if (kc)
+        cJSON_AddItemToObject(o, "identity_check", kc);
     cJSON *sn = secnotify_status(r->app);
     if (sn)
         cJSON_AddItemToObject(o, "security_notifications", sn);

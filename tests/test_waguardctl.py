@@ -185,9 +185,10 @@ def test_release_lifts_a_hold_for_one_category_or_all(procs):
     j = ctl_json(wg.config_path, "release", w2, "all", "--reason", "verified by video call")
     assert j["released"] is True and j["category"] == "*" and j["wa_id"] == w2 and j["released_by"] == "ops", j
     assert wg.get(auth % w2, token=API_TOKEN).status_code == 200
-    # a category [hold] does not name: sent anyway, with a note
-    res = ok(wg.config_path, "release", w2, "payments", "--reason", "x")
-    assert "configures no category 'payments'" in res.stderr, res.stderr
+    # a category [hold] does not name: a note, and waguard refuses it as the gate does (exit 1)
+    res = ctl(wg.config_path, "release", w2, "payments", "--reason", "x")
+    assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+    assert "configures no category 'payments'" in res.stderr and "400 Unknown category" in res.stderr, res.stderr
 
 
 def test_retry_one_user_and_all_after_failed_acknowledgements(procs):
