@@ -424,6 +424,25 @@ int cmd_show(struct ctl *c, int argc, char **argv)
 
 /* ---- ack, retry ------------------------------------------------------------------------- */
 
+/* POSTs an operator's act to target: {"reason":…} when reason, "category" when category,
+ * "expected" when expected >= 0.  any_status: every answer is a's (else a refusal is
+ * said and CTL_REFUSED returned, as ask_ok does). */
+static int post_act(struct ctl *c, const char *what, const char *target, const char *reason, const char *category,
+                    long long expected, bool any_status, struct answer *a)
+{
+    cJSON *body = cJSON_CreateObject();
+    if (!body || (reason && !cJSON_AddStringToObject(body, "reason", reason)) ||
+        (category && !cJSON_AddStringToObject(body, "category", category)) ||
+        (expected >= 0 && !cJSON_AddNumberToObject(body, "expected", (double)expected))) {
+        cJSON_Delete(body);
+        fprintf(c->err, "waguardctl: %s: out of memory\n", what);
+        return CTL_REFUSED;
+    }
+    int rc = any_status ? ask(c, what, "POST", target, body, a) : ask_ok(c, what, "POST", target, body, a);
+    cJSON_Delete(body);
+    return rc;
+}
+
 static int ack_user(struct ctl *c, const char *verb, const char *user, const char *reason)
 {
     char target[ENC_MAX + 64], what[128];
@@ -431,15 +450,8 @@ static int ack_user(struct ctl *c, const char *verb, const char *user, const cha
     if (rc != 0)
         return rc;
     snprintf(what, sizeof what, "%s %.100s", verb, user);
-    cJSON *body = cJSON_CreateObject();
-    if (!body || !cJSON_AddStringToObject(body, "reason", reason)) {
-        cJSON_Delete(body);
-        fprintf(c->err, "waguardctl: %s: out of memory\n", what);
-        return CTL_REFUSED;
-    }
     struct answer a;
-    rc = ask_ok(c, what, "POST", target, body, &a);
-    cJSON_Delete(body);
+    rc = post_act(c, what, target, reason, NULL, -1, false, &a);
     if (rc != 0)
         return rc;
     char w[256], by[256];
@@ -483,15 +495,8 @@ static int retry_all(struct ctl *c)
     }
     long long shown = (long long)failed->valuedouble;
     answer_free(&ov);
-    cJSON *body = cJSON_CreateObject();
-    if (!body || !cJSON_AddNumberToObject(body, "expected", (double)shown)) {
-        cJSON_Delete(body);
-        fprintf(c->err, "waguardctl: retry --all: out of memory\n");
-        return CTL_REFUSED;
-    }
     struct answer a;
-    rc = ask(c, "retry --all", "POST", "/v1/identities/retry", body, &a);
-    cJSON_Delete(body);
+    rc = post_act(c, "retry --all", "/v1/identities/retry", c->reason, NULL, shown, true, &a);
     if (rc != 0)
         return rc;
     if (a.status == 409) {
@@ -555,16 +560,8 @@ int cmd_release(struct ctl *c, int argc, char **argv)
     if (rc != 0)
         return rc;
     snprintf(what, sizeof what, "release %.100s %.63s", user, category);
-    cJSON *body = cJSON_CreateObject();
-    if (!body || !cJSON_AddStringToObject(body, "reason", c->reason) ||
-        (!every && !cJSON_AddStringToObject(body, "category", category))) {
-        cJSON_Delete(body);
-        fprintf(c->err, "waguardctl: %s: out of memory\n", what);
-        return CTL_REFUSED;
-    }
     struct answer a;
-    rc = ask_ok(c, what, "POST", target, body, &a);
-    cJSON_Delete(body);
+    rc = post_act(c, what, target, c->reason, every ? NULL : category, -1, false, &a);
     if (rc != 0)
         return rc;
     if (c->json) {

@@ -111,9 +111,6 @@ static int check_usage(struct ctl *c, const struct command *cmd, int argc, char 
     if (strcmp(n, "retry") == 0) {
         if (c->all && argc > 0)
             return bad_usage(c, "retry takes USER or --all, not both");
-        if (c->all && c->reason)
-            return bad_usage(c, "retry --all takes no --reason: waguard audits its own "
-                             "(\"asked again with every failed acknowledgement\")");
         if (!c->all && argc == 0)
             return bad_usage(c, "retry needs USER (a wa_id, +number, dialled number or user id) or --all");
     } else if (argc < cmd->min_args) {

@@ -34,6 +34,8 @@ struct token_list {
 
 /* [hold]: a sensitive category of sends, held for a while after an identity change. */
 #define CONFIG_HOLD_MAX 16
+#define CONFIG_NUMBER_MAX 64         /* a business number's id, NUL included */
+#define CONFIG_NUMBERS_MAX 16        /* business numbers in [upstream] phone_number_id */
 struct hold_category {
     char *name;                /* "authentication", or any name the operator gives */
     long seconds;              /* <name>_s: the hold time; 0 = off */
@@ -76,6 +78,8 @@ struct config {
     long queue_max;            /* requests waiting for a connection, at most */
     char *phone_number_id;     /* Cloud: the business number(s), comma separated; the first is
                                   the default for paths and decisions that name none */
+    char numbers[CONFIG_NUMBERS_MAX][CONFIG_NUMBER_MAX];   /* phone_number_id's, read and checked */
+    int nnumbers;
     char *graph_version;       /* Cloud: the Graph API version of waguard's own calls */
     bool identity_check;       /* turn Meta's identity key check on at start and reload */
     long blocklist_sync_s;     /* read the blocklist from the WABA client this often; 0 off */
@@ -141,6 +145,10 @@ void config_free(struct config *cfg);
  * change needs), in the order of the configuration table; [hold]'s two per-category keys
  * as <category>_s and <category>_templates.  (waguard --list-keys) */
 void config_list_keys(FILE *out);
+
+/* A business number's id (the Cloud API's phone_number_id) as it may name state, in the
+ * configuration, a path, a query or a webhook: 1 to 63 letters, digits, '_' or '-'. */
+bool config_number_valid(const char *n);
 
 /* A category name as [hold], ?category= and a release name it: 1 to 63 lower-case
  * letters, digits or _. */

@@ -17,8 +17,9 @@ int keycheck_new(struct app *app, char *err, size_t errlen) __attribute__((warn_
 void keycheck_free(struct app *app);
 /* Calls the settings route again for every configured number (start, reload). */
 void keycheck_run(struct app *app);
-/* {"NUMBER":"on"|"pending"|"refused: …",…}, or NULL when the check is off. */
-cJSON *keycheck_status(const struct app *app);
+/* Adds "identity_check": {"NUMBER":"on"|"pending"|"refused: …",…} to o (an answer being
+ * built: /readyz, /v1/overview); nothing when the check is off. */
+void keycheck_add_status(const struct app *app, cJSON *o);
 /* Appends the metric lines to a Prometheus text being built. */
 struct evbuffer;
 void keycheck_metrics(const struct app *app, struct evbuffer *out);

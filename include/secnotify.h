@@ -25,8 +25,9 @@ int secnotify_new(struct app *app, char *err, size_t errlen) __attribute__((warn
 void secnotify_free(struct app *app);
 /* Reads the setting now (start, reload). */
 void secnotify_run(struct app *app);
-/* {"policy":…,"state":"on"|"off"|"unknown"[,"why":…]}, or NULL when not On-Premises or off. */
-cJSON *secnotify_status(const struct app *app);
+/* Adds "security_notifications": {"policy":…,"state":"on"|"off"|"unknown"[,"why":…]} to o
+ * (an answer being built); nothing when not On-Premises or off. */
+void secnotify_add_status(const struct app *app, cJSON *o);
 /* True, with why, when the WABA client says the setting is off (and it stays off). */
 bool secnotify_not_ready(const struct app *app, const char **why);
 /* Appends the metric lines (nothing when not On-Premises or off). */

@@ -88,6 +88,22 @@ static cJSON *json_list(const redisReply *l)
 
 /* ---- naming a user, as the gate does ---------------------------------------------- */
 
+/* Calls the store for r, answering 500 when the call cannot even be queued. */
+static void call_store(struct request *r, enum store_fn fn, int argc, const char **argv, store_cb *cb)
+{
+    if (store_call(r->app, fn, argc, argv, NULL, cb, r) != 0)
+        request_reply_error(r, 500, "Internal error", "out of memory");
+}
+
+/* True, after answering 503, when the store's reply is no answer of at least n values. */
+static bool unavailable(struct request *r, redisReply *reply, size_t n)
+{
+    const char *why = store_failure(r->app, reply, n);
+    if (why)
+        request_reply_unavailable(r, why);
+    return why != NULL;
+}
+
 /* The recipient forms of the operator's argument, as the gate reads a recipient, after
  * an exact name ("e:…") when the argument is a wa_id or user id as it is: that record is
  * the user when waguard has it.  Returns 0, or -1 after answering 400. */
@@ -182,9 +198,44 @@ static void on_list(struct app *app, redisReply *reply, void *arg)
     request_reply_json(r, 200, o);
 }
 
+/* The paging and search of a list: ?cursor=C&limit=N&q=TEXT (each optional; "" none). */
+struct page {
+    char cursor[RECIPIENT_MAX];
+    char q[512];
+    char limit[16];              /* 1 to 1000, default 100, as text for the store */
+};
+
+/* Reads r's paging into pg.  Returns 0, or -1 after answering 400. */
+static int page_of(struct request *r, struct page *pg)
+{
+    char in[16];
+    long limit = 100;
+    if (request_query(r, "limit", in, sizeof in)) {
+        char *end;
+        limit = strtol(in, &end, 10);
+        if (*end || limit < 1 || limit > 1000) {
+            request_reply_error(r, 400, "Bad request", "limit must be 1 to 1000");
+            return -1;
+        }
+    }
+    snprintf(pg->limit, sizeof pg->limit, "%ld", limit);
+    if (!request_query(r, "cursor", pg->cursor, sizeof pg->cursor))
+        pg->cursor[0] = '\0';
+    if (!request_query(r, "q", pg->q, sizeof pg->q))
+        pg->q[0] = '\0';
+    if (r->query_too_long) {
+        request_reply_error(r, 400, "Bad request", "a query value is too long (cursor: at most %zu bytes, the "
+                            "next_cursor of an answer; q and the others: at most %zu)", sizeof pg->cursor - 1,
+                            sizeof pg->q - 1);
+        return -1;
+    }
+    return 0;
+}
+
 void admin_list(struct request *r)
 {
-    char state[16], limit_s[16], cursor[RECIPIENT_MAX], q[512];
+    char state[16];
+    struct page pg;
     const char *st = request_query(r, "state", state, sizeof state);
     if (!st)
         st = "pending";
@@ -192,23 +243,9 @@ void admin_list(struct request *r)
         request_reply_error(r, 400, "Bad request", "state must be pending, failed or held");
         return;
     }
-    long limit = 100;
-    if (request_query(r, "limit", limit_s, sizeof limit_s)) {
-        char *end;
-        limit = strtol(limit_s, &end, 10);
-        if (*end || limit < 1 || limit > 1000) {
-            request_reply_error(r, 400, "Bad request", "limit must be 1 to 1000");
-            return;
-        }
-    }
-    const char *cur = request_query(r, "cursor", cursor, sizeof cursor);
-    const char *text = request_query(r, "q", q, sizeof q);
-    if (r->query_too_long) {
-        request_reply_error(r, 400, "Bad request", "a query value is too long (q: at most %zu bytes)", sizeof q - 1);
+    if (page_of(r, &pg) != 0)
         return;
-    }
-    char lim[16], since[24];
-    snprintf(lim, sizeof lim, "%ld", limit);
+    char since[24];
     long long hold = longest_hold_ms(r->app->cfg);
     if (strcmp(st, "held") == 0 && hold == 0) {
         /* no [hold] category holds anything: nobody is held */
@@ -216,21 +253,18 @@ void admin_list(struct request *r)
         return;
     }
     snprintf(since, sizeof since, "%lld", app_wall_ms() - hold);
-    const char *argv[] = { st, cur ? cur : "", lim, text ? text : "", since };
-    if (store_call(r->app, STORE_LIST, 5, argv, NULL, on_list, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+    const char *argv[] = { st, pg.cursor, pg.limit, pg.q, since };
+    call_store(r, STORE_LIST, 5, argv, on_list);
 }
 
 /* ---- GET /v1/identities/{wa_id} ----------------------------------------------------- */
 
 static void on_get(struct app *app, redisReply *reply, void *arg)
 {
+    (void)app;
     struct request *r = arg;
-    const char *why = store_failure(app, reply, 1);
-    if (why) {
-        request_reply_unavailable(r, why);
+    if (unavailable(r, reply, 1))
         return;
-    }
     if (unpicked(r, reply))
         return;
     const redisReply *rec = reply->elements == 4 ? reply->element[1] : NULL;
@@ -294,8 +328,7 @@ void admin_get(struct request *r)
     if (name_arg(r, r->arg[0], spec) != 0)
         return;
     const char *argv[] = { spec };
-    if (store_call(r->app, STORE_GET, 1, argv, NULL, on_get, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+    call_store(r, STORE_GET, 1, argv, on_get);
 }
 
 /* ---- POST /v1/identities/{wa_id}/ack ------------------------------------------------ */
@@ -336,11 +369,8 @@ static int reason_of(struct request *r, bool required, char *reason, size_t len,
 static void on_requested(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
-    const char *why = store_failure(app, reply, 1);
-    if (why) {
-        request_reply_unavailable(r, why);
+    if (unavailable(r, reply, 1))
         return;
-    }
     if (unpicked(r, reply))
         return;
     long long res = reply->elements >= 3 ? store_int(reply->element[1], REQ_UNKNOWN) : REQ_UNKNOWN;
@@ -381,8 +411,7 @@ void admin_ack(struct request *r)
     if (name_arg(r, r->arg[0], spec) != 0 || reason_of(r, false, reason, sizeof reason, NULL, 0) != 0)
         return;
     const char *argv[] = { spec, r->caller, r->app->cfg->api == API_CLOUD ? "cloud" : "onprem", reason };
-    if (store_call(r->app, STORE_REQUEST, 4, argv, NULL, on_requested, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+    call_store(r, STORE_REQUEST, 4, argv, on_requested);
 }
 
 /* ---- POST /v1/identities/retry {"expected":N,"reason":"…"} -------------------------- */
@@ -390,11 +419,8 @@ void admin_ack(struct request *r)
 static void on_retried(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
-    const char *why = store_failure(app, reply, 2);
-    if (why) {
-        request_reply_unavailable(r, why);
+    if (unavailable(r, reply, 2))
         return;
-    }
     long long done = store_int(reply->element[0], -1), now = store_int(reply->element[1], 0);
     if (done < 0) {
         request_reply_error(r, 409, "The count changed", "%lld acknowledgement(s) are failed now, not the number "
@@ -430,8 +456,7 @@ void admin_retry_all(struct request *r)
     snprintf(reason, sizeof reason, "%s", rs ? rs->valuestring : "");
     cJSON_Delete(in);
     const char *argv[] = { r->caller, expected, r->app->cfg->api == API_CLOUD ? "cloud" : "onprem", reason };
-    if (store_call(r->app, STORE_RETRY, 4, argv, NULL, on_retried, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+    call_store(r, STORE_RETRY, 4, argv, on_retried);
 }
 
 /* ---- POST /v1/identities/{wa_id}/release --------------------------------------------- */
@@ -444,11 +469,8 @@ static void on_released(struct app *app, redisReply *reply, void *arg)
 {
     struct request *r = arg;
     struct release *rel = r->data;
-    const char *why = store_failure(app, reply, 1);
-    if (why) {
-        request_reply_unavailable(r, why);
+    if (unavailable(r, reply, 1))
         return;
-    }
     if (unpicked(r, reply))
         return;
     if (reply->elements < 1 + RL_N) {
@@ -495,8 +517,7 @@ void admin_release(struct request *r)
         return;
     }
     const char *argv[] = { spec, r->caller, rel->category, reason };
-    if (store_call(r->app, STORE_RELEASE, 4, argv, NULL, on_released, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+    call_store(r, STORE_RELEASE, 4, argv, on_released);
 }
 
 /* ---- GET /v1/audit?cursor=C&limit=N&wa_id=W&q=TEXT --------------------------------- */
@@ -535,18 +556,11 @@ static void on_audit(struct app *app, redisReply *reply, void *arg)
 
 void admin_audit(struct request *r)
 {
-    char cursor[64], limit_s[16], who[RECIPIENT_MAX], q[512], spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3] = "";
-    const char *cur = request_query(r, "cursor", cursor, sizeof cursor);
-    long limit = 100;
-    if (request_query(r, "limit", limit_s, sizeof limit_s)) {
-        char *end;
-        limit = strtol(limit_s, &end, 10);
-        if (*end || limit < 1 || limit > 1000) {
-            request_reply_error(r, 400, "Bad request", "limit must be 1 to 1000");
-            return;
-        }
-    }
-    if (cur && strspn(cur, "0123456789-") != strlen(cur)) {
+    char who[RECIPIENT_MAX], spec[RECIPIENT_SPEC_MAX + RECIPIENT_MAX + 3] = "";
+    struct page pg;
+    if (page_of(r, &pg) != 0)
+        return;
+    if (strspn(pg.cursor, "0123456789-") != strlen(pg.cursor)) {
         request_reply_error(r, 400, "Bad request", "cursor is the id of the last entry seen (next_cursor)");
         return;
     }
@@ -557,16 +571,12 @@ void admin_audit(struct request *r)
         r->data = strdup(w);             /* named in a 404 or 409 */
         r->free_data = free;
     }
-    const char *text = request_query(r, "q", q, sizeof q);
     if (r->query_too_long) {
-        request_reply_error(r, 400, "Bad request", "a query value is too long (q: at most %zu bytes)", sizeof q - 1);
+        request_reply_error(r, 400, "Bad request", "wa_id is too long (at most %zu bytes)", sizeof who - 1);
         return;
     }
-    char lim[16];
-    snprintf(lim, sizeof lim, "%ld", limit);
-    const char *argv[] = { cur ? cur : "", lim, spec, text ? text : "" };
-    if (store_call(r->app, STORE_AUDIT, 4, argv, NULL, on_audit, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+    const char *argv[] = { pg.cursor, pg.limit, spec, pg.q };
+    call_store(r, STORE_AUDIT, 4, argv, on_audit);
 }
 
 /* ---- GET /v1/overview ------------------------------------------------------------------ */
@@ -605,12 +615,8 @@ static void on_overview(struct app *app, redisReply *reply, void *arg)
     cJSON_AddNumberToObject(waba, "no_answer", (double)app->metrics->upstream_requests[0]);
     cJSON_AddStringToObject(o, "api", app->cfg->api == API_CLOUD ? "cloud" : "onprem");
     cJSON_AddStringToObject(o, "ack", app->cfg->ack == ACK_AUTO ? "auto" : "manual");
-    cJSON *kc = keycheck_status(app);
-    if (kc)
-        cJSON_AddItemToObject(o, "identity_check", kc);
-    cJSON *sn = secnotify_status(app);
-    if (sn)
-        cJSON_AddItemToObject(o, "security_notifications", sn);
+    keycheck_add_status(app, o);
+    secnotify_add_status(app, o);
     cJSON *holds = cJSON_AddArrayToObject(o, "holds");
     for (size_t i = 0; i < app->cfg->nholds; i++) {
         cJSON *h = cJSON_CreateObject();
@@ -634,6 +640,5 @@ void admin_overview(struct request *r)
     snprintf(window, sizeof window, "%lld", (long long)r->app->cfg->check_window_s * 1000);
     snprintf(hold, sizeof hold, "%lld", longest_hold_ms(r->app->cfg));
     const char *argv[] = { window, hold };
-    if (store_call(r->app, STORE_STATS, 2, argv, NULL, on_overview, r) != 0)
-        request_reply_error(r, 500, "Internal error", "out of memory");
+    call_store(r, STORE_STATS, 2, argv, on_overview);
 }

@@ -18,7 +18,6 @@
 
 #include <ini.h>
 
-#include "business.h"
 
 enum ktype { K_STR, K_INT, K_BOOL, K_ENUM, K_SECRET, K_TOKENS, K_LEVEL, K_FORMAT };
 
@@ -283,6 +282,18 @@ static void hold_convert(struct parse_state *ps, struct config *cfg)
                                 cfg->holds[a].name, cfg->holds[b].name);
                         return;
                     }
+}
+
+bool config_number_valid(const char *n)
+{
+    size_t i = 0;
+    for (; n[i]; i++) {
+        char c = n[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-') ||
+            i >= CONFIG_NUMBER_MAX - 1)
+            return false;
+    }
+    return i > 0;
 }
 
 bool config_category_valid(const char *c)
@@ -823,23 +834,24 @@ static void validate(struct parse_state *ps, struct config *cfg)
                       "worker could send while the first still waits", cfg->lease_s, cfg->timeout_ms);
     }
     size_t i_pnid = key_index("upstream", "phone_number_id");
-    int numbers = 0;
+    cfg->nnumbers = 0;
     for (const char *p = cfg->phone_number_id; *p;) {
         p += strspn(p, ", ");
         size_t len = strcspn(p, ", ");
         if (!len)
             break;
-        char one[BUSINESS_NUMBER_MAX + 1];
+        char one[CONFIG_NUMBER_MAX];
         snprintf(one, sizeof one, "%.*s", (int)(len < sizeof one - 1 ? len : sizeof one - 1), p);
-        if (len >= BUSINESS_NUMBER_MAX || !business_number_valid(one)) {
+        if (len >= CONFIG_NUMBER_MAX || !config_number_valid(one)) {
             bad_value(ps, i_pnid, "'%.*s' is not a phone number id (1 to 63 letters, digits, _ or -; several "
                       "are separated by commas)", (int)len, p);
             break;
         }
-        if (++numbers > BUSINESS_NUMBERS_MAX) {
-            bad_value(ps, i_pnid, "more than %d business numbers", BUSINESS_NUMBERS_MAX);
+        if (cfg->nnumbers == CONFIG_NUMBERS_MAX) {
+            bad_value(ps, i_pnid, "more than %d business numbers", CONFIG_NUMBERS_MAX);
             break;
         }
+        memcpy(cfg->numbers[cfg->nnumbers++], one, len + 1);
         p += len;
     }
     if (cfg->identity_check && cfg->api != API_CLOUD)

@@ -59,7 +59,7 @@ void gate_http_get(struct request *r)
     if (gate_http_category(r, request_query(r, "category", cbuf, sizeof cbuf), &hold) != 0)
         return;
     const char *named = request_query(r, "phone_number_id", nbuf, sizeof nbuf);
-    if (named && !business_number_valid(named)) {
+    if (named && !config_number_valid(named)) {
         request_reply_error(r, 400, "Bad phone_number_id", "phone_number_id is 1 to 63 letters, digits, _ or -");
         return;
     }
@@ -123,7 +123,7 @@ void gate_http_batch(struct request *r)
     const cJSON *num = cJSON_GetObjectItemCaseSensitive(in, "phone_number_id");
     if (!cJSON_IsObject(in) || !cJSON_IsArray(ids) || (type && !cJSON_IsString(type)) ||
         (cat && !cJSON_IsString(cat)) ||
-        (num && (!cJSON_IsString(num) || !business_number_valid(num->valuestring)))) {
+        (num && (!cJSON_IsString(num) || !config_number_valid(num->valuestring)))) {
         cJSON_Delete(in);
         request_reply_error(r, 400, "Bad request", "expected {\"type\":\"text\",\"category\":\"…\" (optional),"
                             "\"phone_number_id\":\"…\" (optional),\"wa_ids\":[\"…\"]}%s%s", in ? "" : ": ",

@@ -145,12 +145,12 @@ static const char *state_name(const struct number_check *n)
     return n->state == KC_ON ? "on" : n->state == KC_PENDING ? "pending" : "refused";
 }
 
-cJSON *keycheck_status(const struct app *app)
+void keycheck_add_status(const struct app *app, cJSON *answer)
 {
     const struct keycheck *k = app->keycheck;
     if (!k || !app->cfg->identity_check)
-        return NULL;
-    cJSON *o = cJSON_CreateObject();
+        return;
+    cJSON *o = cJSON_AddObjectToObject(answer, "identity_check");
     for (int i = 0; i < k->count; i++) {
         char v[340];
         if (k->n[i].state == KC_REFUSED)
@@ -159,7 +159,6 @@ cJSON *keycheck_status(const struct app *app)
             snprintf(v, sizeof v, "%s", state_name(&k->n[i]));
         cJSON_AddStringToObject(o, k->n[i].number, v);
     }
-    return o;
 }
 
 void keycheck_metrics(const struct app *app, struct evbuffer *out)

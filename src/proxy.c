@@ -272,17 +272,29 @@ static void on_identity_answer(struct request *r, struct fwd *f)
     record_then_reply(r, f, &ops);
 }
 
-void proxy_identity(struct request *r)
+/* The forward of a route naming one user in its path (r->arg[0]), read as the gate reads
+ * a recipient.  Returns its record (f->more), or NULL after answering (400 titled
+ * title when the path names nobody). */
+static struct rec *user_forward(struct request *r, const char *title)
 {
     struct fwd *f = forward_new(r);
     struct rec *x = f ? rec_new(r, f) : NULL;
     if (!x)
-        return;
+        return NULL;
     const char *why;
     if (recipient_parse(r->arg[0], r->app->cfg->home_country_code, &x->rcpt, &why) != 0) {
-        request_reply_error(r, 400, "Bad wa_id", "%s: %s", r->arg[0], why);
-        return;
+        request_reply_error(r, 400, title, "%s: %s", r->arg[0], why);
+        return NULL;
     }
+    return x;
+}
+
+void proxy_identity(struct request *r)
+{
+    struct rec *x = user_forward(r, "Bad wa_id");
+    if (!x)
+        return;
+    struct fwd *f = r->data;
     /* the WABA client's own name for the user: as it is, or the dialled number's digits */
     snprintf(x->wa_id, sizeof x->wa_id, "%s", x->rcpt.form[0].key);
     char path[RECIPIENT_MAX + 32];
@@ -319,15 +331,10 @@ static void on_block_answer(struct request *r, struct fwd *f)
 
 void proxy_block(struct request *r)
 {
-    struct fwd *f = forward_new(r);
-    struct rec *x = f ? rec_new(r, f) : NULL;
+    struct rec *x = user_forward(r, "Bad phone number");
     if (!x)
         return;
-    const char *why;
-    if (recipient_parse(r->arg[0], r->app->cfg->home_country_code, &x->rcpt, &why) != 0) {
-        request_reply_error(r, 400, "Bad phone number", "%s: %s", r->arg[0], why);
-        return;
-    }
+    struct fwd *f = r->data;
     /* The route matched /v1/contacts/{phone}/VERB, with or without a final '/'. */
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(r->req));
     size_t pl = strlen(path);
@@ -387,7 +394,7 @@ void proxy_cloud_block(struct request *r)
     struct rec *x = f ? rec_new(r, f) : NULL;
     if (!x)
         return;
-    if (r->arg[1][0] && business_number_valid(r->arg[1]))
+    if (r->arg[1][0] && config_number_valid(r->arg[1]))
         snprintf(x->number, sizeof x->number, "%.63s", r->arg[1]);
     else
         business_number_default(r->app->cfg, x->number, sizeof x->number);

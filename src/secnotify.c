@@ -185,17 +185,16 @@ void secnotify_free(struct app *app)
     app->secnotify = NULL;
 }
 
-cJSON *secnotify_status(const struct app *app)
+void secnotify_add_status(const struct app *app, cJSON *answer)
 {
     const struct secnotify *s = app->secnotify;
     if (!s || !active(app))
-        return NULL;
-    cJSON *o = cJSON_CreateObject();
+        return;
+    cJSON *o = cJSON_AddObjectToObject(answer, "security_notifications");
     cJSON_AddStringToObject(o, "policy", app->cfg->security_notifications == SECNOT_ENSURE ? "ensure" : "check");
     cJSON_AddStringToObject(o, "state", state_names[s->state]);
     if (s->why[0])
         cJSON_AddStringToObject(o, "why", s->why);
-    return o;
 }
 
 bool secnotify_not_ready(const struct app *app, const char **why)

@@ -299,7 +299,7 @@ static void gated(struct request *r, bool cloud, bool pin_hash)
     f->content_type = NULL;
     s->cloud = cloud;
     s->pin = pin_hash && r->app->cfg->api == API_CLOUD;
-    const char *named = cloud && r->arg[1][0] && business_number_valid(r->arg[1]) ? r->arg[1] : NULL;
+    const char *named = cloud && r->arg[1][0] && config_number_valid(r->arg[1]) ? r->arg[1] : NULL;
     business_number_for(r->app->cfg, cloud ? named : NULL, s->number, sizeof s->number);
     if (read_body(r, f, s) != 0)
         return;

@@ -30,12 +30,8 @@ static void not_ready(struct request *r, const char *why)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "ready", 0);
     cJSON_AddStringToObject(o, "reason", why);
-    cJSON *kc = keycheck_status(r->app);
-    if (kc)
-        cJSON_AddItemToObject(o, "identity_check", kc);
-    cJSON *sn = secnotify_status(r->app);
-    if (sn)
-        cJSON_AddItemToObject(o, "security_notifications", sn);
+    keycheck_add_status(r->app, o);
+    secnotify_add_status(r->app, o);
     request_reply_json(r, 503, o);
 }
 
@@ -53,12 +49,8 @@ static void on_ready_ping(struct app *app, redisReply *reply, void *arg)
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "ready", 1);
-    cJSON *kc = keycheck_status(app);
-    if (kc)
-        cJSON_AddItemToObject(o, "identity_check", kc);
-    cJSON *sn = secnotify_status(app);
-    if (sn)
-        cJSON_AddItemToObject(o, "security_notifications", sn);
+    keycheck_add_status(app, o);
+    secnotify_add_status(app, o);
     request_reply_json(r, 200, o);
 }
 

@@ -411,7 +411,7 @@ static void parse_value(struct pctx *c, const cJSON *value)
 {
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(value, "metadata");
     const char *pnid = str_of(meta, "phone_number_id");
-    c->number = pnid && business_number_valid(pnid) ? pnid : NULL;
+    c->number = pnid && config_number_valid(pnid) ? pnid : NULL;
     c->contacts = cJSON_GetObjectItemCaseSensitive(value, "contacts");
     if (!cJSON_IsArray(c->contacts))
         c->contacts = NULL;

@@ -213,10 +213,12 @@ def test_retry_one_user_and_all_after_failed_acknowledgements(procs):
     asked = [e for e in ctl_json(wg.config_path, "audit", users[0]) if e["result"] == "requested"]
     assert asked and asked[0]["reason"] == "retry by waguardctl" and asked[0]["who"] == "ops", asked
 
-    res = ok(wg.config_path, "retry", "--all")
+    res = ok(wg.config_path, "retry", "--all", "--reason", "the WABA client's disk was full; fixed")
     assert res.stdout.strip() == "asked again for 2 failed acknowledgement(s); 0 failed now", res.stdout
     for w in users[1:]:
         wait_for(lambda: wg.gate(w, type="template").status_code == 200, 10, "retried and acknowledged")
+        asked = [e for e in ctl_json(wg.config_path, "audit", w) if e["result"] == "requested"]
+        assert asked and asked[0]["reason"] == "the WABA client's disk was full; fixed", asked
     assert ok(wg.config_path, "failed").stdout.strip() == "no acknowledgement has failed"
     assert ok(wg.config_path, "retry", "--all").stdout.strip() == "no acknowledgement has failed: nothing to retry"
     assert ctl_json(wg.config_path, "retry", "--all") == {"retried": 0, "failed": 0}
@@ -252,7 +254,6 @@ def test_exit_statuses_and_messages(procs, tmp_path):
         (("release", w, "Bad-Name", "--reason", "x"), "release: 'Bad-Name' is not a category name"),
         (("retry",), "retry needs USER"),
         (("retry", w, "--all"), "retry takes USER or --all, not both"),
-        (("retry", "--all", "--reason", "x"), "retry --all takes no --reason"),
         (("show",), "show needs USER"),
         (("show", w, "extra"), "show takes USER only; unexpected 'extra'"),
         (("pending", "--reason", "x"), "pending takes no --reason"),
