@@ -169,7 +169,7 @@ FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-f
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g $(filter-out -Werror,$(WARN)) -Iinclude -DWAGUARD_VERSION='"$(VERSION)"' $(FUZZ_SAN)
 FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
-FUZZ_OBJ   := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRC)) build/fuzz/obj/lua.o
+FUZZ_OBJ   := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRC)) build/fuzz/obj/lua.o build/fuzz/obj/console_files.o
 
 build/fuzz/obj:
 	@mkdir -p $@
@@ -179,6 +179,9 @@ build/fuzz/obj/%.o: src/%.c $(wildcard include/*.h) | build/fuzz/obj
 
 build/fuzz/obj/lua.o: $(BUILD)/gen/lua.c | build/fuzz/obj
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+build/fuzz/obj/console_files.o: $(BUILD)/gen/console_files.c | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Iinclude -c -o $@ $<
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(PKG_CFLAGS) -o $@ $< $(FUZZ_OBJ) $(PKG_LIBS) -lm

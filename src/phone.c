@@ -30,6 +30,10 @@ static int digits_of(const char *in, bool *plus, bool *bracket0, char *d, size_t
             }
             d[n++] = (char)c;
         } else if (c == '(' && strncmp(p, "(0)", 3) == 0 && *plus && n > 0) {
+            if (n + 1 >= dlen) {
+                *why = "more than 15 digits";
+                return -1;
+            }
             *bracket0 = true;     /* the trunk prefix written after the country code */
             d[n++] = '0';
             p += 2;
@@ -52,6 +56,9 @@ static int phone_readings_of(const char *in, const char *home_cc, char out[PHONE
 
 int phone_dial(const char *in, const char *home_cc, char *out, size_t outlen, const char **why)
 {
+    const char *dummy;
+    if (!why)
+        why = &dummy;           /* callers that only need yes or no pass NULL */
     char r[PHONE_READINGS][PHONE_MAX];
     bool seed_ok;
     int n = phone_readings_of(in, home_cc, r, &seed_ok, why);

@@ -485,3 +485,29 @@ def test_two_hashes_in_the_same_second_close_the_gate_whichever_comes_first(proc
         assert r2.status_code in (200, 202), r2.text
         wait_for(lambda: gate(wg, who)["allowed"], timeout=5, what="acknowledged")
         assert d["identity"]["hash"] in (first + who[-3:], second + who[-3:])
+
+
+def test_admin_routes_name_a_user_as_the_gate_does(procs):
+    """Issue "One owner for every rule", item 3: an operator's name for a user (wa_id, +number,
+    a dialled number with its contact-check mapping, bare digits, a linked user id) picks the
+    record the gate decides for; acknowledging by any of them opens the gate for all. (The
+    admin routes once read a dialled number as its digits and a user id as its own record.)"""
+    _, sim, wg = procs.stack(overrides=MANUAL)
+    w = "5215512345678"                                  # Mexico: wa_id differs from the dialled number
+    uid = "MX.8812093"
+    wg.webhook_ok(contacts_callback(contact_result("+52 55 1234 5678", "valid", w)))
+    wg.webhook_ok(cloud_inbound(w=w, uid=uid, key_hash="MXA=", ts=NOW - 7200))   # links uid to w
+    sim.set_identity(w, "MXB=", created_timestamp=(NOW - 60) * 1000, acknowledged=False)
+    wg.webhook_ok(identity_change(w, "MXB=", NOW - 60))
+    forms = [w, "+" + w, "+52 55 1234 5678", "525512345678", uid]
+    for form in forms:
+        assert closed(wg, form)["wa_id"] == w, form
+        got = wg.admin_get("/v1/identities/%s" % quote(form, safe=""), token=ADMIN_TOKEN)
+        assert got.status_code == 200 and got.json()["wa_id"] == w, (form, got.status_code, got.text)
+    res = wg.post("/v1/identities/%s/ack" % quote("+52 55 1234 5678", safe=""), token=ADMIN_TOKEN,
+                  json={"reason": "called the customer"})
+    assert res.status_code == 202 and res.json()["wa_id"] == w, res.text
+    wait_for(lambda: all(gate(wg, f)["allowed"] for f in forms), timeout=10, what="open for every form")
+    audit = wg.admin_get("/v1/audit?wa_id=%s" % quote(uid, safe=""), token=ADMIN_TOKEN).json()["entries"]
+    asked = [e for e in audit if e["result"] == "requested"]
+    assert asked and all(e["wa_id"] == w for e in audit) and asked[0]["reason"] == "called the customer", audit

@@ -409,3 +409,18 @@ def test_blocklist_entries_of_any_shape_are_kept(procs, entry, gate_as):
     if gate_as:
         d = gate_of(wg, gate_as)
         assert d["allowed"] is False and "blocked" in d["reasons"], d
+
+
+@pytest.mark.parametrize("home,raw", [("1", "038338340407661"), ("234", "0803 123 4567 8901"), ("44", "+44(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)7700")])
+def test_a_contact_check_answer_no_rule_can_dial_is_taken_and_the_daemon_lives(procs, home, raw):
+    """libFuzzer found both: a contact-check input that is no number by the seed's rule made
+    the parser write through a NULL reason (a crash on a webhook the WABA client sends), and
+    many "(0)" wrote past the digits."""
+    r = procs.redis()
+    wg = procs.daemon(r, None, overrides={"gate": {"home_country_code": home}})
+    body = contacts_callback(contact_result("+49 151 23456789", "valid", "4915123456789"),
+                             contact_result(raw, "invalid"))
+    res = wg.webhook(body)
+    assert res.status_code == 200, res.text
+    assert wg.alive() and wg.get("/healthz").status_code == 200
+    assert gate_of(wg, "+49 151 23456789")["wa_id"] == "4915123456789"

@@ -72,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         broken("an accepted input has 1 to RECIPIENT_FORMS forms", in);
     int found = 0;
     for (int i = 0; i < r.n; i++) {
-        if (r.form[i].kind != RECIPIENT_ID && r.form[i].kind != RECIPIENT_DIALLED)
+        if (r.form[i].kind != RECIPIENT_ID && r.form[i].kind != RECIPIENT_NUMBER)
             broken("a form of an unknown kind", in);
         if (!key_ok(r.form[i].key))
             broken("a form's key is not a wa_id or a user id", in);

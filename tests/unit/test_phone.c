@@ -87,6 +87,10 @@ START_TEST(rejects)
     ck_assert_ptr_null(dial("++16315551234", "1"));
     ck_assert_ptr_null(dial("+0123456789", "1"));
     ck_assert_ptr_null(readings("(0)7700 900123", "44") ? NULL : NULL);
+    /* many bracketed trunk zeros: refused as too long, never written past the digits
+     * (libFuzzer found the overflow: tests/fuzz/regressions/recipient/bracket0-overflow) */
+    ck_assert_ptr_null(dial("+44(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)(0)"
+                            "(0)(0)(0)(0)(0)(0)7700", "44"));
 }
 END_TEST
 
