@@ -102,6 +102,17 @@ def test_the_quickstart_runs_as_written(tmp_path):
         time.sleep(0.5)                    # the first blocklist read and identity check
         printed = (tmp_path / "run-dev.log").read_text()
         assert "admin token:" in printed and "/console/" in printed, printed
+        # The token make run prints signs in to the console and acts (issue 22's newcomer).
+        token = re.search(r"admin token:\s+(\S+)", printed).group(1)
+        import requests
+        page = requests.get("http://127.0.0.1:8080/console/", timeout=5)
+        assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+        act = requests.post("http://127.0.0.1:8080/v1/identities/retry", timeout=5, json={"expected": 0},
+                            headers={"Authorization": "Bearer " + token})
+        assert act.status_code in (200, 202) and act.json()["retried"] == 0, act.text
+        act = requests.post("http://127.0.0.1:8080/v1/identities/retry", timeout=5, json={"expected": 0},
+                            headers={"Authorization": "Bearer not-the-token"})
+        assert act.status_code in (401, 403), act.text
 
         # One shell for the whole block (its variables carry over), a marker after each command.
         script = ["set -u", "cd %s" % json.dumps(str(TOP))]
