@@ -149,7 +149,7 @@ test: deps
 	@$(MAKE) --no-print-directory sanitize
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
-# ---- sanitizers, fuzzing, memcheck and the fault soak (README: "Fuzzing, sanitizers and
+# ---- sanitizers, fuzzing, memcheck and the fault soak (docs/testing.md: "Fuzzing, sanitizers and
 # the fault suite").  `make sanitize`: the unit tests and the whole integration suite again
 # on an ASan+UBSan build in build/san, leak detection on; any report fails the run
 # (tests/daemon.py reads the daemons' stderr at teardown).

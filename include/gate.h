@@ -78,7 +78,7 @@ cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const s
 /* The decision's reasons, comma separated, into buf ("" when allowed). */
 void gate_reasons_text(const struct gate_decision *d, char *buf, size_t len);
 /* Graph's error_subcode for a refusal: its first reason's (part of the wire contract:
- * the README lists them; never an enum's position). */
+ * docs/cloud.md lists them; never an enum's position). */
 int gate_subcode(const struct gate_decision *d);
 
 /* What a caller asks about a recipient. */

@@ -4,7 +4,7 @@
  * SENTINEL get-master-addr-by-name asked of each sentinel in turn, and a second
  * connection SUBSCRIBEd to +switch-master that tells when the sentinels moved the
  * primary.  Sentinels are asked without AUTH and without TLS (hiredis 0.14 has no
- * TLS): keep them on a private network (README "Redis Sentinel").  The store
+ * TLS): keep them on a private network (docs/operations.md, "Redis Sentinel").  The store
  * (store.c) owns the one struct sentinel and checks ROLE on what it is given. */
 #ifndef WAGUARD_SENTINEL_H
 #define WAGUARD_SENTINEL_H

@@ -16,6 +16,9 @@
 
 #include "app.h"
 
+/* The longest Content-Type a request sent on may carry, NUL included. */
+#define UPSTREAM_CONTENT_TYPE_MAX 128
+
 struct upstream_reply {
     int status;              /* HTTP status; 0 when there was no answer */
     const char *body;        /* borrowed, NUL-terminated, valid during the callback */

@@ -5,7 +5,7 @@
  * and a mix-up between the two happens.  Every time waguard reads goes through
  * wtime_parse(), which decides the unit by magnitude: below 10^11 it is seconds (10^11 s
  * is the year 5138), otherwise milliseconds.  The other half of the rule lives where
- * Redis's clock is (src/lua/common.lua, FUTURE_MS): an identity time later than that
+ * Redis's clock is (src/lua/base.lua, FUTURE_MS): an identity time later than that
  * clock plus a small tolerance is replaced by the time it was received. */
 #ifndef WAGUARD_WTIME_H
 #define WAGUARD_WTIME_H

@@ -88,6 +88,16 @@ static cJSON *json_list(const redisReply *l)
 
 /* ---- naming a user, as the gate does ---------------------------------------------- */
 
+/* Adds name: the JSON object a store value holds, when it holds one. */
+static void add_object(cJSON *o, const char *name, const redisReply *v)
+{
+    cJSON *x = v->type == REDIS_REPLY_STRING ? cJSON_ParseWithLength(v->str, v->len) : NULL;
+    if (cJSON_IsObject(x))
+        cJSON_AddItemToObject(o, name, x);
+    else
+        cJSON_Delete(x);
+}
+
 /* Calls the store for r, answering 500 when the call cannot even be queued. */
 static void call_store(struct request *r, enum store_fn fn, int argc, const char **argv, store_cb *cb)
 {
@@ -308,12 +318,9 @@ static void on_get(struct app *app, redisReply *reply, void *arg)
     else
         cJSON_AddNullToObject(o, "last_inbound");
     /* Cloud: the window of each business number the user wrote to ({number: time}) */
-    cJSON *by = e[GR_LAST_IN_BY_NUMBER]->type == REDIS_REPLY_STRING
-                    ? cJSON_ParseWithLength(e[GR_LAST_IN_BY_NUMBER]->str, e[GR_LAST_IN_BY_NUMBER]->len) : NULL;
-    if (cJSON_IsObject(by))
-        cJSON_AddItemToObject(o, "last_inbound_by_number", by);
-    else
-        cJSON_Delete(by);
+    add_object(o, "last_inbound_by_number", e[GR_LAST_IN_BY_NUMBER]);
+    /* Cloud: the blocks of each business number ({number: true|false}) */
+    add_object(o, "blocked_by_number", e[GR_BLOCKED_BY_NUMBER]);
     cJSON_AddBoolToObject(o, "blocked", store_int(e[GR_BLOCKED], 0) == 1);
     add_str(o, "moved_to", e[GR_MOVED_TO]);
     add_str(o, "contact", e[GR_CONTACT]);
@@ -560,7 +567,10 @@ void admin_audit(struct request *r)
     struct page pg;
     if (page_of(r, &pg) != 0)
         return;
-    if (strspn(pg.cursor, "0123456789-") != strlen(pg.cursor)) {
+    /* a stream entry id, MS-SEQ, each part under 2^64 (19 digits at most) */
+    size_t ms = strspn(pg.cursor, "0123456789"), seq = strlen(pg.cursor + ms + (pg.cursor[ms] == '-'));
+    if (pg.cursor[0] && !(ms > 0 && ms <= 19 && pg.cursor[ms] == '-' && seq > 0 && seq <= 19 &&
+                          strspn(pg.cursor + ms + 1, "0123456789") == seq)) {
         request_reply_error(r, 400, "Bad request", "cursor is the id of the last entry seen (next_cursor)");
         return;
     }

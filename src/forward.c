@@ -86,6 +86,11 @@ struct fwd *forward_new(struct request *r)
     const char *ct = request_header(r, "Content-Type");
     if (forward_set_path(r, f, full) != 0 || forward_set_body(r, f, body, len) != 0)
         return NULL;
+    if (ct && strlen(ct) >= UPSTREAM_CONTENT_TYPE_MAX) {
+        /* sent on as it is or not at all: never replaced by another type */
+        request_reply_error(r, 400, "Bad request", "the Content-Type is over %d bytes", UPSTREAM_CONTENT_TYPE_MAX - 1);
+        return NULL;
+    }
     if (ct && !(f->content_type = strdup(ct))) {
         request_reply_error(r, 500, "Internal error", "out of memory");
         return NULL;

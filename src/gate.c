@@ -15,7 +15,7 @@ enum {
     GU_N
 };
 
-/* Graph's error_subcode of each reason, as the README lists them (the wire contract). */
+/* Graph's error_subcode of each reason, as docs/cloud.md lists them (the wire contract). */
 static const int reason_subcodes[REASON_COUNT] = {
     [REASON_IDENTITY_UNACKNOWLEDGED] = 1, [REASON_BLOCKED] = 2, [REASON_CONTACT_INVALID] = 3,
     [REASON_OUTSIDE_SESSION_WINDOW] = 4, [REASON_NUMBER_CHANGED] = 5, [REASON_STORE_UNAVAILABLE] = 6,

@@ -45,6 +45,27 @@ static void answer_one(struct app *app, const char *wa_id, const struct gate_fac
     request_reply_json(r, d->allowed ? 200 : 423, gate_decision_json(wa_id, f, d));
 }
 
+/* The business number a decision is for, into number: the one named (?phone_number_id=,
+ * or the batch's), else the configured default.  Returns 0, or -1 after answering 400:
+ * a name of the wrong shape, or one On-Premises has no use for (one number per client:
+ * a Cloud number's window would never be written there, so every send would look
+ * outside it). */
+static int number_named(struct request *r, const char *named, char number[BUSINESS_NUMBER_MAX])
+{
+    if (named && !config_number_valid(named)) {
+        request_reply_error(r, 400, "Bad phone_number_id", "phone_number_id is 1 to 63 letters, digits, _ or -");
+        return -1;
+    }
+    if (named && r->app->cfg->api == API_ONPREM) {
+        request_reply_error(r, 400, "Bad phone_number_id", "phone_number_id names a Cloud API business number; "
+                            "this waguard is beside an On-Premises client ([upstream] api = onprem), which has one "
+                            "number: leave it out");
+        return -1;
+    }
+    business_number_for(r->app->cfg, named, number, BUSINESS_NUMBER_MAX);
+    return 0;
+}
+
 void gate_http_get(struct request *r)
 {
     struct app *app = r->app;
@@ -58,13 +79,9 @@ void gate_http_get(struct request *r)
     const struct hold_category *hold;
     if (gate_http_category(r, request_query(r, "category", cbuf, sizeof cbuf), &hold) != 0)
         return;
-    const char *named = request_query(r, "phone_number_id", nbuf, sizeof nbuf);
-    if (named && !config_number_valid(named)) {
-        request_reply_error(r, 400, "Bad phone_number_id", "phone_number_id is 1 to 63 letters, digits, _ or -");
-        return;
-    }
     char number[BUSINESS_NUMBER_MAX];
-    business_number_for(app->cfg, named, number, sizeof number);
+    if (number_named(r, request_query(r, "phone_number_id", nbuf, sizeof nbuf), number) != 0)
+        return;
     const char *t = request_query(r, "type", tbuf, sizeof tbuf);
     if (r->query_too_long) {
         request_reply_error(r, 400, "Bad request", "a query value (type, category, phone_number_id) is too long");
@@ -121,13 +138,19 @@ void gate_http_batch(struct request *r)
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(in, "type");
     const cJSON *cat = cJSON_GetObjectItemCaseSensitive(in, "category");
     const cJSON *num = cJSON_GetObjectItemCaseSensitive(in, "phone_number_id");
-    if (!cJSON_IsObject(in) || !cJSON_IsArray(ids) || (type && !cJSON_IsString(type)) ||
+    if (!cJSON_IsObject(in) || !cJSON_IsArray(ids) ||
+        (type && (!cJSON_IsString(type) || strlen(type->valuestring) >= sizeof ((struct batch *)0)->type)) ||
         (cat && !cJSON_IsString(cat)) ||
         (num && (!cJSON_IsString(num) || !config_number_valid(num->valuestring)))) {
         cJSON_Delete(in);
         request_reply_error(r, 400, "Bad request", "expected {\"type\":\"text\",\"category\":\"…\" (optional),"
                             "\"phone_number_id\":\"…\" (optional),\"wa_ids\":[\"…\"]}%s%s", in ? "" : ": ",
                             in ? "" : why);
+        return;
+    }
+    char number[BUSINESS_NUMBER_MAX];
+    if (number_named(r, num ? num->valuestring : NULL, number) != 0) {
+        cJSON_Delete(in);
         return;
     }
     int n = cJSON_GetArraySize(ids);
@@ -175,8 +198,6 @@ void gate_http_batch(struct request *r)
         argv[b->n] = specs[b->n];
         b->n++;
     }
-    char number[BUSINESS_NUMBER_MAX];
-    business_number_for(app->cfg, num ? num->valuestring : NULL, number, sizeof number);
     cJSON_Delete(in);
     if (b->n == 0) {
         free(specs);

@@ -113,32 +113,39 @@ int request_authorize(struct request *r, enum role need)
     bool manual_ack = need == ROLE_ACK && cfg->ack == ACK_MANUAL;
     if (need == ROLE_ACK)
         need = manual_ack ? ROLE_ADMIN : ROLE_API;
-    const struct token_list *own = need == ROLE_ADMIN ? &cfg->admin_tokens : &cfg->api_tokens;
-    if (need == ROLE_NONE || own->n == 0) {
+    if (need == ROLE_NONE) {
         snprintf(r->caller, sizeof r->caller, "anonymous");
-        r->caller_role = need == ROLE_NONE ? ROLE_NONE : ROLE_ADMIN;
+        r->caller_role = ROLE_NONE;
         return 0;
     }
+    /* An empty token list lets anyone in at its level (a loopback listener only): an
+     * empty admin list lets anyone act, an empty api list anyone read. */
+    bool anyone_acts = cfg->admin_tokens.n == 0;
+    bool anyone_reads = anyone_acts || cfg->api_tokens.n == 0;
     const char *tok = request_bearer(r);
     if (!tok) {
+        if (need == ROLE_ADMIN ? anyone_acts : anyone_reads) {
+            snprintf(r->caller, sizeof r->caller, "anonymous");
+            r->caller_role = anyone_acts ? ROLE_ADMIN : ROLE_API;
+            return 0;
+        }
         request_reply_error(r, 401, "Unauthorized", "this route needs Authorization: Bearer <%s token>",
                             need == ROLE_ADMIN ? "admin" : "api");
         return -1;
     }
+    /* A token presented is always checked, even where none is needed: a wrong one says
+     * so (the console's sign-in), and the caller is named by its own. */
     size_t len = strlen(tok);
     const struct token *t = find_token(&cfg->admin_tokens, tok, len);
     r->caller_role = ROLE_ADMIN;
-    if (!t && need == ROLE_API) {
-        t = find_token(&cfg->api_tokens, tok, len);
-        r->caller_role = ROLE_API;
-    }
-    if (t) {
+    if (!t && (t = find_token(&cfg->api_tokens, tok, len)) != NULL)
+        r->caller_role = anyone_acts ? ROLE_ADMIN : ROLE_API;
+    if (t && (need == ROLE_API || r->caller_role == ROLE_ADMIN)) {
         snprintf(r->caller, sizeof r->caller, "%s", t->name);
         return 0;
     }
     r->caller_role = ROLE_NONE;
-    bool other_role = (need == ROLE_ADMIN && find_token(&cfg->api_tokens, tok, len)) ||
-                      (cfg->webhook_token && request_secret_equal(tok, len, cfg->webhook_token));
+    bool other_role = t || (cfg->webhook_token && request_secret_equal(tok, len, cfg->webhook_token));
     if (other_role && manual_ack)
         request_reply_error(r, 403, "Forbidden", "[identity] ack = manual: only an operator (an admin token) "
                             "acknowledges an identity change");

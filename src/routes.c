@@ -128,11 +128,13 @@ static const struct route_def *resolve(const struct config *cfg, const char *pat
         *path_methods = GET | POST;
         return NULL;
     }
+    bool v1 = strncmp(path, "/v1/", 4) == 0;
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        if (!match(table[i].pattern, path, args))
-            continue;
-        if (table[i].methods & method)
-            return &table[i];
+        if ((table[i].graph && v1) || !match(table[i].pattern, path, args))
+            continue;                /* /v1/x/messages is no Graph path */
+        if ((table[i].methods & method) ||
+            (method == EVHTTP_REQ_HEAD && (table[i].methods & GET) && table[i].role == ROLE_NONE))
+            return &table[i];        /* HEAD of what anyone may GET (health checkers use it) */
         *path_methods |= table[i].methods;
         if (!strchr(table[i].pattern, '*')) {
             /* a path named exactly (/v1/identities/retry) is that route's, never a '*' of
@@ -150,7 +152,6 @@ static const struct route_def *resolve(const struct config *cfg, const char *pat
     if (*path_methods)
         return NULL;
     if (cfg->forward_unknown && proxy_forwardable(path, method)) {
-        bool v1 = strncmp(path, "/v1/", 4) == 0;
         if (method != GET && settings_path(path))
             return v1 ? &forward_v1_settings : &forward_graph_settings;
         return v1 ? &forward_v1 : &forward_graph;

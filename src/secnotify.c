@@ -19,6 +19,7 @@ struct secnotify {
     char why[400];
     unsigned generation;         /* the run an answer belongs to: older runs' answers are dropped */
     struct event *timer;
+    long retry_s;                /* after a failed read or PATCH: 1, 2, 4, 8 s */
 };
 
 struct sn_call {
@@ -33,10 +34,20 @@ static bool active(const struct app *app)
     return app->cfg->api == API_ONPREM && app->cfg->security_notifications != SECNOT_OFF;
 }
 
-static void schedule(struct app *app)
+/* The next reading: settings_check_s after one that found it on; after a failure (no
+ * answer, or a PATCH refused) in 1 s, then 2, 4 and every 8 s (settings_check_s at most). */
+static void schedule(struct app *app, bool failed)
 {
     struct secnotify *s = app->secnotify;
-    struct timeval tv = { app->cfg->settings_check_s, 0 };
+    long every = app->cfg->settings_check_s;
+    if (!failed) {
+        s->retry_s = 0;
+    } else {
+        s->retry_s = s->retry_s ? (s->retry_s < 8 ? s->retry_s * 2 : 8) : 1;
+        if (s->retry_s < every)
+            every = s->retry_s;
+    }
+    struct timeval tv = { every, 0 };
     evtimer_add(s->timer, &tv);
 }
 
@@ -79,10 +90,12 @@ static void on_patched(struct app *app, const struct upstream_reply *rep, void *
     if (ok) {
         s->state = SN_ON;
         s->why[0] = '\0';
+        schedule(app, false);
         log_notice(&app->log, "secnotify", "show_security_notifications was off on the WABA client: turned it on "
                    "([upstream] security_notifications = ensure)");
         return;
     }
+    schedule(app, true);
     s->state = SN_OFF;
     char why[200];
     describe(rep, "PATCH /v1/settings/application", why, sizeof why);
@@ -96,13 +109,13 @@ static void on_settings(struct app *app, const struct upstream_reply *rep, void 
     if (!current(app, arg))
         return;
     struct secnotify *s = app->secnotify;
-    schedule(app);
     cJSON *o = rep->status ? cJSON_ParseWithLength(rep->body, rep->len) : NULL;
     if (!envelope_ok(rep->status, o)) {
+        schedule(app, true);
         char why[300];
         describe(rep, "GET /v1/settings/application", why, sizeof why);
         log_warn(&app->log, "secnotify", "could not read show_security_notifications (%s); reading again in %ld s",
-                 why, app->cfg->settings_check_s);
+                 why, s->retry_s < app->cfg->settings_check_s ? s->retry_s : app->cfg->settings_check_s);
         if (s->state == SN_UNKNOWN)
             snprintf(s->why, sizeof s->why, "%s", why);
         cJSON_Delete(o);
@@ -112,6 +125,7 @@ static void on_settings(struct app *app, const struct upstream_reply *rep, void 
     bool on = ops_acknowledged(cJSON_GetObjectItemCaseSensitive(appl, "show_security_notifications"));
     cJSON_Delete(o);
     if (on) {
+        schedule(app, false);
         if (s->state != SN_ON)
             log_info(&app->log, "secnotify", "show_security_notifications is on");
         s->state = SN_ON;
@@ -126,6 +140,7 @@ static void on_settings(struct app *app, const struct upstream_reply *rep, void 
             return;
         free(c);
     }
+    schedule(app, app->cfg->security_notifications == SECNOT_ENSURE);   /* check: known off, read as usual */
     s->state = SN_OFF;
     snprintf(s->why, sizeof s->why, "show_security_notifications is off on the WABA client: it sends no identity "
              "change and lets every send through ([upstream] security_notifications = check)");
@@ -146,7 +161,7 @@ void secnotify_run(struct app *app)
     struct sn_call *c = call_new(app);
     if (!c || upstream_request(app, EVHTTP_REQ_GET, "/v1/settings/application", NULL, 0, on_settings, c) != 0) {
         free(c);
-        schedule(app);
+        schedule(app, true);
     }
 }
 

@@ -132,6 +132,8 @@ static int read_body(struct request *r, struct fwd *f, struct send *s)
         bad(r, "%s", "\"recipient\" is not a business-scoped user id (CC.…)");
     } else if (tp && hsm) {
         bad(r, "%s", "the message carries both \"template\" and \"hsm\": send one");
+    } else if (t && strlen(t->valuestring) >= sizeof s->type) {
+        bad(r, "%s", "the message's \"type\" is over 31 bytes: no WhatsApp message type is that long");
     } else {
         const char *type = t ? t->valuestring : "text";
         snprintf(s->type, sizeof s->type, "%s", type);

@@ -66,7 +66,7 @@ struct ureq {
     char *path;
     char *body;
     size_t len;
-    char content_type[128];     /* of the body; "" application/json */
+    char content_type[UPSTREAM_CONTENT_TYPE_MAX];     /* of the body; "" application/json */
     upstream_cb *cb;
     void *arg;
     bool is_login;
@@ -491,8 +491,14 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s, long lo
             evhttp_add_header(h, "Content-Length", cl);
         }
     }
-    char full[2048];
-    snprintf(full, sizeof full, "%s%s", g->base_path, u->path);
+    /* the whole path and query, never cut (the forward bounds it: FORWARD_PATH_MAX) */
+    size_t fl = strlen(g->base_path) + strlen(u->path) + 1;
+    char *full = malloc(fl);
+    if (!full) {
+        evhttp_request_free(req);
+        return -1;
+    }
+    snprintf(full, fl, "%s%s", g->base_path, u->path);
     u->slot = s;
     s->busy = true;
     s->gen->busy++;
@@ -500,7 +506,9 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s, long lo
     TAILQ_INSERT_TAIL(&up->sent, u, link);
     if (!u->start_ms)
         u->start_ms = app_mono_ms();
-    if (evhttp_make_request(s->evcon, req, u->method, full) != 0) {
+    int made = evhttp_make_request(s->evcon, req, u->method, full);
+    free(full);
+    if (made != 0) {
         /* libevent freed req; the connection is suspect */
         s->busy = false;
         s->gen->busy--;

@@ -44,9 +44,12 @@ HARNESS_ENV = {k: os.environ.pop(k) for k in [k for k in os.environ if k.startsw
 
 
 class WaguardFactory(Daemons):
-    def __init__(self, base_dir, default_redis):
+    seq = 0
+
+    def __init__(self, base_dir, default_redis, shared_prefix="wgf"):
         super().__init__(base_dir)
         self.default_redis = default_redis
+        self.shared_prefix = shared_prefix     # None: the default prefix (the module's daemon)
 
     def __call__(self, overrides=None, files=None, env=None, redis=None, listen=None,
                  extra_config="", wait=True, config_text=None, args=None, port=None):
@@ -64,6 +67,11 @@ class WaguardFactory(Daemons):
             cfg = default_config(port, redis_url)
             if listen is not None:
                 cfg["server"]["listen"] = listen
+            if rs is not None and rs is self.default_redis and self.shared_prefix is not None:
+                # On the session's shared Redis, beside the module's own daemon: a prefix of
+                # its own, or the two would share (and take) each other's acknowledgement work.
+                WaguardFactory.seq += 1
+                cfg["redis"]["key_prefix"] = "%s%d" % (self.shared_prefix, WaguardFactory.seq)
             merge_config(cfg, overrides)
             if extra_config:
                 cfg = render_config(cfg) + extra_config
@@ -141,7 +149,7 @@ def waguard_factory(request, waguard_bin, redis_server, tmp_path):
 
 @pytest.fixture(scope="module")
 def _module_waguard(request, waguard_bin, redis_server, tmp_path_factory):
-    f = WaguardFactory(tmp_path_factory.mktemp("wgmod"), redis_server)
+    f = WaguardFactory(tmp_path_factory.mktemp("wgmod"), redis_server, shared_prefix=None)
     yield f()
     _tear_down(request, f, request.module.__name__)
 

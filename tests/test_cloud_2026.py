@@ -16,7 +16,7 @@ Redis and the simulator's Graph surface and 2026 webhook builders (tests/waba_si
   5. two business numbers behind one webhook: windows and blocks per number, identity per
      user;
 
-and the README's claims under "On Meta's Cloud API" / "Users without phone numbers".
+and the claims of docs/cloud.md (once the README's "On Meta's Cloud API" / "Users without phone numbers").
 
 Users come from several countries (helpers.WORLD) and include users known only by a user
 id (CC.…, parents CC.ENT.…) whose phone number Meta hides."""

@@ -26,7 +26,7 @@ Redis runs with `appendonly yes` and `appendfsync always`.  With `everysec` (wha
 deploy/redis-waguard.conf ships) a `kill -9` of the Redis process alone loses nothing in the
 common case either, since the AOF is written before the reply; but when an fsync is slow Redis
 postpones that write for up to 2 s while still replying, and a kill then loses writes
-waguard already answered 200 for.  That loss belongs to the Redis setting (README: "Make Redis
+waguard already answered 200 for.  That loss belongs to the Redis setting (deploy/DEPLOYING.md, step 2: "Make Redis
 durable"), not to waguard; `always` makes every reply follow its fsync, so a change lost here
 can only be waguard's fault.
 

@@ -511,3 +511,24 @@ def test_admin_routes_name_a_user_as_the_gate_does(procs):
     audit = wg.admin_get("/v1/audit?wa_id=%s" % quote(uid, safe=""), token=ADMIN_TOKEN).json()["entries"]
     asked = [e for e in audit if e["result"] == "requested"]
     assert asked and all(e["wa_id"] == w for e in audit) and asked[0]["reason"] == "called the customer", audit
+
+
+def test_the_record_shows_what_the_gate_decides_by(procs):
+    """GET /v1/identities/{id} (the console's and waguardctl's user page) shows the blocks and
+    windows of each business number the gate decides by, and no acknowledgement of a hash
+    that is no longer the newest."""
+    r, sim = procs.redis(), procs.sim(auth="none")
+    wg = procs.daemon(r, sim, overrides={"upstream": {"api": "cloud", "auth": "none", "phone_number_id": "PN1,PN2",
+                                                      "blocklist_sync_s": "1"}, **MANUAL})
+    w = world_wa_id("NG")
+    wg.webhook_ok(cloud_inbound(w=w, key_hash="NGA=", ts=NOW - 60))
+    sim.set_blocked(w, True, pnid="PN2")
+    wait_for(lambda: "blocked" in gate(wg, w, phone_number_id="PN2")["reasons"], timeout=10)
+    assert "blocked" not in gate(wg, w, phone_number_id="PN1")["reasons"]
+    rec = wg.identity(w)
+    assert rec["blocked"] is True and rec["blocked_by_number"] == {"PN2": True}, rec
+    assert set(rec["last_inbound_by_number"]) == {"PN1"} and rec["last_inbound"], rec
+    assert rec["identity"]["acknowledged_by"] == "first_seen", rec
+    wg.webhook_ok(cloud_inbound(w=w, key_hash="NGB=", ts=NOW - 30))
+    rec = wg.identity(w)
+    assert rec["identity"]["state"] == "pending" and rec["identity"].get("acknowledged_by") is None, rec

@@ -190,21 +190,22 @@ def test_lintian_reports_no_errors_or_warnings(deb):
                 assert lines[0].startswith("#"), "%s: override without a comment: %s" % (f.name, block)
 
 
-def test_deployment_notes_are_the_readme_section_and_name_the_package_steps():
-    """The package ships deploy/DEPLOYING.md as the deployment notes: it is the README's
-    "Deploying" section, which starts with the newcomer's steps on a fresh machine."""
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("## Deploying beside the WABA client")
-    section = readme[start:readme.index("\n## ", start + 3)].rstrip("\n") + "\n"
-    assert (ROOT / "deploy" / "DEPLOYING.md").read_text() == section
-    steps = section[:section.index("### 1.")]
+def test_deployment_notes_name_the_package_steps_and_the_readme_points_to_them():
+    """The package ships deploy/DEPLOYING.md as the deployment notes, which start with the
+    newcomer's steps on a fresh machine (the Cloud example first); the README, what a user
+    reads first, sends them there."""
+    notes = (ROOT / "deploy" / "DEPLOYING.md").read_text()
+    steps = notes[:notes.index("### 1.")]
     for step in ("make deb", "apt install ./build/waguard_*.deb",
+                 "cp /usr/share/doc/waguard/waguard.cloud.conf /etc/waguard/waguard.conf",
                  "cp /etc/waguard/waguard.conf.example /etc/waguard/waguard.conf",
                  "systemctl start waguard"):
         assert step in steps, step
+    assert steps.index("waguard.cloud.conf") < steps.index("waguard.conf.example"), "the Cloud comes first"
     dropin = (ROOT / "debian" / "waguard-wait-for-configuration.conf").read_text()
     assert "ConditionPathExists=/etc/waguard/waguard.conf\n" in dropin
-    assert "ConditionPathExists=/etc/waguard/waguard.conf" in section
+    assert "ConditionPathExists=/etc/waguard/waguard.conf" in notes
+    assert "](deploy/DEPLOYING.md)" in (ROOT / "README.md").read_text()
 
 
 # ------------------------------------------------------------------ a throw-away root

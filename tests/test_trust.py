@@ -130,6 +130,17 @@ def test_security_notifications_that_cannot_be_turned_on_make_it_not_ready(procs
     assert sim.settings["show_security_notifications"] is False
 
 
+def test_a_patch_that_failed_is_tried_again_soon(procs):
+    """A WABA client that answered 503 to the PATCH is asked again within seconds, not at
+    the next settings_check_s (300 s): readiness comes back once it takes it."""
+    _, sim, wg = stack_with(procs, {"show_security_notifications": False, "settings_patch_status": 503},
+                            wait=False)
+    wait_for(lambda: wg.get("/readyz").status_code == 503, timeout=10)
+    sim.configure(settings_patch_status=200)
+    wait_for(lambda: wg.get("/readyz").status_code == 200, timeout=10, what="ready again without a reload")
+    assert sim.settings["show_security_notifications"] is True
+
+
 def test_security_notifications_check_reports_and_never_changes_them(procs):
     _, sim, wg = stack_with(procs, {"show_security_notifications": False},
                              overrides={"upstream": {"security_notifications": "check"}}, wait=False)

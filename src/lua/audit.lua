@@ -15,6 +15,8 @@ FN.audit = function(keys, args)
     only = w
   end
   local budget = limit * 20 + 1000
+  -- nothing comes before the first id there can be (XREVRANGE refuses "(0-0")
+  if string.match(cursor, '^0+%-0+$') then return { '' } end
   local last = cursor == '' and '+' or ('(' .. cursor)
   local entries = redis.call('XREVRANGE', AUDIT, last, '-', 'COUNT', budget)
   local out, found = { '' }, 0

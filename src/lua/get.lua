@@ -20,17 +20,25 @@ FN.get = function(keys, args)
   rec[GET_RECORD.NEXT], rec[GET_RECORD.LEASE], rec[GET_RECORD.REQUESTED_BY] = v[16], v[17], v[18]
   rec[GET_RECORD.HOLD_RELEASED], rec[GET_RECORD.RX], rec[GET_RECORD.CONTACT_AT] = v[19], v[20], v[21]
   rec[GET_RECORD.USERNAME] = v[22]
-  -- the 24-hour windows per business number (Cloud), and the latest of all of them
-  local by, latest = {}, tonumber(v[12]) or 0
+  -- the 24-hour windows and blocks per business number (Cloud): the latest window of all,
+  -- and blocked when any number (or the plain field, every number) blocks the user
+  local by, blocks, latest, any = {}, {}, tonumber(v[12]) or 0, v[13] == '1'
   for _, n in ipairs(redis.call('SMEMBERS', NUMBERS)) do
-    local t = tonumber(redis.call('HGET', k, win_field(n)))
+    local nv = redis.call('HMGET', k, win_field(n), blk_field(n))
+    local t = tonumber(nv[1])
     if t then
       by[n] = t
       if t > latest then latest = t end
     end
+    if nv[2] then
+      blocks[n] = nv[2] == '1'
+      any = any or nv[2] == '1'
+    end
   end
   if latest > 0 then rec[GET_RECORD.LAST_IN] = latest end
+  rec[GET_RECORD.BLOCKED] = any and '1' or '0'
   if next(by) then rec[GET_RECORD.LAST_IN_BY_NUMBER] = cjson.encode(by) end
+  if next(blocks) then rec[GET_RECORD.BLOCKED_BY_NUMBER] = cjson.encode(blocks) end
   local since = redis.call('ZSCORE', SINCE, w)
   rec[GET_RECORD.SINCE] = since or false
   local flat = {}

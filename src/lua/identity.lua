@@ -213,7 +213,8 @@ end
 local function record(w, h, t, rx, src, mid, changed, acked)
   local k = K.user(w)
   redis.call('HSET', k, F.HASH, h, F.TS, t)
-  redis.call('HDEL', k, F.REACK)
+  -- who acknowledged the hash it replaces, and when, is in the trail (K.acks), not on it
+  redis.call('HDEL', k, F.REACK, F.ACKED_BY, F.ACKED_AT)
   if rx then redis.call('HSET', k, F.RX, 1) else redis.call('HDEL', k, F.RX) end
   if changed then changed_now(w) end
   remember(w, h)
@@ -296,9 +297,16 @@ function identity.observe(w, o)
     identity.reacknowledge(w, nil)
     return 'tied', future
   end
-  record(w, h, t, future, o.src, o.mid, true, o.ack)
-  if o.ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
-  else identity.pending(w, false) end
+  -- as old as the one it replaces (it sorts after it): which key the user holds cannot be
+  -- told, so a flag that says acknowledged does not answer it (the tie rule above)
+  local ack = o.ack and t ~= at
+  record(w, h, t, future, o.src, o.mid, true, ack)
+  if ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
+  else
+    -- the hash the worker fetched for a refused send (hash_unknown) ends the same episode:
+    -- an operator's request to acknowledge stands
+    identity.pending(w, state == STATE.HASH_UNKNOWN and (o.src == 'lookup' or o.src == 'reconcile'))
+  end
   return 'newer', future
 end
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/fuzz/run.sh SECONDS BINARY... — what `make fuzz` runs (README: "Fuzzing, sanitizers and
+# tests/fuzz/run.sh SECONDS BINARY... — what `make fuzz` runs (docs/testing.md: "Fuzzing, sanitizers and
 # the fault suite").  For each build/fuzz/fuzz_<target>:
 #   1. replays every file in tests/fuzz/regressions/<target>/ (each a past finding: it must
 #      now pass);
