@@ -20,8 +20,8 @@ with the acknowledgement dialog is copied to docs/console.png (the README shows 
 test run leaves the tree as it was.
 """
 import base64
-import re
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
