@@ -394,3 +394,40 @@ class StubUpstream:
         with self.lock:
             return [(p, b) for (m, p, h, b) in self.requests
                     if m == "PUT" and p.endswith("/identity")]
+
+
+def cloud(value, number="PN1"):
+    """A Cloud API messages webhook: value in its envelope, for business number `number`."""
+    value = dict(value, messaging_product="whatsapp", metadata={"phone_number_id": number})
+    return {"object": "whatsapp_business_account",
+            "entry": [{"id": "W", "changes": [{"field": "messages", "value": value}]}]}
+
+
+def cloud_inbound(w=None, uid=None, key_hash=None, ts=None, mid=None, number="PN1"):
+    """A Cloud inbound text from wa_id w and/or user id uid, its contact carrying key_hash."""
+    contact, msg = {"profile": {"name": "U"}}, {"id": mid or new_msg_id("wamid."),
+                                                "timestamp": str(ts or now_s() - 60), "type": "text",
+                                                "text": {"body": "hi"}}
+    if w:
+        contact["wa_id"], msg["from"] = w, w
+    if uid:
+        contact["user_id"], msg["from_user_id"] = uid, uid
+    if key_hash:
+        contact["identity_key_hash"] = key_hash
+    return cloud({"contacts": [contact], "messages": [msg]}, number)
+
+
+def gate_decision(wg, who, type_="template", token=None, **q):
+    """GET /v1/gate/{who}?type=…&k=v… (every value URL-encoded): the decision, checked to be
+    a 200 allowed or a 423 refused."""
+    from urllib.parse import quote
+    from daemon import API_TOKEN
+    path = "/v1/gate/%s?type=%s" % (quote(who, safe=""), type_)
+    for k, v in q.items():
+        if v is not None:
+            path += "&%s=%s" % (k, quote(v, safe=""))
+    r = wg.get(path, token=token or API_TOKEN)
+    assert r.status_code in (200, 423), r.text
+    d = r.json()
+    assert (r.status_code == 200) == d["allowed"], d
+    return d

@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from daemon import API_TOKEN, ADMIN_TOKEN, WEBHOOK_TOKEN
+from daemon import ADMIN_TOKEN, API_TOKEN
 from helpers import new_wa_id, wait_for
 from waba_sim import WabaSim
 

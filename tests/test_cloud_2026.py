@@ -24,12 +24,11 @@ import itertools
 import json
 import random
 import time
-from urllib.parse import quote
 
 import pytest
 
 from daemon import API_TOKEN, HMAC_SECRET
-from helpers import free_port, new_msg_id, wait_for, world_wa_id
+from helpers import free_port, gate_decision, new_msg_id, wait_for, world_wa_id
 
 PN1, PN2 = "PN1", "PN2"                  # two business numbers behind one webhook
 NOW = int(time.time())
@@ -82,16 +81,7 @@ def event(sim, kind, **kw):
 
 
 def gate(wg, who, pnid=None, type_="text", **q):
-    path = "/v1/gate/%s?type=%s" % (quote(who, safe=""), type_)
-    if pnid:
-        path += "&phone_number_id=" + pnid
-    for k, v in q.items():
-        path += "&%s=%s" % (k, quote(v, safe=""))
-    r = wg.get(path, token=API_TOKEN)
-    assert r.status_code in (200, 423), r.text
-    d = r.json()
-    assert (r.status_code == 200) == d["allowed"], d
-    return d
+    return gate_decision(wg, who, type_, phone_number_id=pnid, **q)
 
 
 def closed(wg, who, pnid=None, type_="text"):

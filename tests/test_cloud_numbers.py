@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from daemon import API_TOKEN, HMAC_SECRET, WEBHOOK_TOKEN
+from daemon import API_TOKEN, WEBHOOK_TOKEN
 from helpers import new_msg_id, wait_for, world_wa_id
 from waba_sim import WabaSim
 

@@ -357,6 +357,14 @@ def test_rules_use_only_known_metrics_and_cover_the_brief():
 # nginx
 
 
+def stop_nginx(proc):
+    proc.terminate()
+    try:
+        proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def nginx_wrapper(tmp_path, *, live=False, https_port=443, http_port=80, upstream_port=8080, site=None,
                   auth_line='proxy_set_header Authorization "Bearer test-webhook-token";\n'):
     """Write a self-contained nginx.conf in tmp_path including the site file (deploy's, or
@@ -514,11 +522,7 @@ def test_nginx_routes_only_the_public_paths(tmp_path):
         # Secrets in the query string stay out of the access log.
         assert "verify_token" not in (tmp_path / "waguard.access.log").read_text()
     finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_nginx(proc)
         upstream.shutdown()
         upstream.server_close()
 
@@ -623,11 +627,7 @@ def test_nginx_cloud_path_as_the_guide_says_finds_no_way_around_the_signature(tm
                            verify=False, timeout=10)
         assert res.status_code == 200 and res.text == "7"
     finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_nginx(proc)
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ template, and the 413 in JSON."""
 import socket
 import time
 
-from daemon import API_TOKEN, WABA_PASSWORD
+from daemon import API_TOKEN
 from helpers import identity_change, inbound_text, wait_for, world_dialled, world_wa_id
 
 

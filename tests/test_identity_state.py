@@ -16,23 +16,16 @@ from urllib.parse import quote
 import pytest
 
 from daemon import ADMIN_TOKEN, API_TOKEN
-from helpers import (WORLD, body, contact_result, contacts_callback, identity_change, identity_change_msg,
-                     identity_obj, inbound_text, inbound_text_msg, new_msg_id, status_item, statuses, wait_for,
-                     world_dialled, world_wa_id)
+from helpers import (body, cloud, cloud_inbound, contact_result, contacts_callback, gate_decision,
+                     identity_change, identity_change_msg, identity_obj, inbound_text, inbound_text_msg, new_msg_id,
+                     status_item, statuses, wait_for, world_wa_id)
 
 MANUAL = {"identity": {"ack": "manual"}}
 NOW = int(time.time())
 
 
 def gate(wg, who, type_="template", **q):
-    path = "/v1/gate/%s?type=%s" % (quote(who, safe=""), type_)
-    for k, v in q.items():
-        path += "&%s=%s" % (k, quote(v, safe=""))
-    r = wg.get(path, token=API_TOKEN)
-    assert r.status_code in (200, 423), r.text
-    d = r.json()
-    assert (r.status_code == 200) == d["allowed"], d
-    return d
+    return gate_decision(wg, who, type_, **q)
 
 
 def closed(wg, who, **q):
@@ -45,25 +38,6 @@ def opened(wg, who, **q):
     d = gate(wg, who, **q)
     assert d["allowed"] is True, d
     return d
-
-
-def cloud(value, number="PN1"):
-    value = dict(value, messaging_product="whatsapp", metadata={"phone_number_id": number})
-    return {"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [{"field": "messages",
-                                                                                       "value": value}]}]}
-
-
-def cloud_inbound(w=None, uid=None, key_hash=None, ts=None, mid=None):
-    contact, msg = {"profile": {"name": "U"}}, {"id": mid or new_msg_id("wamid."),
-                                                "timestamp": str(ts or NOW - 60), "type": "text",
-                                                "text": {"body": "hi"}}
-    if w:
-        contact["wa_id"], msg["from"] = w, w
-    if uid:
-        contact["user_id"], msg["from_user_id"] = uid, uid
-    if key_hash:
-        contact["identity_key_hash"] = key_hash
-    return cloud({"contacts": [contact], "messages": [msg]})
 
 
 def acked_first(wg, w, h="H1=", ts=NOW - 7200):

@@ -30,6 +30,7 @@ from jsonschema import Draft202012Validator, FormatChecker, RefResolver
 from daemon import ADMIN_TOKEN, API_TOKEN, HMAC_SECRET, VERIFY_TOKEN, WEBHOOK_TOKEN
 from helpers import (body, contact_result, contacts_callback, identity_change, identity_obj, inbound_text,
                      inbound_text_msg, new_msg_id, new_wa_id, now_s, wait_for, world_dialled, world_wa_id)
+from helpers import cloud as helpers_cloud, cloud_inbound as helpers_cloud_inbound
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_PATH = ROOT / "docs" / "openapi.yaml"
@@ -328,21 +329,11 @@ def cloud_msg(to, type_="template", name="hello"):
 
 
 def cloud(value, number="PNID"):
-    value = dict(value, messaging_product="whatsapp", metadata={"phone_number_id": number})
-    return {"object": "whatsapp_business_account",
-            "entry": [{"id": "W", "changes": [{"field": "messages", "value": value}]}]}
+    return helpers_cloud(value, number)
 
 
 def cloud_inbound(w=None, uid=None, key_hash=None, ts=None):
-    contact = {"profile": {"name": "U"}}
-    msg = {"id": new_msg_id("wamid."), "timestamp": str(ts or now_s() - 60), "type": "text", "text": {"body": "hi"}}
-    if w:
-        contact["wa_id"], msg["from"] = w, w
-    if uid:
-        contact["user_id"], msg["from_user_id"] = uid, uid
-    if key_hash:
-        contact["identity_key_hash"] = key_hash
-    return cloud({"contacts": [contact], "messages": [msg]})
+    return helpers_cloud_inbound(w, uid, key_hash, ts, number="PNID")
 
 
 def named_user(wg, w, name):

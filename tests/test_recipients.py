@@ -10,7 +10,7 @@ import requests
 
 from daemon import API_TOKEN
 from helpers import (WORLD, contact_result, contacts_callback, identity_change, identity_obj,
-                     inbound_text, inbound_text_msg, body, new_msg_id, wait_for, world_dialled,
+                     inbound_text, inbound_text_msg, body, new_msg_id, world_dialled,
                      world_wa_id)
 
 MANUAL = {"identity": {"ack": "manual"}}

@@ -7,14 +7,13 @@ with each input its own mapping, and blocklist entries of any shape kept."""
 import json
 import os
 import random
-import signal
 import subprocess
 import time
 
 import pytest
 import requests
 
-from daemon import ADMIN_TOKEN, API_TOKEN, WEBHOOK_TOKEN, clean_env, hmac_sig
+from daemon import ADMIN_TOKEN, API_TOKEN, clean_env, hmac_sig
 from helpers import (contact_result, contacts_callback, identity_change, wait_for)
 
 NOW = int(time.time())
