@@ -61,6 +61,12 @@ void status_readyz(struct request *r)
         not_ready(r, "shutting down");
         return;
     }
+    /* Not connected: say so without a PING that could only fail (and count as a Redis
+     * error: a probe polling during startup is not one). */
+    if (!store_ready(app)) {
+        not_ready(r, store_status(app));
+        return;
+    }
     if (store_command(app, on_ready_ping, r, "PING") != 0)
         not_ready(r, "out of memory");
 }
@@ -104,6 +110,10 @@ void status_metrics(struct request *r)
     char window[32];
     snprintf(window, sizeof window, "%lld", (long long)r->app->cfg->check_window_s * 1000);
     const char *argv[] = { window, "0" };
+    if (!store_ready(r->app)) {             /* render what is known, redis_up 0 */
+        on_stats(r->app, NULL, r);
+        return;
+    }
     if (store_call(r->app, STORE_STATS, 2, argv, NULL, on_stats, r) != 0)
         request_reply_error(r, 500, "Internal error", "out of memory");
 }

@@ -129,6 +129,26 @@ def test_start_without_redis_then_ready(waguard_factory, private_redis):
     assert wg.webhook(inbound_text(new_wa_id())).status_code == 200
 
 
+def test_probes_while_redis_is_down_are_not_redis_errors(waguard_factory, private_redis):
+    """A readiness probe or a scrape while Redis is not connected says so (503 naming Redis,
+    waguard_redis_up 0) without sending a command that could only fail: a supervisor polling
+    /readyz during startup must not show up as Redis errors (a CI run under ASan saw it)."""
+    private_redis.stop()
+    wg = waguard_factory(redis=private_redis, wait=False)
+    wait_for(lambda: requests.get(wg.url + "/healthz", timeout=2).status_code == 200, 15,
+             what="/healthz while Redis is down")
+    for _ in range(5):
+        r = readyz(wg)
+        assert r.status_code == 503
+        assert "redis" in r.json()["reason"].lower() or "connect" in r.json()["reason"].lower()
+        assert wg.metric("waguard_redis_up") == 0
+    assert wg.metric("waguard_redis_errors_total") == 0
+    private_redis.start()
+    wait_ready(wg)
+    assert wg.metric("waguard_redis_up") == 1
+    assert wg.metric("waguard_redis_errors_total") == 0
+
+
 def test_redis_restart_twice(waguard_factory, private_redis):
     wg = waguard_factory(redis=private_redis)
     for _ in range(2):
