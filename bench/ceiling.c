@@ -9,6 +9,15 @@
  *                          answer 200 from the Redis callback.
  *   GET  /v1/gate/{wa_id}  ONE async HMGET, answer 200 with a small JSON
  *                          from the Redis callback.
+ *   POST /v1/messages      the gated forward, the send proxy's reference (with
+ *                          --upstream-port): parse the body with cJSON, ONE async
+ *                          HMGET of the recipient's key, then forward the body on a
+ *                          keep-alive connection to the upstream (the benchmark's
+ *                          bench/upstream_stub.c) and answer its status and body.
+ *                          --upstream-conns connections (64, as waguard's
+ *                          max_in_flight in the benchmark), requests wait in order
+ *                          for a free one.  Refuses (423) only a recipient whose key
+ *                          says id_ack 0: the cost of a decision, not its rules.
  *
  * No auth, no dedup, no identity logic, no metrics.  Not for production.
  *
@@ -16,6 +25,7 @@
  *          $(pkg-config --cflags --libs libevent libcjson hiredis)
  * Usage: bench-ceiling [--host 127.0.0.1] [--port 0] [--redis-host 127.0.0.1]
  *                      [--redis-port 6379 | --redis-socket PATH]
+ *                      [--upstream-port N [--upstream-conns 64]]
  *        Prints "ceiling listening on http://HOST:PORT" once bound.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -46,23 +56,46 @@
 #define MAX_BODY (1024 * 1024)
 #define MAX_ID 64
 
+struct req_ctx;
+
+/* One keep-alive connection to the upstream (the gated forward). */
+struct slot {
+    struct evhttp_connection *evcon;
+    struct req_ctx *ctx; /* the request it carries, NULL when free */
+};
+
 struct probe {
     struct event_base *base;
     struct evhttp *http;
     redisAsyncContext *redis; /* NULL once disconnected */
     unsigned long requests;
+    int upstream_port;        /* 0: no POST /v1/messages */
+    struct slot *slots;
+    int nslots;
+    struct req_ctx *waiting, **waiting_tail; /* forwards waiting for a free slot */
 };
 
-enum route { ROUTE_WEBHOOK, ROUTE_GATE };
+enum route { ROUTE_WEBHOOK, ROUTE_GATE, ROUTE_SEND };
 
-/* One per request, carried through the Redis callback. */
+/* One per request, carried through the Redis callback (and the forward). */
 struct req_ctx {
     struct probe *probe;
     struct evhttp_request *req; /* NULL when the client went away first */
     struct evhttp_connection *conn;
     enum route route;
     char wa_id[MAX_ID];
+    struct evbuffer *body;      /* ROUTE_SEND: the body to forward (owned) */
+    char *auth;                 /* ROUTE_SEND: the Authorization header, or NULL (owned) */
+    struct req_ctx *next;       /* in probe->waiting */
 };
+
+static void ctx_free(struct req_ctx *ctx)
+{
+    if (ctx->body != NULL)
+        evbuffer_free(ctx->body);
+    free(ctx->auth);
+    free(ctx);
+}
 
 static void reply_json(struct evhttp_request *req, int code, const char *reason,
                        const char *body, size_t len)
@@ -125,6 +158,8 @@ static struct evhttp_request *ctx_take(struct req_ctx *ctx)
     return ctx->req;
 }
 
+static void forward(struct req_ctx *ctx);
+
 static void on_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct req_ctx *ctx = privdata;
@@ -137,6 +172,15 @@ static void on_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         reply_error(req, 503, "Service Unavailable");
         goto out;
+    }
+    if (ctx->route == ROUTE_SEND) {
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+            reply->element[2]->type == REDIS_REPLY_STRING && reply->element[2]->str[0] == '0') {
+            reply_error(req, 423, "Locked");
+            goto out;
+        }
+        forward(ctx);
+        return;
     }
     if (ctx->route == ROUTE_WEBHOOK) {
         static const char ok[] = "{\"ok\":true,\"items\":1,\"duplicates\":0}";
@@ -169,7 +213,7 @@ static void on_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         reply_json(req, 200, "OK", buf, (size_t)n);
     }
 out:
-    free(ctx);
+    ctx_free(ctx);
 }
 
 /* Copy a wa_id-ish string (digits, '+', '.', letters) into dst; 0 on success. */
@@ -232,7 +276,7 @@ static void handle_webhook(struct probe *p, struct evhttp_request *req)
     if (redisAsyncCommand(p->redis, on_redis_reply, ctx,
                           "HSET " KEY_PREFIX ":user:{%s} last_in %s", who, ts) != REDIS_OK) {
         reply_error(ctx_take(ctx), 503, "Service Unavailable");
-        free(ctx);
+        ctx_free(ctx);
     }
 }
 
@@ -255,7 +299,125 @@ static void handle_gate(struct probe *p, struct evhttp_request *req, const char 
                           "HMGET " KEY_PREFIX ":user:{%s} id_hash id_ts id_ack",
                           wa_id) != REDIS_OK) {
         reply_error(ctx_take(ctx), 503, "Service Unavailable");
-        free(ctx);
+        ctx_free(ctx);
+    }
+}
+
+
+/* ---- the gated forward: POST /v1/messages to the upstream ---------------- */
+
+static int slot_open(struct probe *p, struct slot *s)
+{
+    s->evcon = evhttp_connection_base_new(p->base, NULL, "127.0.0.1", (ev_uint16_t)p->upstream_port);
+    if (s->evcon == NULL)
+        return -1;
+    evhttp_connection_set_retries(s->evcon, 0);
+    return 0;
+}
+
+static void start_forward(struct slot *s, struct req_ctx *ctx);
+
+/* The upstream answered (or failed: ureq NULL): relay it, then give the slot to the next. */
+static void on_upstream(struct evhttp_request *ureq, void *arg)
+{
+    struct slot *s = arg;
+    struct req_ctx *ctx = s->ctx;
+    struct probe *p = ctx->probe;
+    s->ctx = NULL;
+    struct evhttp_request *req = ctx_take(ctx);
+    if (req != NULL) {
+        int code = ureq != NULL ? evhttp_request_get_response_code(ureq) : 0;
+        if (code <= 0) {
+            reply_error(req, 502, "Bad Gateway");
+        } else {
+            struct evbuffer *in = evhttp_request_get_input_buffer(ureq);
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+            evhttp_send_reply(req, code, evhttp_request_get_response_code_line(ureq), in);
+        }
+    }
+    ctx_free(ctx);
+    struct req_ctx *next = p->waiting;
+    if (next != NULL) {
+        p->waiting = next->next;
+        if (p->waiting == NULL)
+            p->waiting_tail = &p->waiting;
+        start_forward(s, next);
+    }
+}
+
+static void start_forward(struct slot *s, struct req_ctx *ctx)
+{
+    struct evhttp_request *ureq = evhttp_request_new(on_upstream, s);
+    if (ureq == NULL || (s->evcon == NULL && slot_open(ctx->probe, s) != 0)) {
+        if (ureq != NULL)
+            evhttp_request_free(ureq);
+        reply_error(ctx_take(ctx), 502, "Bad Gateway");
+        ctx_free(ctx);
+        return;
+    }
+    s->ctx = ctx;
+    struct evkeyvalq *h = evhttp_request_get_output_headers(ureq);
+    evhttp_add_header(h, "Host", "127.0.0.1");
+    evhttp_add_header(h, "Content-Type", "application/json");
+    if (ctx->auth != NULL)
+        evhttp_add_header(h, "Authorization", ctx->auth);
+    evbuffer_add_buffer(evhttp_request_get_output_buffer(ureq), ctx->body);
+    if (evhttp_make_request(s->evcon, ureq, EVHTTP_REQ_POST, "/v1/messages") != 0) {
+        /* libevent freed ureq and called nothing; the connection is suspect */
+        s->ctx = NULL;
+        evhttp_connection_free(s->evcon);
+        s->evcon = NULL;
+        reply_error(ctx_take(ctx), 502, "Bad Gateway");
+        ctx_free(ctx);
+    }
+}
+
+/* A free slot takes the request; without one it waits, in order. */
+static void forward(struct req_ctx *ctx)
+{
+    struct probe *p = ctx->probe;
+    for (int i = 0; i < p->nslots; i++)
+        if (p->slots[i].ctx == NULL) {
+            start_forward(&p->slots[i], ctx);
+            return;
+        }
+    ctx->next = NULL;
+    *p->waiting_tail = ctx;
+    p->waiting_tail = &ctx->next;
+}
+
+static void handle_send(struct probe *p, struct evhttp_request *req)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *body = (const char *)evbuffer_pullup(in, -1);
+    cJSON *root = body != NULL ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *to = cJSON_GetObjectItemCaseSensitive(root, "to");
+    char wa_id[MAX_ID];
+    if (!cJSON_IsString(to) ||
+        copy_id(wa_id, sizeof wa_id, to->valuestring + (to->valuestring[0] == '+'),
+                strlen(to->valuestring + (to->valuestring[0] == '+'))) != 0) {
+        cJSON_Delete(root);
+        reply_error(req, 400, "Bad Request");
+        return;
+    }
+    cJSON_Delete(root);
+    struct req_ctx *ctx = ctx_new(p, req, ROUTE_SEND);
+    if (ctx == NULL)
+        return;
+    const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    ctx->body = evbuffer_new();
+    ctx->auth = auth != NULL ? strdup(auth) : NULL;
+    if (ctx->body == NULL || (auth != NULL && ctx->auth == NULL) || evbuffer_add_buffer(ctx->body, in) != 0) {
+        reply_error(ctx_take(ctx), 500, "Internal Server Error");
+        ctx_free(ctx);
+        return;
+    }
+    memcpy(ctx->wa_id, wa_id, strlen(wa_id) + 1);
+    if (redisAsyncCommand(p->redis, on_redis_reply, ctx,
+                          "HMGET " KEY_PREFIX ":user:{%s} id_hash last_in id_ack", wa_id) != REDIS_OK) {
+        reply_error(ctx_take(ctx), 503, "Service Unavailable");
+        ctx_free(ctx);
     }
 }
 
@@ -271,6 +433,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         handle_webhook(p, req);
     else if (cmd == EVHTTP_REQ_GET && strncmp(uri, "/v1/gate/", 9) == 0)
         handle_gate(p, req, uri);
+    else if (cmd == EVHTTP_REQ_POST && p->upstream_port > 0 && strcmp(uri, "/v1/messages") == 0)
+        handle_send(p, req);
     else if (cmd == EVHTTP_REQ_GET && (strcmp(uri, "/healthz") == 0 || strcmp(uri, "/readyz") == 0))
         reply_json(req, 200, "OK", "{\"ok\":true}", 11);
     else
@@ -306,7 +470,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench-ceiling [--host H] [--port N] [--redis-host H] "
-               "[--redis-port N | --redis-socket PATH]\n");
+               "[--redis-port N | --redis-socket PATH] [--upstream-port N [--upstream-conns N]]\n");
 }
 
 static int parse_port(const char *s, int *out)
@@ -323,13 +487,15 @@ static int parse_port(const char *s, int *out)
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *rhost = "127.0.0.1", *rsock = NULL;
-    int port = 0, rport = 6379;
+    int port = 0, rport = 6379, uport = 0, uconns = 64;
     static const struct option opts[] = {
         {"host", required_argument, NULL, 'h'},
         {"port", required_argument, NULL, 'p'},
         {"redis-host", required_argument, NULL, 'H'},
         {"redis-port", required_argument, NULL, 'P'},
         {"redis-socket", required_argument, NULL, 'S'},
+        {"upstream-port", required_argument, NULL, 'u'},
+        {"upstream-conns", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
@@ -351,6 +517,18 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'u':
+            if (parse_port(optarg, &uport) != 0) {
+                usage(stderr);
+                return 2;
+            }
+            break;
+        case 'n':
+            if (parse_port(optarg, &uconns) != 0 || uconns < 1) {
+                usage(stderr);
+                return 2;
+            }
+            break;
         default:
             usage(stderr);
             return 2;
@@ -363,6 +541,16 @@ int main(int argc, char **argv)
     if (p.base == NULL) {
         fprintf(stderr, "ceiling: event_base_new failed\n");
         return 1;
+    }
+    p.waiting_tail = &p.waiting;
+    p.upstream_port = uport;
+    if (uport > 0) {
+        p.nslots = uconns;
+        p.slots = calloc((size_t)uconns, sizeof *p.slots);
+        if (p.slots == NULL) {
+            fprintf(stderr, "ceiling: out of memory\n");
+            return 1;
+        }
     }
 
     p.redis = rsock != NULL ? redisAsyncConnectUnix(rsock) : redisAsyncConnect(rhost, rport);
@@ -407,6 +595,10 @@ int main(int argc, char **argv)
     event_free(sigterm);
     event_free(sigint);
     evhttp_free(p.http);
+    for (int i = 0; i < p.nslots; i++)
+        if (p.slots[i].evcon != NULL)
+            evhttp_connection_free(p.slots[i].evcon);
+    free(p.slots);
     if (p.redis != NULL)
         redisAsyncFree(p.redis);
     event_base_free(p.base);

@@ -13,7 +13,10 @@
 #   (b) gate decisions: GET /v1/gate/{+wa_id | digits}?type=text over a pre-populated
 #       pool (bench/gate.lua); reference: the ceiling probe;
 #   (c) the send proxy: POST /v1/messages through waguard to the stub (bench/send.lua);
-#       reference: the same requests sent to the stub directly.
+#       reference: the gated forward of the ceiling probe (one cJSON parse, one HMGET, one
+#       keep-alive forward to the same stub, as many upstream connections as waguard's
+#       max_in_flight), so that the ratio measures waguard and not the box; the stub
+#       answering directly is measured too, as the floor under both.
 # Users come from several countries (US, UK, India, Brazil: pool_wa_id() in
 # bench/common.lua). Then bench/ack_bench.py measures acknowledgement throughput and
 # latency (against tests/waba_sim.py), and bench/memory.py the Redis memory and Redis
@@ -26,9 +29,10 @@
 #      BENCH_SKIP_MEMORY=1 to skip memory.py, BENCH_MEMORY_USERS (10000), BENCH_MEMORY_WEBHOOKS (20000),
 #      BENCH_WAGUARD=PATH (benchmark that binary, skip make), KEEP_TMP=1 (keep logs),
 #      BENCH_PERF=1 (perf record waguard during each scenario: build/bench-perf-SCENARIO.txt).
-# Targets (issues 10 and 11): ingest of inbound messages and statuses 0.8 of the ceiling,
-# identity changes 0.6, decisions 0.9, the send proxy 0.6 of the stub; each line says met
-# or MISSED, and "Where the time goes" gives each scenario's CPU and Redis time per request.
+# Targets (issue 20): ingest of inbound messages and statuses 0.8 of the ceiling, identity
+# changes 0.6, decisions 0.9, the send proxy 0.8 of the gated forward, and every p99 within
+# 1.5x of its reference's p99 in the same round; each line says met or MISSED, and "Where
+# the time goes" gives each scenario's CPU and Redis time per request.
 # Needs: wrk, redis-server, redis-cli, cc, pkg-config, /usr/bin/python3.
 set -euo pipefail
 
@@ -125,7 +129,9 @@ done
 
 # The ceiling probe.
 CPORT=$(freeport)
-build/bench-ceiling --port "$CPORT" --redis-port "$RPORT" >"$TMP/ceiling.log" 2>&1 &
+STUB_PORT=${STUB_URL##*:}
+build/bench-ceiling --port "$CPORT" --redis-port "$RPORT" --upstream-port "$STUB_PORT" \
+    --upstream-conns 64 >"$TMP/ceiling.log" 2>&1 &
 CEIL_PID=$!
 PIDS+=("$CEIL_PID")
 CEIL_URL="http://127.0.0.1:$CPORT"
@@ -288,8 +294,13 @@ log "opening the 24 h window of $SEND_USERS send users"
 "$PY" bench/preload.py users "$WG_URL/webhook" --pool $SEND_POOL --count "$SEND_USERS" \
     || log "waguard refused some pre-population webhooks"
 SEND_CHECK=$("$PY" bench/preload.py check "$WG_URL" --pool $SEND_POOL --count "$SEND_USERS" --type text)
-compare proxy bench/send.lua "$WG_URL" "$STUB_URL" "$STUB_PID" \
+"$PY" bench/preload.py users "$CEIL_URL/webhook" --pool $SEND_POOL --count "$SEND_USERS" \
+    || log "the ceiling refused some pre-population webhooks"
+compare proxy bench/send.lua "$WG_URL" "$CEIL_URL" "$CEIL_PID" \
     BENCH_USERS="$SEND_USERS" BENCH_POOL="$SEND_POOL"
+# The floor under both: the same requests to the stub directly.
+STUB_DIRECT=$(run_wrk "stub-direct" bench/send.lua "$STUB_URL" "$STUB_PID" \
+    BENCH_USERS="$SEND_USERS" BENCH_POOL="$SEND_POOL" BENCH_NONCE="${NONCE}99")
 sleep 1
 RSS_AFTER=$(rss_kb "$WG_PID")
 
@@ -315,8 +326,9 @@ ratios() {
 }
 # scenario SCENARIO LABEL REFERENCE TARGET: the median round's rows and the ratio line.
 MEDIANS=""
+P99S=""
 scenario() {
-    local sc=$1 label=$2 refname=$3 target=$4 i sorted r verdict
+    local sc=$1 label=$2 refname=$3 target=$4 i sorted r verdict p99r
     read -r i sorted <<<"$(pick_median "$sc")"
     local -n a=RES_WG_$sc b=RES_REF_$sc
     row "$label" waguard "${a[$i]}"
@@ -325,7 +337,13 @@ scenario() {
     verdict=$(awk -v r="$r" -v t="$target" 'BEGIN { print (r + 0 >= t ? "met" : "MISSED") }')
     printf '%-17s %-9s %10s   (median of %s rounds; rounds in order: %s; target %s: %s)\n' \
         "" ratio "$r" "$ROUNDS" "$(ratios "$sc")" "$target" "$verdict"
+    # p99 against the reference's p99 in the same round (target: within 1.5x)
+    p99r=$(ratio "$(field "${a[$i]}" p99_us)" "$(field "${b[$i]}" p99_us)")
+    verdict=$(awk -v r="$p99r" 'BEGIN { print (r != "-" && r + 0 <= 1.5 ? "met" : "MISSED") }')
+    printf '%-17s %-9s %10s   (waguard p99 / %s p99, same round; target at most 1.50: %s)\n' \
+        "" "p99 x" "$p99r" "$refname" "$verdict"
     MEDIANS+="$label=$r "
+    P99S+="$label=$p99r "
     WHERE+="$label (median round $((i + 1))):"$'\n'
     WHERE+="  CPU per request, waguard: $(cpu_per_req "${a[$i]}")"$'\n'
     WHERE+="  CPU per request, $refname: $(cpu_per_req "${b[$i]}")"$'\n'
@@ -355,7 +373,8 @@ WHERE=""
     scenario status "ingest status" ceiling 0.8
     scenario identity "ingest identity" ceiling 0.6
     scenario gate "gate decision" ceiling 0.9
-    scenario proxy "send proxy" stub 0.6
+    scenario proxy "send proxy" "gated fwd" 0.8
+    row "send proxy" "stub only" "$STUB_DIRECT"
     echo
     echo "waguard RSS: idle ${RSS_IDLE} kB; after webhook load ${RSS_WH} kB; after gate load ${RSS_GATE} kB; after sends, 1 s later ${RSS_AFTER} kB"
     echo "webhook load as waguard saw it: items=$M_ITEMS duplicates=$M_DUPS dead_letters=$M_DEAD" \
@@ -366,12 +385,14 @@ WHERE=""
     echo "(ingest: one kind of On-Premises body per scenario, unique message ids, $WEBHOOK_USERS senders from"
     echo " US, UK, India and Brazil; identity changes carry a new hash each and are acknowledged to the stub)"
     echo "(gate: half the users asked for as +digits, half as bare digits; send proxy: POST /v1/messages"
-    echo " through waguard to the stub, against the same requests sent to the stub directly)"
+    echo " through waguard to the stub, against the ceiling's gated forward (one HMGET, one keep-alive"
+    echo " forward to the same stub); stub only: the same requests to the stub directly, the floor)"
     echo
     echo "Where the time goes (CPU from /proc, % of one core / req/s; Redis from INFO commandstats:"
     echo "the time in commands per request, a script's time includes the commands it calls):"
     printf '%s' "$WHERE"
     echo "BENCH_RATIOS $MEDIANS"
+    echo "BENCH_P99 $P99S"
 } | tee "$RESULTS"
 
 # ---------------------------------------------------------------- acks
