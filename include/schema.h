@@ -87,6 +87,31 @@
 /* an item that could not be understood: why, and its JSON text */
 #define SCHEMA_OP_DEAD(F) F(DEAD, reason) F(DEAD, item)
 
+/* ---- the record of a user (docs/data-model.md) ------------------------------------
+ * The hash KEY_PREFIX ":" SCHEMA_KEY_USER ":{" W "}" is the record of user W; the hash
+ * KEY_PREFIX ":" SCHEMA_KEY_CONTACT ":{" N "}" is what a contact check answered for the
+ * number N (its field SCHEMA_CONTACT_WA_ID the wa_id it mapped N to).  The functions
+ * name every other key themselves (src/lua/base.lua); these two are here because the
+ * gate's common case reads them without a function (gate.c).
+ * X(ENUM, field): the record's fields.  A window or a block of one business number N is
+ * the field's name, SCHEMA_NUMBER_SEP, then N (last_in:N, blocked:N). */
+#define SCHEMA_KEY_USER "user"
+#define SCHEMA_KEY_CONTACT "contact"
+#define SCHEMA_CONTACT_WA_ID "wa_id"
+#define SCHEMA_NUMBER_SEP ":"
+#define SCHEMA_RECORD_FIELDS(X) \
+    X(HASH, id_hash) X(TS, id_ts) X(RX, id_rx) X(ACK, id_ack) X(STATE, id_state) \
+    X(ATTEMPTS, id_attempts) X(ERR, id_err) X(NEXT, id_next) X(LEASE, id_lease) \
+    X(REQUESTED_BY, id_requested_by) X(CHANGED_AT, id_changed_at) X(ACKED_BY, id_acked_by) \
+    X(ACKED_AT, id_acked_at) X(LAST_IN, last_in) X(BLOCKED, blocked) X(MOVED_TO, moved_to) \
+    X(MOVED_AT, moved_at) X(CONTACT, contact) X(CONTACT_AT, contact_at) X(NAME, name) \
+    X(USER_ID, user_id) X(PARENT, parent_user_id) X(USERNAME, username) \
+    X(HOLD_RELEASED, hold_released) X(REACK, id_reack)
+/* X(ENUM): the fields a send decision reads, in the order the gate reads them (then, for
+ * one business number, its window and its block) */
+#define SCHEMA_GATE_FIELDS(X) X(HASH) X(TS) X(STATE) X(LAST_IN) X(BLOCKED) X(MOVED_TO) \
+    X(CONTACT) X(CONTACT_AT) X(CHANGED_AT) X(HOLD_RELEASED)
+
 /* ---- identity states (the field id_state; src/lua/identity.lua) ------------------ */
 #define SCHEMA_STATES(X) \
     X(PENDING, pending) \

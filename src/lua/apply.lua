@@ -106,7 +106,7 @@ handlers['in'] = function(op)
     dup_msgs[op.mid] = true
     return
   end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'kind', 'inbound', 'wa_id', w, 'at', NOW,
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN_S, '*', 'kind', 'inbound', 'wa_id', w, 'at', NOW_S,
              'type', op.type, 'id', op.mid)
   res.accepted = res.accepted + 1
 end
@@ -130,7 +130,7 @@ handlers.num = function(op)
   end
   local last = 0
   for f, v in pairs(a) do
-    if f == F.LAST_IN or string.sub(f, 1, 8) == 'last_in:' then last = math.max(last, tonumber(v) or 0) end
+    if f == F.LAST_IN or string.sub(f, 1, #WIN_PREFIX) == WIN_PREFIX then last = math.max(last, tonumber(v) or 0) end
   end
   if t >= last then redis.call('HSET', K.user(from), F.MOVED_TO, to, F.MOVED_AT, t) end
   if not seen.fresh(from, 'i', op.mid) then
@@ -185,7 +185,7 @@ handlers.cc = function(op)
   local k = K.contact(n)
   -- "processing" is no result: it never replaces a final one
   if op.st == 'processing' and redis.call('HEXISTS', k, 'status') == 1 then return end
-  redis.call('HSET', k, 'status', op.st, 'input', op.raw, 'wa_id', op.w or '', 'at', NOW)
+  redis.call('HSET', k, 'status', op.st, 'input', op.raw, CONTACT_WA_ID, op.w or '', 'at', NOW)
   redis.call('EXPIRE', k, WEEK)
   if nz(op.w) then
     redis.call('HSET', K.user(op.w), F.CONTACT, op.st, F.CONTACT_AT, NOW)
@@ -249,8 +249,11 @@ end
 
 -- A send went out: its numbers are no longer "checked and never sent to" (budget), and
 -- its message id is remembered for the failed status that may name nobody else.
+local checks_exist          -- whether P:checks exists, read once a call (nil: not yet)
 handlers.sent = function(op)
-  if nz(op.spec) then
+  -- with no unsent checks (the common case) there is nothing to take off the budget
+  if checks_exist == nil then checks_exist = redis.call('EXISTS', CHECKS) == 1 end
+  if checks_exist and nz(op.spec) then
     for _, key in string.gmatch(op.spec, '(%a):(%S+)') do redis.call('ZREM', CHECKS, key) end
     for _, e in ipairs(users.of(op.spec)) do
       redis.call('ZREM', CHECKS, e.w)
@@ -314,6 +317,7 @@ FN.apply = function(keys, args)
   begin(args)
   CTX.first_seen, CTX.api = args[3], args[4]
   SENT_TTL = tonumber(args[5]) or 0
+  checks_exist = nil
   local nb, i = tonumber(args[6]), 7
   local out = {}
   for b = 1, nb do

@@ -14,28 +14,22 @@ local DAY_MS = 86400000
 local FUTURE_MS = 120000
 local AUDIT_MAXLEN, DEAD_MAXLEN = 100000, 10000
 
--- The record fields (docs/data-model.md); only this table names them.
-local F = {
-  HASH = 'id_hash', TS = 'id_ts', RX = 'id_rx', ACK = 'id_ack', STATE = 'id_state',
-  ATTEMPTS = 'id_attempts', ERR = 'id_err', NEXT = 'id_next', LEASE = 'id_lease',
-  REQUESTED_BY = 'id_requested_by', CHANGED_AT = 'id_changed_at', ACKED_BY = 'id_acked_by',
-  ACKED_AT = 'id_acked_at', LAST_IN = 'last_in', BLOCKED = 'blocked', MOVED_TO = 'moved_to',
-  MOVED_AT = 'moved_at', CONTACT = 'contact', CONTACT_AT = 'contact_at', NAME = 'name',
-  USER_ID = 'user_id', PARENT = 'parent_user_id', USERNAME = 'username', HOLD_RELEASED = 'hold_released',
-  REACK = 'id_reack',
-}
+-- The record's fields are F (include/schema.h names them, with the two keys the gate
+-- reads in C: KEY_USER and KEY_CONTACT).
 -- The fields that make up an identity (moved together, dropped together).
 local ID_FIELDS = { F.HASH, F.TS, F.RX, F.ACK, F.STATE, F.ATTEMPTS, F.ERR, F.NEXT, F.LEASE,
                     F.REQUESTED_BY, F.CHANGED_AT, F.ACKED_BY, F.ACKED_AT, F.HOLD_RELEASED, F.REACK }
 
 -- Key names.  Per-user keys carry the user's name as a hash tag.
 local K = {}
-function K.user(w) return P .. ':user:{' .. w .. '}' end
-function K.history(w) return P .. ':user:{' .. w .. '}:history' end
-function K.hashes(w) return P .. ':user:{' .. w .. '}:hashes' end
-function K.acks(w) return P .. ':user:{' .. w .. '}:acks' end
+local USER_ = ':' .. KEY_USER .. ':{'
+function K.user(w) return P .. USER_ .. w .. '}' end
+function K.history(w) return P .. USER_ .. w .. '}:history' end
+function K.hashes(w) return P .. USER_ .. w .. '}:hashes' end
+function K.acks(w) return P .. USER_ .. w .. '}:acks' end
 function K.seen(w) return P .. ':seen:{' .. w .. '}' end
-function K.contact(n) return P .. ':contact:{' .. n .. '}' end
+local CONTACT_ = ':' .. KEY_CONTACT .. ':{'
+function K.contact(n) return P .. CONTACT_ .. n .. '}' end
 function K.contact_rev(w) return P .. ':contact_rev:{' .. w .. '}' end
 function K.alias(u) return P .. ':alias:{' .. u .. '}' end
 function K.retired(u) return P .. ':retired:{' .. u .. '}' end
@@ -47,15 +41,31 @@ local QUEUE, SINCE, PENDING, FAILED, NUMBERS, EVENTS, AUDIT, DEADLETTER, CHECKS,
 -- The 24-hour window and blocks belong to one business number and one user: fields
 -- last_in:N and blocked:N (Cloud); the plain last_in is On-Premises' one number, and a
 -- plain blocked applies to every number.
-local function win_field(n) return (n and n ~= '') and ('last_in:' .. n) or F.LAST_IN end
-local function blk_field(n) return (n and n ~= '') and ('blocked:' .. n) or F.BLOCKED end
+local WIN_PREFIX, BLK_PREFIX = F.LAST_IN .. NUMBER_SEP, F.BLOCKED .. NUMBER_SEP
+local function win_field(n) return (n and n ~= '') and (F.LAST_IN .. NUMBER_SEP .. n) or F.LAST_IN end
+local function blk_field(n) return (n and n ~= '') and (F.BLOCKED .. NUMBER_SEP .. n) or F.BLOCKED end
 
-local function begin(args)
+-- NOW_S, MAXLEN_S: NOW and the cap as the strings the streams are written with (a
+-- number handed to redis.call is formatted again on every call).
+local NOW_S, MAXLEN_S
+
+-- clockless: a function that never reads the time (the gate) skips TIME; NOW is nil
+-- then, so that any use of it fails loudly instead of reading a previous call's clock.
+-- The key names depend on the prefix only: they are made again only when it changes.
+local function begin(args, clockless)
   A = args
+  MAXLEN = tonumber(args[2])
+  MAXLEN_S = MAXLEN and args[2] or '100000'
+  MAXLEN = MAXLEN or 100000
+  if clockless then
+    NOW, NOW_S = nil, nil
+  else
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    NOW_S = tostring(NOW)
+  end
+  if args[1] == P then return end
   P = args[1]
-  MAXLEN = tonumber(args[2]) or 100000
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   QUEUE, SINCE = P .. ':ack:queue', P .. ':ack:since'
   PENDING, FAILED = P .. ':identities:pending', P .. ':identities:failed'
   NUMBERS, EVENTS, AUDIT, DEADLETTER = P .. ':numbers', P .. ':events', P .. ':audit', P .. ':deadletter'
@@ -66,7 +76,7 @@ local function nz(v) return v ~= nil and v ~= false and v ~= '' end
 
 -- Appends to the events stream: kind, the user, the time, then extra (field, value, …).
 local function event(kind, w, extra)
-  local a = { 'XADD', EVENTS, 'MAXLEN', '~', MAXLEN, '*', 'kind', kind, 'wa_id', w or '', 'at', NOW }
+  local a = { 'XADD', EVENTS, 'MAXLEN', '~', MAXLEN_S, '*', 'kind', kind, 'wa_id', w or '', 'at', NOW_S }
   if extra then
     for i = 1, #extra do a[12 + i] = tostring(extra[i]) end
   end
@@ -83,7 +93,7 @@ local function audit(w, h, who, result, answer)
 end
 
 local function dead_letter(reason, item)
-  redis.call('XADD', DEADLETTER, 'MAXLEN', '~', DEAD_MAXLEN, '*', 'reason', reason, 'item', item or '', 'at', NOW)
+  redis.call('XADD', DEADLETTER, 'MAXLEN', '~', DEAD_MAXLEN, '*', 'reason', reason, 'item', item or '', 'at', NOW_S)
 end
 
 -- A record's fields as a table (HGETALL).

@@ -5,14 +5,29 @@
 -- Returns, for each recipient, the number of users it names, then the GU values of each
 -- (include/schema.h): the facts of the identity, the window and block for the number(s)
 -- asked (a plain block applies to all of them), the number change, the contact check,
--- the hold, and the new id when the recipient named a retired user id.
-local GATE_FIELDS = { F.HASH, F.TS, F.STATE, F.LAST_IN, F.BLOCKED, F.MOVED_TO, F.CONTACT,
-                      F.CONTACT_AT, F.CHANGED_AT, F.HOLD_RELEASED }
+-- the hold, and the new id when the recipient named a retired user id.  The fields it
+-- reads are GATE_FIELDS (include/schema.h); gate.c reads the same ones without this
+-- function in the common case (no user id, no contact mapping).
 local G = {}
 for i = 1, #GATE_FIELDS do G[GATE_FIELDS[i]] = i end
 
+-- The fields asked for one business number n: GATE_FIELDS, then n's window and block.
+-- Made once a number (a handful of numbers; the cache is dropped if it ever grows past 64).
+local number_fields, number_fields_n = {}, 0
+local function fields_for(n)
+  local f = number_fields[n]
+  if f then return f end
+  if number_fields_n >= 64 then number_fields, number_fields_n = {}, 0 end
+  f = {}
+  for i = 1, #GATE_FIELDS do f[i] = GATE_FIELDS[i] end
+  f[#f + 1] = win_field(n)
+  f[#f + 1] = blk_field(n)
+  number_fields[n], number_fields_n = f, number_fields_n + 1
+  return f
+end
+
 FN.gate = function(keys, args)
-  begin(args)
+  begin(args, true)         -- the decision's time is the daemon's: no clock read here
   local numbers = { args[3] }
   if args[3] == '-' then
     numbers = { '' }
@@ -21,12 +36,7 @@ FN.gate = function(keys, args)
     if #numbers == 0 then numbers = { '' } end
   end
   local one = #numbers == 1 and numbers[1] ~= '' and numbers[1] or nil
-  local fields = GATE_FIELDS
-  if one then
-    fields = { unpack(GATE_FIELDS) }
-    fields[#fields + 1] = win_field(one)
-    fields[#fields + 1] = blk_field(one)
-  end
+  local fields = one and fields_for(one) or GATE_FIELDS
   local out = {}
   for i = 4, #args do
     local list = users.of(args[i])

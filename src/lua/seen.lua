@@ -9,18 +9,21 @@
 -- fingerprint collision (about 3 in 10^14 items) only leaves out that item's event.  An
 -- identity change needs no ring: its message id is kept in the identity history.
 local RING, FP = 8, 6      -- 48 bytes a ring: the hash stays a listpack (values <= 64)
+local FP_FMT = '>I6'       -- FP bytes, big-endian (48 bits: exact in a Lua number)
 
 -- True the first time item id is seen in user w's ring f; false for a repeat.  No user
 -- or no id: true.
 function seen.fresh(w, f, id)
   if not nz(id) or not nz(w) then return true end
   local k = K.seen(w)
-  local x = redis.sha1hex(id)
-  local fp = ''
-  for i = 1, FP * 2, 2 do fp = fp .. string.char(tonumber(string.sub(x, i, i + 1), 16)) end
+  -- the first FP bytes of the SHA-1, big-endian: the first 2 * FP hex digits as bytes
+  local fp = struct.pack(FP_FMT, tonumber(string.sub(redis.sha1hex(id), 1, FP * 2), 16))
   local r = redis.call('HGET', k, f) or ''
-  for i = 1, #r, FP do
-    if string.sub(r, i, i + FP - 1) == fp then return false end
+  -- a match counts only at a fingerprint's start (not across two of them)
+  local at = string.find(r, fp, 1, true)
+  while at do
+    if (at - 1) % FP == 0 then return false end
+    at = string.find(r, fp, at + 1, true)
   end
   redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP))
   redis.call('EXPIRE', k, WEEK)

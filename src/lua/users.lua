@@ -57,7 +57,7 @@ function users.of(spec)
   for kind, key in string.gmatch(spec, '(%a):(%S+)') do
     -- e: an operator's exact name (users.pick): itself, like i
     if kind == 'd' then
-      local m = redis.call('HGET', K.contact(key), 'wa_id')
+      local m = redis.call('HGET', K.contact(key), CONTACT_WA_ID)
       if m and m ~= '' then add(m) end
     end
     add(key)
@@ -69,9 +69,9 @@ end
 -- record as a table) onto record key `to`: the later window, any block.
 function users.carry_windows(a, to)
   for f, v in pairs(a) do
-    if f == F.LAST_IN or string.sub(f, 1, 8) == 'last_in:' then
+    if f == F.LAST_IN or string.sub(f, 1, #WIN_PREFIX) == WIN_PREFIX then
       if (tonumber(v) or 0) > (tonumber(redis.call('HGET', to, f)) or 0) then redis.call('HSET', to, f, v) end
-    elseif (f == F.BLOCKED or string.sub(f, 1, 8) == 'blocked:') and v == '1' then
+    elseif (f == F.BLOCKED or string.sub(f, 1, #BLK_PREFIX) == BLK_PREFIX) and v == '1' then
       redis.call('HSET', to, f, 1)
     end
   end
