@@ -231,11 +231,11 @@ static int users_from(const redisReply *reply, size_t *pos, struct gate_user *us
     return (int)n;
 }
 
-int gate_decide_next(struct app *app, const redisReply *reply, size_t *pos, const struct recipient *rcpt,
-                     const struct gate_ask *ask, struct gate_user users[GATE_MAX_USERS], struct gate_decision *d)
+/* The decision over users[0..n) (n < 0: the store could not say, and the recipient's
+ * first form stands for the user), counted.  Returns the index of the user reported. */
+static int decide(struct app *app, struct gate_user *users, int n, const struct recipient *rcpt,
+                  const struct gate_ask *ask, long long now_ms, struct gate_decision *d)
 {
-    long long now_ms = app_wall_ms();
-    int n = users_from(reply, pos, users, GATE_MAX_USERS, now_ms);
     if (n < 0) {
         memset(&users[0], 0, sizeof users[0]);
         users[0].wa_id = rcpt->form[0].key;
@@ -247,6 +247,13 @@ int gate_decide_next(struct app *app, const redisReply *reply, size_t *pos, cons
         app->metrics->fail_open++;
     count(app, d, ask);
     return at;
+}
+
+int gate_decide_next(struct app *app, const redisReply *reply, size_t *pos, const struct recipient *rcpt,
+                     const struct gate_ask *ask, struct gate_user users[GATE_MAX_USERS], struct gate_decision *d)
+{
+    long long now_ms = app_wall_ms();
+    return decide(app, users, users_from(reply, pos, users, GATE_MAX_USERS, now_ms), rcpt, ask, now_ms, d);
 }
 
 int gate_fetch_many(struct app *app, const char *number, const char *const *specs, int n,
@@ -272,15 +279,14 @@ struct check {
     struct recipient rcpt;
     char type[32];
     const struct hold_category *hold;
+    char number[BUSINESS_NUMBER_MAX];  /* "-": On-Premises' one; "": every number seen */
 };
 
-static void on_facts(struct app *app, redisReply *reply, void *arg)
+/* The users of one recipient are read (n of them; n < 0: the store could not say): decide
+ * (or hand them over, gate_fetch), then free the check. */
+static void facts_read(struct app *app, struct check *c, struct gate_user *users, int n)
 {
-    struct check *c = arg;
-    struct gate_user users[GATE_MAX_USERS];
-    size_t pos = 0;
     if (c->fetch_cb) {
-        int n = users_from(reply, &pos, users, GATE_MAX_USERS, app_wall_ms());
         for (int i = 0; i < n; i++)
             if (users[i].facts.store_down)
                 n = -1;
@@ -290,21 +296,219 @@ static void on_facts(struct app *app, redisReply *reply, void *arg)
     }
     struct gate_decision d;
     struct gate_ask ask = { .type = c->type, .hold = c->hold };
-    int at = gate_decide_next(app, reply, &pos, &c->rcpt, &ask, users, &d);
+    int at = decide(app, users, n, &c->rcpt, &ask, app_wall_ms(), &d);
     c->cb(app, users[at].wa_id, &users[at].facts, &d, c->arg);
     free(c);
 }
 
-static int ask(struct app *app, struct check *c, const char *number)
+static void on_facts(struct app *app, redisReply *reply, void *arg)
+{
+    struct check *c = arg;
+    struct gate_user users[GATE_MAX_USERS];
+    size_t pos = 0;
+    facts_read(app, c, users, users_from(reply, &pos, users, GATE_MAX_USERS, app_wall_ms()));
+}
+
+static int ask_function(struct app *app, struct check *c)
 {
     char spec[RECIPIENT_SPEC_MAX];
-    const char *argv[] = { number, spec };
+    const char *argv[] = { c->number, spec };
     if (recipient_spec(&c->rcpt, spec, sizeof spec) != 0 ||
         store_call(app, STORE_GATE, 2, argv, NULL, on_facts, c) != 0) {
         free(c);
         return -1;
     }
     return 0;
+}
+
+/* ---- the common case, without the function -----------------------------------------
+ * A recipient whose forms are all wa_ids or numbers (no user id: nothing to resolve),
+ * for On-Premises' one number or one named business number, is read in one transaction
+ * of plain commands: each number form's contact mapping, then each form's record (the
+ * fields of SCHEMA_GATE_FIELDS, and the number's window and block) and whether it exists.
+ * When no mapping names anyone, the users are the forms' own records in their order
+ * (recipient.h); when one does, the recipient goes to the gate function, which resolves
+ * it whole (the rare form pays for itself).  The facts are the function's (gate.lua). */
+enum {
+#define GATE_RF_(E, name) RF_##E,
+    SCHEMA_RECORD_FIELDS(GATE_RF_)
+#undef GATE_RF_
+    RF_N
+};
+static const char *const record_field[RF_N] = {
+#define GATE_RF_NAME_(E, name) [RF_##E] = #name,
+    SCHEMA_RECORD_FIELDS(GATE_RF_NAME_)
+#undef GATE_RF_NAME_
+};
+static const int gate_fields[] = {
+#define GATE_GF_(E) RF_##E,
+    SCHEMA_GATE_FIELDS(GATE_GF_)
+#undef GATE_GF_
+};
+#define GATE_NF ((int)(sizeof gate_fields / sizeof gate_fields[0]))
+/* the facts each gate field is, in the function's answer (SCHEMA_GATE_USER) */
+static const int gate_field_gu[GATE_NF] = {
+#define GATE_GU_OF_(E) GU_##E,
+    SCHEMA_GATE_FIELDS(GATE_GU_OF_)
+#undef GATE_GU_OF_
+};
+
+#define PLAIN_KEY_MAX (RECIPIENT_MAX + 96)     /* a prefix of up to 64 bytes, ":contact:{", "}" */
+#define PLAIN_ARGS (2 + GATE_NF + 2)            /* HMGET key fields… window block */
+
+struct plain {
+    struct check *c;
+    int nkeys;                                   /* distinct form keys, in order */
+    const char *key[RECIPIENT_FORMS];            /* borrowed from c->rcpt */
+    int nmapped;                                 /* number forms whose mapping is read */
+    const char *mapped_key[RECIPIENT_FORMS];     /* their keys (borrowed) */
+    char window[CONFIG_NUMBER_MAX + 16], block[CONFIG_NUMBER_MAX + 16];
+    char ukey[RECIPIENT_FORMS][PLAIN_KEY_MAX], ckey[RECIPIENT_FORMS][PLAIN_KEY_MAX];
+};
+
+static bool plain_fits(const struct app *app, const struct check *c)
+{
+    if (c->number[0] == '\0')
+        return false;            /* several numbers: the function reads the strictest */
+    if (strlen(app->cfg->key_prefix) + RECIPIENT_MAX + sizeof ":" SCHEMA_KEY_CONTACT ":{}" > PLAIN_KEY_MAX)
+        return false;            /* a very long prefix: the function names the keys */
+    for (int i = 0; i < c->rcpt.n; i++)
+        if (recipient_is_user_id(c->rcpt.form[i].key))
+            return false;
+    return c->rcpt.n > 0;
+}
+
+static void on_plain(struct app *app, redisReply *reply, void *arg)
+{
+    struct plain *p = arg;
+    struct check *c = p->c;
+    struct gate_user users[GATE_MAX_USERS];
+    size_t want = (size_t)p->nmapped + 2 * (size_t)p->nkeys;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != want) {
+        free(p);
+        facts_read(app, c, users, -1);
+        return;
+    }
+    for (int i = 0; i < p->nmapped; i++) {
+        const redisReply *m = reply->element[i];
+        /* a mapping to the number's own digits names no one new */
+        if (m->type == REDIS_REPLY_STRING && m->len > 0 && strcmp(m->str, p->mapped_key[i]) != 0) {
+            free(p);             /* a contact check mapped a number: the function resolves it */
+            if (ask_function(app, c) != 0)
+                facts_read(app, c, users, -1);
+            return;
+        }
+        if (m->type != REDIS_REPLY_NIL && m->type != REDIS_REPLY_STRING) {
+            free(p);
+            facts_read(app, c, users, -1);
+            return;
+        }
+    }
+    /* Each user's values as the function answers them (user_from reads those). */
+    long long now_ms = app_wall_ms();
+    redisReply nil = { .type = REDIS_REPLY_NIL }, keys[RECIPIENT_FORMS];
+    for (int k = 0; k < p->nkeys; k++) {
+        const redisReply *v = reply->element[p->nmapped + 2 * k];
+        const redisReply *ex = reply->element[p->nmapped + 2 * k + 1];
+        if (v->type != REDIS_REPLY_ARRAY || v->elements != (size_t)(GATE_NF + (p->window[0] ? 2 : 0)) ||
+            ex->type != REDIS_REPLY_INTEGER) {
+            free(p);
+            facts_read(app, c, users, -1);
+            return;
+        }
+        redisReply *e[GU_N];
+        for (int j = 0; j < GU_N; j++)
+            e[j] = &nil;
+        keys[k] = (redisReply){ .type = REDIS_REPLY_STRING, .str = (char *)p->key[k], .len = strlen(p->key[k]) };
+        e[GU_KEY] = &keys[k];
+        e[GU_EXISTS] = (redisReply *)ex;
+        for (int j = 0; j < GATE_NF; j++)
+            e[gate_field_gu[j]] = v->element[j];
+        if (p->window[0]) {
+            /* one number: its window, and blocked when the plain field or the number's says so */
+            e[GU_LAST_IN] = v->element[GATE_NF];
+            if (store_int(e[GU_BLOCKED], 0) != 1)
+                e[GU_BLOCKED] = v->element[GATE_NF + 1];
+        }
+        user_from(e, &users[k], now_ms);
+    }
+    int n = p->nkeys;
+    free(p);
+    facts_read(app, c, users, n);
+}
+
+/* Sends the transaction; returns 0, or -1 (out of memory: nothing sent, c not freed). */
+static int plain_ask(struct app *app, struct check *c)
+{
+    struct plain *p = calloc(1, sizeof *p);
+    if (!p)
+        return -1;
+    p->c = c;
+    const char *prefix = app->cfg->key_prefix;
+    if (strcmp(c->number, "-") != 0) {
+        snprintf(p->window, sizeof p->window, "%s" SCHEMA_NUMBER_SEP "%s", record_field[RF_LAST_IN], c->number);
+        snprintf(p->block, sizeof p->block, "%s" SCHEMA_NUMBER_SEP "%s", record_field[RF_BLOCKED], c->number);
+    }
+    enum { MAXCMDS = RECIPIENT_FORMS * 3 };
+    int argc[MAXCMDS];
+    const char *args[MAXCMDS][PLAIN_ARGS];
+    const char *const *argv[MAXCMDS];
+    int n = 0;
+    for (int i = 0; i < c->rcpt.n; i++) {
+        const struct recipient_form *f = &c->rcpt.form[i];
+        if (f->kind != RECIPIENT_NUMBER)
+            continue;
+        int m = p->nmapped++;
+        p->mapped_key[m] = f->key;
+        snprintf(p->ckey[m], sizeof p->ckey[m], "%s:" SCHEMA_KEY_CONTACT ":{%s}", prefix, f->key);
+        args[n][0] = "HGET";
+        args[n][1] = p->ckey[m];
+        args[n][2] = SCHEMA_CONTACT_WA_ID;
+        argc[n++] = 3;
+    }
+    for (int i = 0; i < c->rcpt.n; i++) {
+        const char *key = c->rcpt.form[i].key;
+        bool again = false;
+        for (int k = 0; k < p->nkeys; k++)
+            again = again || strcmp(p->key[k], key) == 0;
+        if (again)
+            continue;
+        int k = p->nkeys++;
+        p->key[k] = key;
+        snprintf(p->ukey[k], sizeof p->ukey[k], "%s:" SCHEMA_KEY_USER ":{%s}", prefix, key);
+        args[n][0] = "HMGET";
+        args[n][1] = p->ukey[k];
+        int a = 2;
+        for (int j = 0; j < GATE_NF; j++)
+            args[n][a++] = record_field[gate_fields[j]];
+        if (p->window[0]) {
+            args[n][a++] = p->window;
+            args[n][a++] = p->block;
+        }
+        argc[n++] = a;
+        args[n][0] = "EXISTS";
+        args[n][1] = p->ukey[k];
+        argc[n++] = 2;
+    }
+    for (int i = 0; i < n; i++)
+        argv[i] = args[i];
+    if (store_read(app, n, argc, argv, on_plain, p) != 0) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+static int ask(struct app *app, struct check *c, const char *number)
+{
+    snprintf(c->number, sizeof c->number, "%s", number);
+    if (plain_fits(app, c)) {
+        if (plain_ask(app, c) == 0)
+            return 0;
+        free(c);
+        return -1;
+    }
+    return ask_function(app, c);
 }
 
 int gate_check(struct app *app, const struct recipient *rcpt, const struct gate_query *q, gate_cb *cb, void *arg)

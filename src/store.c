@@ -697,6 +697,30 @@ int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...
     return 0;
 }
 
+int store_read(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb, void *arg)
+{
+    struct store *st = app->store;
+    struct call *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    *c = (struct call){ .app = app, .cb = cb, .arg = arg };
+    /* The queued commands answer QUEUED (no callback); EXEC answers them all, or an
+     * error (EXECABORT) when one could not be queued; a connection lost in between calls
+     * EXEC's callback with NULL. */
+    bool ok = store_ready(app) && redisAsyncCommand(st->ac, NULL, NULL, "MULTI") == REDIS_OK;
+    for (int i = 0; ok && i < ncmds; i++)
+        ok = redisAsyncCommandArgv(st->ac, NULL, NULL, argc[i], (const char **)argv[i], NULL) == REDIS_OK;
+    if (!ok || redisAsyncCommand(st->ac, on_reply, c, "EXEC") != REDIS_OK) {
+        /* a MULTI left open on a live connection would swallow the next commands */
+        if (store_ready(app) && st->ac)
+            redisAsyncCommand(st->ac, NULL, NULL, "DISCARD");
+        unsent(app, c);
+        return 0;
+    }
+    sent_one(st);
+    return 0;
+}
+
 const char *store_failure(const struct app *app, const redisReply *reply, size_t min)
 {
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= min)

@@ -268,3 +268,33 @@ def test_identity_check_turned_on_per_number_and_refusal_reported(waguard_factor
     assert wg.metric("waguard_identity_check", phone_number_id=A, state="on") == 1
     assert wg.metric("waguard_identity_check", phone_number_id=B, state="refused") == 1
     assert "Unsupported for this number" in wg.log()
+
+
+def test_single_decisions_per_number_agree_with_the_function(waguard_factory, sim):
+    """GET /v1/gate?phone_number_id=N reads the record plainly (N's window, the plain block or
+    N's, gate.c); POST /v1/gate with the same number asks the gate function.  For users of
+    several countries with windows and blocks on one number or the other, and one blocked on
+    every number, both answer alike for each number, and for no number named (the default
+    number)."""
+    wg = start(waguard_factory, sim)
+    users = {}
+    for i, country in enumerate(("US", "GB", "IN", "BR", "NG", "ID")):
+        w = world_wa_id(country)
+        inbound(sim, A if i % 2 == 0 else B, w=w, key_hash="K%d=" % i)
+        users[w] = country
+    ws = list(users)
+    wait_for(lambda: all(gate(wg, w, A, "template")["wa_id"] == w for w in ws), 5, what="webhooks applied")
+    assert wg.post("/%s/%s/block_users" % ("v21.0", B), token=API_TOKEN,
+                   json={"messaging_product": "whatsapp", "block_users": [{"user": ws[0]}]}).status_code < 500
+    for number in (A, B, None):
+        for t in ("text", "template"):
+            payload = {"wa_ids": ws + ["+" + ws[1], world_wa_id("DE")], "type": t}
+            if number:
+                payload["phone_number_id"] = number
+            batch = wg.post("/v1/gate", token=API_TOKEN, json=payload)
+            assert batch.status_code == 200, batch.text
+            for x, b in zip(payload["wa_ids"], batch.json()["results"]):
+                assert gate(wg, x, number, t) == b, (x, number, t)
+    # the windows differ by number, so the comparison above compared something
+    assert gate(wg, ws[0], A)["allowed"] != gate(wg, ws[0], B)["allowed"] or \
+        gate(wg, ws[1], A)["allowed"] != gate(wg, ws[1], B)["allowed"]

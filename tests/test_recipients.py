@@ -10,8 +10,8 @@ import requests
 
 from daemon import API_TOKEN
 from helpers import (WORLD, contact_result, contacts_callback, identity_change, identity_obj,
-                     inbound_text, inbound_text_msg, body, new_msg_id, world_dialled,
-                     world_wa_id)
+                     inbound_text, inbound_text_msg, body, new_msg_id, new_wa_id, number_changed,
+                     world_dialled, world_wa_id)
 
 MANUAL = {"identity": {"ack": "manual"}}
 T0 = int(time.time()) - 3600
@@ -287,3 +287,63 @@ def test_a_redelivered_message_of_a_user_id_linked_since_changes_nothing(procs):
     for who in (w, uid):
         d = gate(wg, who)
         assert d["reasons"] == ["identity_unacknowledged"] and d["wa_id"] == w, (who, d)
+
+
+# ----------------------------------------------------------------------------- the common case
+
+def _fcalls(client):
+    return client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
+
+
+def test_a_single_decision_reads_plainly_and_agrees_with_the_function(procs):
+    """GET /v1/gate reads a recipient with no user id and no contact mapping in one MULTI of
+    plain reads (gate.c), not the gate function; POST /v1/gate always asks the function.
+    Both must decide alike for every state and every way of naming a user, from every
+    country: pending, acknowledged, blocked, moved, a record with only a name, a bare number
+    naming two users, a mapping to the number itself (plain) and to another wa_id (the
+    function)."""
+    r, sim, wg = procs.stack(overrides=MANUAL)
+    c = r.client()
+    inputs = []
+    for i, country in enumerate(WORLD):
+        w = world_wa_id(country)
+        wg.webhook_ok(inbound_text(w))
+        if i % 3 == 0:
+            wg.webhook_ok(identity_change(w, "P%d=" % i, T0))                 # pending
+        elif i % 3 == 1:
+            wg.webhook_ok(identity_change(w, "A%d=" % i, T0))
+            c.hset(wg.user_key(w), mapping={"id_state": "acknowledged", "id_ack": "1"})
+        inputs += [w, "+" + w, world_dialled(country, w)]
+    blocked, moved, new = world_wa_id("DE"), world_wa_id("NG"), world_wa_id("NG")
+    wg.webhook_ok(inbound_text(blocked))
+    c.hset(wg.user_key(blocked), "blocked", "1")
+    wg.webhook_ok(inbound_text(moved))
+    wg.webhook_ok(number_changed(moved, new))
+    named = world_wa_id("PH")
+    c.hset(wg.user_key(named), "name", "only a name")
+    ph, us = "6315553579", "16315553579"                  # a bare number naming two users
+    wg.webhook_ok(inbound_text(ph))
+    wg.webhook_ok(identity_change(us, "US=", T0))
+    mx = world_wa_id("MX")                                 # a mapping to another wa_id
+    mx_dialled = world_dialled("MX", mx)
+    wg.webhook_ok(contacts_callback(contact_result(mx_dialled, "valid", mx)))
+    wg.webhook_ok(identity_change(mx, "MX=", T0))
+    gb = world_wa_id("GB")                                 # a mapping to the number itself
+    wg.webhook_ok(contacts_callback(contact_result("+" + gb, "valid", gb)))
+    wg.webhook_ok(inbound_text(gb))
+    inputs += [blocked, moved, "+" + moved, named, ph, us, "+" + us, mx_dialled, mx, "+" + gb, gb,
+               new_wa_id(), "+44 7700 900999"]
+    for t in ("text", "template"):
+        batch = wg.gate_batch(inputs, type=t)
+        assert batch.status_code == 200, batch.text
+        for x, b in zip(inputs, batch.json()["results"]):
+            one = wg.gate(x, type=t)
+            assert one.status_code == (200 if b["allowed"] else 423), (x, one.text, b)
+            assert one.json() == b, (x, t)
+    # the plain case asks no function; a mapping to someone else does
+    before = _fcalls(c)
+    for x in (inputs[0], inputs[1], inputs[2], ph, "+" + gb):
+        wg.gate(x)
+    assert _fcalls(c) == before
+    assert gate(wg, mx_dialled)["wa_id"] == mx
+    assert _fcalls(c) == before + 1
