@@ -21,7 +21,7 @@ The streams are capped, so they are kept out of it by running with the smallest
 few kilobytes that come and go, and its change is subtracted too); with ack = manual
 nothing is audited and nothing here is a dead letter.  Their own cost per entry
 (MEMORY USAGE / XLEN) is printed apart: multiply by the caps for their share.  Redis time is the change of
-the usec of EVALSHA and EVAL in INFO commandstats, per webhook.
+the usec of FCALL (and EVALSHA, EVAL) in INFO commandstats, per webhook.
 Standard library only; prints a table (also appended to build/bench-results.txt by run.sh).
 """
 import http.client
@@ -73,7 +73,7 @@ class Redis:
             streams += int(v) if v.isdigit() else 0
         usec = 0
         for k, v in self.info("commandstats").items():
-            if k in ("cmdstat_evalsha", "cmdstat_eval"):
+            if k in ("cmdstat_fcall", "cmdstat_evalsha", "cmdstat_eval"):
                 usec += int(dict(kv.split("=") for kv in v.split(","))["usec"])
         keys = int(self.cmd("DBSIZE") or 0)
         cpu = self.info("cpu")
@@ -204,7 +204,7 @@ def main():
             print(fmt % (row[0], row[1], row[2], row[3], row[4], "%.1f" % row[5], "%.1f" % row[6],
                          "%.1f" % row[7], "%.1f" % row[10], row[8], "%.0f" % row[9]))
         print("(B outside: bytes per webhook outside the capped streams; B streams: what the streams (capped "
-              "at 100 here) changed by; script us: Redis time in EVALSHA per webhook (INFO commandstats); Redis us: CPU of "
+              "at 100 here) changed by; script us: Redis time in the functions (FCALL) per webhook (INFO commandstats); Redis us: CPU of "
               "Redis's main thread per webhook, network included (INFO cpu); %d bodies in flight)" % threads)
         xlen = int(r.cmd("XLEN", "waguard:events") or 0)
         xmem = r.cmd("MEMORY", "USAGE", "waguard:events", "SAMPLES", "0")

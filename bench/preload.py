@@ -4,6 +4,7 @@
   preload.py freeport
       print a free TCP port on 127.0.0.1
   preload.py config --port N --redis-port N --upstream URL [--username U] [--max-in-flight N]
+                    [--ack auto|manual] [--key-prefix P]
       print the waguard.conf of the benchmark (benchlib.waguard_config)
   preload.py wait URL [SECONDS]
       wait until GET URL answers 200 (exit 1 on timeout)
@@ -22,7 +23,7 @@
       print the sum of the samples of each named Prometheus metric at URL
   preload.py cmdstats FILE REQUESTS
       read Redis's INFO commandstats saved in FILE and print, per HTTP request, the time
-      Redis spent in commands, the scripts (EVALSHA) and the commands they called
+      Redis spent in commands, the functions (FCALL) and the commands they called
 """
 import http.client
 import json
@@ -183,15 +184,16 @@ def cmdstats(path, requests):
         return 0
     # below one call in a hundred requests: waguard's timers, not the requests
     stats = {n: v for n, v in stats.items() if v[0] / requests >= 0.01}
-    scripts = {n: v for n, v in stats.items() if n in ("evalsha", "eval", "fcall")}
+    # containers: a function (or script) and a transaction (EXEC: the gate's plain reads);
+    # the commands they run are counted both on their own and inside the container's time
+    scripts = {n: v for n, v in stats.items() if n in ("evalsha", "eval", "fcall", "exec")}
     plain = {n: v for n, v in stats.items() if n not in scripts}
-    # commands a script calls are counted both on their own and inside the script's time
     total = sum(v[1] for v in scripts.values()) if scripts else sum(v[1] for v in plain.values())
     parts = ["%.1f us/req in Redis commands" % (total / requests)]
     for n, (calls, usec) in sorted(scripts.items()):
         parts.append("%s %.2f/req %.1f us/req" % (n, calls / requests, usec / requests))
     inner = sorted(plain.items(), key=lambda kv: -kv[1][1])
-    label = "inside: " if scripts else ""
+    label = "the commands in them: " if scripts else ""
     parts.append(label + ", ".join("%s %.2f/req %.1f us" % (n, c / requests, u / requests)
                                    for n, (c, u) in inner[:8]))
     print("; ".join(parts))
@@ -202,7 +204,8 @@ def config(args):
     sys.stdout.write(waguard_config(int(opt(args, "--port")), int(opt(args, "--redis-port")),
                                     opt(args, "--upstream"), username=opt(args, "--username", "admin"),
                                     generator="bench/run.sh",
-                                    max_in_flight=int(opt(args, "--max-in-flight", "0")) or None))
+                                    max_in_flight=int(opt(args, "--max-in-flight", "0")) or None,
+                                    ack=opt(args, "--ack", "auto"), key_prefix=opt(args, "--key-prefix", "waguard")))
     return 0
 
 

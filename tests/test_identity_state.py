@@ -506,3 +506,18 @@ def test_the_record_shows_what_the_gate_decides_by(procs):
     wg.webhook_ok(cloud_inbound(w=w, key_hash="NGB=", ts=NOW - 30))
     rec = wg.identity(w)
     assert rec["identity"]["state"] == "pending" and rec["identity"].get("acknowledged_by") is None, rec
+
+
+@pytest.mark.parametrize("mid", ["gBGGFlA5FpafAgkOuJbRqPlain01", "wamid.HBgL/MTY+NTA=", 'id"with\\quotes/and/slashes'])
+def test_an_identity_change_delivered_again_is_a_duplicate_whatever_its_id(waguard, mid):
+    """The identity history is searched by message id without decoding every entry, unless
+    the id holds a character JSON escapes ('/', '"', '\\'): each kind is still recognised
+    when the WABA client delivers the same notification again, after others."""
+    w = world_wa_id("IN")
+    first = body(messages=[identity_change_msg(w, "DUP1=", NOW - 100, msg_id=mid)])
+    assert waguard.webhook_ok(first)["duplicates"] == 0
+    for i in range(3):
+        waguard.webhook_ok(body(messages=[identity_change_msg(w, "DUPX%d=" % i, NOW - 90 + i)]))
+    again = waguard.webhook_ok(first)
+    assert again["duplicates"] == 1, again
+    assert waguard.webhook_ok(body(messages=[identity_change_msg(w, "DUP1=", NOW - 100, msg_id=mid + "x")]))["duplicates"] == 0

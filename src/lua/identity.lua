@@ -57,15 +57,24 @@ local function remember(w, h)
   if redis.call('SCARD', K.hashes(w)) > 1000 then redis.call('SPOP', K.hashes(w)) end
 end
 
--- True when user w's history holds hash h from message mid: the same notification again.
-local function in_history(w, h, mid)
+-- True when user w's history holds message (or status) mid, with hash h when h is given.
+-- Only the entries whose text holds mid are decoded (most hold none): cjson writes '/'
+-- as '\/', so an id with '/', '"', '\' or a control character is looked for in every
+-- decoded entry instead.
+local function history_has(w, mid, h)
   if not nz(mid) then return false end
+  local plain = not string.find(mid, '[%c"/\\]')
   for _, e in ipairs(redis.call('LRANGE', K.history(w), 0, 49)) do
-    local ok, d = pcall(cjson.decode, e)
-    if ok and d.hash == h and d.message_id == mid then return true end
+    if not plain or string.find(e, mid, 1, true) then
+      local ok, d = pcall(cjson.decode, e)
+      if ok and d.message_id == mid and (h == nil or d.hash == h) then return true end
+    end
   end
   return false
 end
+
+-- True when user w's history holds hash h from message mid: the same notification again.
+local function in_history(w, h, mid) return history_has(w, mid, h) end
 
 -- ---- the indexes and the queue, kept by the state alone ----------------------------
 
@@ -157,14 +166,7 @@ end
 
 -- True when the identity history of w holds message (or status) mid: the same
 -- notification again, whatever hash it carried.
-function identity.repeated(w, mid)
-  if not nz(mid) then return false end
-  for _, e in ipairs(redis.call('LRANGE', K.history(w), 0, 49)) do
-    local ok, d = pcall(cjson.decode, e)
-    if ok and d.message_id == mid then return true end
-  end
-  return false
-end
+function identity.repeated(w, mid) return history_has(w, mid, nil) end
 
 -- WhatsApp refused a send because the identity changed, or said it changed in a way
 -- that cannot be used (why; mid: the message or status that said so, kept in the
