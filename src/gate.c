@@ -309,15 +309,14 @@ static void on_facts(struct app *app, redisReply *reply, void *arg)
     facts_read(app, c, users, users_from(reply, &pos, users, GATE_MAX_USERS, app_wall_ms()));
 }
 
+/* Asks the gate function; returns 0, or -1 (out of memory: nothing sent, c not freed). */
 static int ask_function(struct app *app, struct check *c)
 {
     char spec[RECIPIENT_SPEC_MAX];
     const char *argv[] = { c->number, spec };
     if (recipient_spec(&c->rcpt, spec, sizeof spec) != 0 ||
-        store_call(app, STORE_GATE, 2, argv, NULL, on_facts, c) != 0) {
-        free(c);
+        store_call(app, STORE_GATE, 2, argv, NULL, on_facts, c) != 0)
         return -1;
-    }
     return 0;
 }
 
@@ -508,7 +507,10 @@ static int ask(struct app *app, struct check *c, const char *number)
         free(c);
         return -1;
     }
-    return ask_function(app, c);
+    if (ask_function(app, c) == 0)
+        return 0;
+    free(c);
+    return -1;
 }
 
 int gate_check(struct app *app, const struct recipient *rcpt, const struct gate_query *q, gate_cb *cb, void *arg)
