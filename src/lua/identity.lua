@@ -283,8 +283,11 @@ function identity.observe(w, o)
     end
     return 'known', future
   end
-  if in_history(w, h, o.mid) then return 'duplicate', future end
-  if identity.seen(w, h) then return 'old', future end                       -- I1
+  -- every hash in the history is one w was seen with (record and the tie remember it, a
+  -- merge unites the sets): a hash never seen cannot be a repeat, and needs no search
+  local seen_before = identity.seen(w, h)
+  if seen_before and in_history(w, h, o.mid) then return 'duplicate', future end
+  if seen_before then return 'old', future end                               -- I1
   local at = order_of(cur[2], cur[3])
   if not newer(t, h, at, cur[1]) then
     remember(w, h)                       -- found late, it can never be the newest later
