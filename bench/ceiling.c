@@ -505,30 +505,14 @@ int main(int argc, char **argv)
         case 'h': host = optarg; break;
         case 'H': rhost = optarg; break;
         case 'S': rsock = optarg; break;
-        case 'p':
-            if (parse_port(optarg, &port) != 0) {
+        case 'p': case 'P': case 'u': case 'n': {
+            int *to = c == 'p' ? &port : c == 'P' ? &rport : c == 'u' ? &uport : &uconns;
+            if (parse_port(optarg, to) != 0 || (c == 'n' && uconns < 1)) {
                 usage(stderr);
                 return 2;
             }
             break;
-        case 'P':
-            if (parse_port(optarg, &rport) != 0) {
-                usage(stderr);
-                return 2;
-            }
-            break;
-        case 'u':
-            if (parse_port(optarg, &uport) != 0) {
-                usage(stderr);
-                return 2;
-            }
-            break;
-        case 'n':
-            if (parse_port(optarg, &uconns) != 0 || uconns < 1) {
-                usage(stderr);
-                return 2;
-            }
-            break;
+        }
         default:
             usage(stderr);
             return 2;

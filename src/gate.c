@@ -280,6 +280,11 @@ struct check {
     char type[32];
     const struct hold_category *hold;
     char number[BUSINESS_NUMBER_MAX];  /* "-": On-Premises' one; "": every number seen */
+    /* the plain reads (below): the distinct form keys read, in order, and the number
+     * forms whose mapping is read (borrowed from rcpt) */
+    int nkeys, nmapped;
+    const char *key[RECIPIENT_FORMS], *mapped_key[RECIPIENT_FORMS];
+    bool per_number;                   /* one named number: its window and block are read */
 };
 
 /* The users of one recipient are read (n of them; n < 0: the store could not say): decide
@@ -355,16 +360,6 @@ static const int gate_field_gu[GATE_NF] = {
 #define PLAIN_KEY_MAX (RECIPIENT_MAX + 96)     /* a prefix of up to 64 bytes, ":contact:{", "}" */
 #define PLAIN_ARGS (2 + GATE_NF + 2)            /* HMGET key fields… window block */
 
-struct plain {
-    struct check *c;
-    int nkeys;                                   /* distinct form keys, in order */
-    const char *key[RECIPIENT_FORMS];            /* borrowed from c->rcpt */
-    int nmapped;                                 /* number forms whose mapping is read */
-    const char *mapped_key[RECIPIENT_FORMS];     /* their keys (borrowed) */
-    char window[CONFIG_NUMBER_MAX + 16], block[CONFIG_NUMBER_MAX + 16];
-    char ukey[RECIPIENT_FORMS][PLAIN_KEY_MAX], ckey[RECIPIENT_FORMS][PLAIN_KEY_MAX];
-};
-
 static bool plain_fits(const struct app *app, const struct check *c)
 {
     if (c->number[0] == '\0')
@@ -379,51 +374,47 @@ static bool plain_fits(const struct app *app, const struct check *c)
 
 static void on_plain(struct app *app, redisReply *reply, void *arg)
 {
-    struct plain *p = arg;
-    struct check *c = p->c;
+    struct check *c = arg;
     struct gate_user users[GATE_MAX_USERS];
-    size_t want = (size_t)p->nmapped + 2 * (size_t)p->nkeys;
+    size_t want = (size_t)c->nmapped + 2 * (size_t)c->nkeys;
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != want) {
-        free(p);
         facts_read(app, c, users, -1);
         return;
     }
-    for (int i = 0; i < p->nmapped; i++) {
+    for (int i = 0; i < c->nmapped; i++) {
         const redisReply *m = reply->element[i];
-        /* a mapping to the number's own digits names no one new */
-        if (m->type == REDIS_REPLY_STRING && m->len > 0 && strcmp(m->str, p->mapped_key[i]) != 0) {
-            free(p);             /* a contact check mapped a number: the function resolves it */
-            if (ask_function(app, c) != 0)
-                facts_read(app, c, users, -1);
+        if (m->type != REDIS_REPLY_NIL && m->type != REDIS_REPLY_STRING) {
+            facts_read(app, c, users, -1);
             return;
         }
-        if (m->type != REDIS_REPLY_NIL && m->type != REDIS_REPLY_STRING) {
-            free(p);
-            facts_read(app, c, users, -1);
+        /* a mapping to the number's own digits names no one new; any other goes to the
+         * function, which resolves the recipient whole */
+        if (m->type == REDIS_REPLY_STRING && m->len > 0 && strcmp(m->str, c->mapped_key[i]) != 0) {
+            if (ask_function(app, c) != 0)
+                facts_read(app, c, users, -1);
             return;
         }
     }
     /* Each user's values as the function answers them (user_from reads those). */
     long long now_ms = app_wall_ms();
     redisReply nil = { .type = REDIS_REPLY_NIL }, keys[RECIPIENT_FORMS];
-    for (int k = 0; k < p->nkeys; k++) {
-        const redisReply *v = reply->element[p->nmapped + 2 * k];
-        const redisReply *ex = reply->element[p->nmapped + 2 * k + 1];
-        if (v->type != REDIS_REPLY_ARRAY || v->elements != (size_t)(GATE_NF + (p->window[0] ? 2 : 0)) ||
+    for (int k = 0; k < c->nkeys; k++) {
+        const redisReply *v = reply->element[c->nmapped + 2 * k];
+        const redisReply *ex = reply->element[c->nmapped + 2 * k + 1];
+        if (v->type != REDIS_REPLY_ARRAY || v->elements != (size_t)(GATE_NF + (c->per_number ? 2 : 0)) ||
             ex->type != REDIS_REPLY_INTEGER) {
-            free(p);
             facts_read(app, c, users, -1);
             return;
         }
         redisReply *e[GU_N];
         for (int j = 0; j < GU_N; j++)
             e[j] = &nil;
-        keys[k] = (redisReply){ .type = REDIS_REPLY_STRING, .str = (char *)p->key[k], .len = strlen(p->key[k]) };
+        keys[k] = (redisReply){ .type = REDIS_REPLY_STRING, .str = (char *)c->key[k], .len = strlen(c->key[k]) };
         e[GU_KEY] = &keys[k];
         e[GU_EXISTS] = (redisReply *)ex;
         for (int j = 0; j < GATE_NF; j++)
             e[gate_field_gu[j]] = v->element[j];
-        if (p->window[0]) {
+        if (c->per_number) {
             /* one number: its window, and blocked when the plain field or the number's says so */
             e[GU_LAST_IN] = v->element[GATE_NF];
             if (store_int(e[GU_BLOCKED], 0) != 1)
@@ -431,83 +422,72 @@ static void on_plain(struct app *app, redisReply *reply, void *arg)
         }
         user_from(e, &users[k], now_ms);
     }
-    int n = p->nkeys;
-    free(p);
-    facts_read(app, c, users, n);
+    facts_read(app, c, users, c->nkeys);
 }
 
-/* Sends the transaction; returns 0, or -1 (out of memory: nothing sent, c not freed). */
+/* Sends the transaction; returns 0, or -1 (out of memory: nothing sent, c not freed).
+ * The key names live only until store_read returns (hiredis copies the commands). */
 static int plain_ask(struct app *app, struct check *c)
 {
-    struct plain *p = calloc(1, sizeof *p);
-    if (!p)
-        return -1;
-    p->c = c;
     const char *prefix = app->cfg->key_prefix;
-    if (strcmp(c->number, "-") != 0) {
-        snprintf(p->window, sizeof p->window, "%s" SCHEMA_NUMBER_SEP "%s", record_field[RF_LAST_IN], c->number);
-        snprintf(p->block, sizeof p->block, "%s" SCHEMA_NUMBER_SEP "%s", record_field[RF_BLOCKED], c->number);
+    char window[CONFIG_NUMBER_MAX + 16], block[CONFIG_NUMBER_MAX + 16];
+    char ukey[RECIPIENT_FORMS][PLAIN_KEY_MAX], ckey[RECIPIENT_FORMS][PLAIN_KEY_MAX];
+    c->per_number = strcmp(c->number, "-") != 0;
+    if (c->per_number) {
+        snprintf(window, sizeof window, "%s" SCHEMA_NUMBER_SEP "%s", record_field[RF_LAST_IN], c->number);
+        snprintf(block, sizeof block, "%s" SCHEMA_NUMBER_SEP "%s", record_field[RF_BLOCKED], c->number);
     }
     enum { MAXCMDS = RECIPIENT_FORMS * 3 };
     int argc[MAXCMDS];
     const char *args[MAXCMDS][PLAIN_ARGS];
     const char *const *argv[MAXCMDS];
     int n = 0;
+    c->nkeys = c->nmapped = 0;
     for (int i = 0; i < c->rcpt.n; i++) {
         const struct recipient_form *f = &c->rcpt.form[i];
         if (f->kind != RECIPIENT_NUMBER)
             continue;
-        int m = p->nmapped++;
-        p->mapped_key[m] = f->key;
-        snprintf(p->ckey[m], sizeof p->ckey[m], "%s:" SCHEMA_KEY_CONTACT ":{%s}", prefix, f->key);
+        int m = c->nmapped++;
+        c->mapped_key[m] = f->key;
+        snprintf(ckey[m], sizeof ckey[m], "%s:" SCHEMA_KEY_CONTACT ":{%s}", prefix, f->key);
         args[n][0] = "HGET";
-        args[n][1] = p->ckey[m];
+        args[n][1] = ckey[m];
         args[n][2] = SCHEMA_CONTACT_WA_ID;
         argc[n++] = 3;
     }
     for (int i = 0; i < c->rcpt.n; i++) {
         const char *key = c->rcpt.form[i].key;
         bool again = false;
-        for (int k = 0; k < p->nkeys; k++)
-            again = again || strcmp(p->key[k], key) == 0;
+        for (int k = 0; k < c->nkeys; k++)
+            again = again || strcmp(c->key[k], key) == 0;
         if (again)
             continue;
-        int k = p->nkeys++;
-        p->key[k] = key;
-        snprintf(p->ukey[k], sizeof p->ukey[k], "%s:" SCHEMA_KEY_USER ":{%s}", prefix, key);
+        int k = c->nkeys++;
+        c->key[k] = key;
+        snprintf(ukey[k], sizeof ukey[k], "%s:" SCHEMA_KEY_USER ":{%s}", prefix, key);
         args[n][0] = "HMGET";
-        args[n][1] = p->ukey[k];
+        args[n][1] = ukey[k];
         int a = 2;
         for (int j = 0; j < GATE_NF; j++)
             args[n][a++] = record_field[gate_fields[j]];
-        if (p->window[0]) {
-            args[n][a++] = p->window;
-            args[n][a++] = p->block;
+        if (c->per_number) {
+            args[n][a++] = window;
+            args[n][a++] = block;
         }
         argc[n++] = a;
         args[n][0] = "EXISTS";
-        args[n][1] = p->ukey[k];
+        args[n][1] = ukey[k];
         argc[n++] = 2;
     }
     for (int i = 0; i < n; i++)
         argv[i] = args[i];
-    if (store_read(app, n, argc, argv, on_plain, p) != 0) {
-        free(p);
-        return -1;
-    }
-    return 0;
+    return store_read(app, n, argc, argv, on_plain, c);
 }
 
 static int ask(struct app *app, struct check *c, const char *number)
 {
     snprintf(c->number, sizeof c->number, "%s", number);
-    if (plain_fits(app, c)) {
-        if (plain_ask(app, c) == 0)
-            return 0;
-        free(c);
-        return -1;
-    }
-    if (ask_function(app, c) == 0)
+    if ((plain_fits(app, c) ? plain_ask(app, c) : ask_function(app, c)) == 0)
         return 0;
     free(c);
     return -1;
