@@ -3,7 +3,7 @@ and what it recognises.  The byte figures are in `make bench` (bench/memory.py);
 check the shape: no key per message, duplicates still recognised within the horizon, and an
 item past the horizon applied again without harm."""
 from helpers import (body, identity_change, inbound_text, inbound_text_msg, new_msg_id, new_wa_id,
-                     now_s, number_changed, status_item, statuses)
+                     now_s, number_changed, status_item, statuses, world_wa_id)
 
 T0 = 1602535238
 
@@ -35,7 +35,42 @@ def test_known_users_webhooks_add_no_keys(waguard_factory, private_redis):
     assert not c.keys("waguard:seen:msg:*") and not c.keys("waguard:seen:st:*")
     for w in users:
         ttl = c.ttl("waguard:seen:{%s}" % w)
-        assert 0 < ttl <= 7 * 86400, ttl
+        assert 7 * 86400 < ttl <= 8 * 86400, ttl
+
+
+def test_the_rings_expiry_is_written_once_a_day(waguard_factory, private_redis):
+    """The duplicate rings live at least a week after a user's last item, and the expiry is
+    written by the day's first item only (field d holds that day): the items after it cost
+    no EXPIRE of their own."""
+    wg = waguard_factory(redis=private_redis)
+    c = private_redis.client()
+    users = [world_wa_id(cc) for cc in ("BR", "IN", "GB", "US")]
+
+    def expires():
+        return c.info("commandstats").get("cmdstat_expire", {}).get("calls", 0)
+
+    for w in users:
+        answer(wg, inbound_text(w))
+    first = expires()
+    assert first == len(users)
+    for i in range(3):
+        for w in users:
+            answer(wg, inbound_text(w))
+            answer(wg, statuses(status_item(new_msg_id(), w, "delivered")))
+    assert expires() == first               # the same day: not written again
+    today = c.hget("waguard:seen:{%s}" % users[0], "d")
+    assert today and int(today) == int(c.time()[0]) // 86400
+    for w in users:
+        assert 7 * 86400 < c.ttl("waguard:seen:{%s}" % w) <= 8 * 86400
+    # a ring last written on an earlier day: the next item writes the expiry again
+    k = "waguard:seen:{%s}" % users[1]
+    c.hset(k, "d", int(today) - 1)
+    c.expire(k, 3600)
+    before = expires()
+    assert answer(wg, inbound_text(users[1]))["items"] == 1
+    assert expires() == before + 1
+    assert c.hget(k, "d") == today
+    assert 7 * 86400 < c.ttl(k) <= 8 * 86400
 
 
 def test_duplicates_within_the_horizon(waguard_factory, private_redis):

@@ -48,12 +48,15 @@ local function blk_field(n) return (n and n ~= '') and (F.BLOCKED .. NUMBER_SEP 
 -- NOW_S, MAXLEN_S: NOW and the cap as the strings the streams are written with (a
 -- number handed to redis.call is formatted again on every call).
 local NOW_S, MAXLEN_S
+-- CALL_N: which call this is (a count): what a module does once a call remembers it.
+local CALL_N = 0
 
 -- clockless: a function that never reads the time (the gate) skips TIME; NOW is nil
 -- then, so that any use of it fails loudly instead of reading a previous call's clock.
 -- The key names depend on the prefix only: they are made again only when it changes.
 local function begin(args, clockless)
   A = args
+  CALL_N = CALL_N + 1
   MAXLEN = tonumber(args[2])
   MAXLEN_S = MAXLEN and args[2] or '100000'
   MAXLEN = MAXLEN or 100000

@@ -4,12 +4,22 @@
 -- check only keeps a retried item from being counted and written to the events stream
 -- twice: each user has one small hash, P:seen:{W}, with two rings of the fingerprints
 -- (the first 6 bytes of SHA-1) of their RING newest items, `i` for messages (inbound and
--- system) and `s` for statuses (id:status), kept a week after the user's last item.  A
--- retry of an item older than that is applied again (no harm) and counted as new; a
+-- system) and `s` for statuses (id:status), kept at least a week after the user's last
+-- item (field d: below).  A retry of an item older than that is applied again (no harm)
+-- and counted as new; a
 -- fingerprint collision (about 3 in 10^14 items) only leaves out that item's event.  An
 -- identity change needs no ring: its message id is kept in the identity history.
 local RING, FP = 8, 6      -- 48 bytes a ring: the hash stays a listpack (values <= 64)
 local FP_FMT = '>I6'       -- FP bytes, big-endian (48 bits: exact in a Lua number)
+-- The key's expiry is set to KEEP by the first item of each day (Redis's clock, UTC
+-- days), field d holding that day: the key lives 7 to 8 days after the user's last item,
+-- and an item costs no EXPIRE of its own (the day's first one does).
+local KEEP = WEEK + 86400
+local day_at, day_s        -- the call whose day day_s is (CALL_N), and that day
+local function today()
+  if day_at ~= CALL_N then day_at, day_s = CALL_N, tostring(math.floor(NOW / DAY_MS)) end
+  return day_s
+end
 
 -- True the first time item id is seen in user w's ring f; false for a repeat.  No user
 -- or no id: true.
@@ -18,15 +28,21 @@ function seen.fresh(w, f, id)
   local k = K.seen(w)
   -- the first FP bytes of the SHA-1, big-endian: the first 2 * FP hex digits as bytes
   local fp = struct.pack(FP_FMT, tonumber(string.sub(redis.sha1hex(id), 1, FP * 2), 16))
-  local r = redis.call('HGET', k, f) or ''
+  local cur = redis.call('HMGET', k, f, 'd')
+  local r = cur[1] or ''
   -- a match counts only at a fingerprint's start (not across two of them)
   local at = string.find(r, fp, 1, true)
   while at do
     if (at - 1) % FP == 0 then return false end
     at = string.find(r, fp, at + 1, true)
   end
-  redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP))
-  redis.call('EXPIRE', k, WEEK)
+  local day = today()
+  if cur[2] == day then
+    redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP))
+  else
+    redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP), 'd', day)
+    redis.call('EXPIRE', k, KEEP)
+  end
   return true
 end
 
@@ -37,8 +53,8 @@ function seen.merge(from, to)
     local rf = redis.call('HGET', sf, f)
     if rf then
       local rt = redis.call('HGET', st, f) or ''
-      redis.call('HSET', st, f, string.sub(rt .. rf, 1, RING * FP))
-      redis.call('EXPIRE', st, WEEK)
+      redis.call('HSET', st, f, string.sub(rt .. rf, 1, RING * FP), 'd', today())
+      redis.call('EXPIRE', st, KEEP)
     end
   end
   redis.call('DEL', sf)
