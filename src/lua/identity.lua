@@ -96,17 +96,24 @@ end
 
 -- Whether a worker has anything to do for a record in state s: an On-Premises worker
 -- fetches an unknown hash (GET identity); the Cloud API has no call for it.
-local function workable(s, hash)
+local function workable(s)
   if s == STATE.PENDING then return true end
   return s == STATE.HASH_UNKNOWN and CTX.api ~= 'cloud'
 end
 
 -- The one writer of F.STATE: the state, the derived F.ACK, the indexes and the queue.
 -- requested: an operator asked for this acknowledgement (kept, or queued whatever the
--- policy says).
-local function set_state(w, s, requested)
+-- policy says).  more: further (field, value, …) the transition writes with the state,
+-- in the same HSET.
+local function set_state(w, s, requested, more)
   local k = K.user(w)
-  redis.call('HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0)
+  if more then
+    local a = { 'HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0 }
+    for i = 1, #more do a[6 + i] = more[i] end
+    redis.call(unpack(a))
+  else
+    redis.call('HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0)
+  end
   if s == STATE.ACKNOWLEDGED then
     unindex(w)
     redis.call('HDEL', k, F.REQUESTED_BY, F.LEASE, F.REACK)
@@ -119,18 +126,25 @@ local function set_state(w, s, requested)
     redis.call('ZADD', PENDING, 0, w)
     redis.call('ZREM', FAILED, w)
     redis.call('ZADD', SINCE, 'NX', NOW, w)
-    local h = redis.call('HGET', k, F.HASH)
-    if workable(s, h) and (CTX.ack == 'auto' or requested) then queue(w) end
+    if workable(s) and (CTX.ack == 'auto' or requested) then queue(w) end
   end
 end
 
 -- The identity of w changed now: the holds of [hold] start again, and the change is
 -- counted for the console's last 24 hours (P:changes, kept 30 days).
+-- (record() writes the two fields with the hash; the index is trimmed once a call.)
+local changes_trimmed_at     -- the call (CALL_N) that trimmed P:changes last
+local function changes_index(w)
+  redis.call('ZADD', CHANGES, NOW, w)
+  if changes_trimmed_at ~= CALL_N then
+    changes_trimmed_at = CALL_N
+    redis.call('ZREMRANGEBYSCORE', CHANGES, '-inf', NOW - 30 * DAY_MS)
+  end
+end
 local function changed_now(w)
   redis.call('HSET', K.user(w), F.CHANGED_AT, NOW)
   redis.call('HDEL', K.user(w), F.HOLD_RELEASED)
-  redis.call('ZADD', CHANGES, NOW, w)
-  redis.call('ZREMRANGEBYSCORE', CHANGES, '-inf', NOW - 30 * DAY_MS)
+  changes_index(w)
 end
 
 -- ---- the transitions ------------------------------------------------------------------
@@ -139,14 +153,13 @@ end
 -- the same episode goes on (hash_unknown resolved), so an operator's request stands.
 function identity.pending(w, keep_request)
   local k = K.user(w)
-  redis.call('HSET', k, F.ATTEMPTS, 0, F.ERR, '')
   local requested = false
   if keep_request then
     requested = nz(redis.call('HGET', k, F.REQUESTED_BY))
   else
     redis.call('HDEL', k, F.REQUESTED_BY)     -- an operator's request was for the old hash
   end
-  set_state(w, STATE.PENDING, requested)
+  set_state(w, STATE.PENDING, requested, { F.ATTEMPTS, 0, F.ERR, '' })
 end
 
 -- The newest hash h is acknowledged (by who, with the WABA client's answer).  The
@@ -214,11 +227,19 @@ end
 -- carried it (kept in the history: a repeat of it is a duplicate).
 local function record(w, h, t, rx, src, mid, changed, acked)
   local k = K.user(w)
-  redis.call('HSET', k, F.HASH, h, F.TS, t)
-  -- who acknowledged the hash it replaces, and when, is in the trail (K.acks), not on it
-  redis.call('HDEL', k, F.REACK, F.ACKED_BY, F.ACKED_AT)
-  if rx then redis.call('HSET', k, F.RX, 1) else redis.call('HDEL', k, F.RX) end
-  if changed then changed_now(w) end
+  -- one HSET and one HDEL: the hash (not believed: rx), the time it changed (changed_now
+  -- written out), and who acknowledged the hash it replaces, and when, which is in the
+  -- trail (K.acks), not on it
+  local set = { 'HSET', k, F.HASH, h, F.TS, t }
+  local del = { 'HDEL', k, F.REACK, F.ACKED_BY, F.ACKED_AT }
+  if rx then set[7], set[8] = F.RX, 1 else del[6] = F.RX end
+  if changed then
+    set[#set + 1], set[#set + 2] = F.CHANGED_AT, NOW
+    del[#del + 1] = F.HOLD_RELEASED
+  end
+  redis.call(unpack(set))
+  redis.call(unpack(del))
+  if changed then changes_index(w) end
   remember(w, h)
   redis.call('LPUSH', K.history(w), cjson.encode({ hash = h, created_timestamp = t, source = src,
                                                    received_at = NOW, acknowledged = acked,
@@ -333,7 +354,7 @@ function identity.claim(lease, max)
   for _, w in ipairs(due) do
     local k = K.user(w)
     local v = redis.call('HMGET', k, F.HASH, F.STATE, F.TS, F.REQUESTED_BY)
-    if not workable(v[2], v[1]) then
+    if not workable(v[2]) then
       redis.call('ZREM', QUEUE, w)
     else
       local until_ = NOW + lease
@@ -366,7 +387,7 @@ function identity.outcome(w, h, result, who, answer, delay, lease)
   if not holds(cur[1], cur[2], h) then
     audit(w, h, who, 'superseded', answer)
     -- what changed meanwhile goes out now if the policy says so or an operator asked
-    if workable(cur[2], cur[1]) and (CTX.ack == 'auto' or nz(cur[4])) and (holder or not cur[3]) then
+    if workable(cur[2]) and (CTX.ack == 'auto' or nz(cur[4])) and (holder or not cur[3]) then
       redis.call('ZADD', QUEUE, NOW, w)
       identity.queued = identity.queued + 1
     end
