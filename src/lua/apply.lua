@@ -6,8 +6,14 @@
 -- its fields in the order include/schema.h gives (OPS here).  The store groups the
 -- bodies that arrive together into one call.  Returns, for each body, APPLY_REPLY (or
 -- an error reply when Redis refused it: the body is answered 503 and sent again).
-local res                  -- the current body's counters
-local dup_msgs             -- messages and statuses found to be repeats in this body
+-- The current body's counters, one table set to zero for each body, and the messages
+-- and statuses found to be repeats in it.  (A table costs Lua an allocation or more:
+-- the call's own tables are made once and kept.)
+local res = { accepted = 0, dup = 0, late = 0, dead = 0, future = 0, unplaced = 0 }
+local dup_msgs
+-- One table per kind of operation, filled again for each operation of that kind: a
+-- handler reads its op during its own run and keeps none of it.
+local op_of = {}
 local SENT_TTL = 0
 local handlers = {}
 
@@ -221,7 +227,9 @@ handlers.st = function(op)
     return
   end
   if op.st == 'failed' and identity_codes(op.codes) then refusal(w, op.id, op.codes) end
-  event('status', w, { 'id', op.id, 'status', op.st, 'codes', op.codes })
+  -- event('status', …) written out: the most frequent event builds no table
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN_S, '*', 'kind', 'status', 'wa_id', w, 'at', NOW_S,
+             'id', op.id, 'status', op.st, 'codes', op.codes)
   res.accepted = res.accepted + 1
 end
 
@@ -324,7 +332,7 @@ FN.apply = function(keys, args)
     CTX.ack = args[i]
     local nops = tonumber(args[i + 1])
     i = i + 2
-    res = { accepted = 0, dup = 0, late = 0, dead = 0, future = 0, unplaced = 0 }
+    res.accepted, res.dup, res.late, res.dead, res.future, res.unplaced = 0, 0, 0, 0, 0, 0
     dup_msgs = {}
     identity.queued = 0
     local failed, lost
@@ -335,7 +343,11 @@ FN.apply = function(keys, args)
         lost = 'unknown operation ' .. tostring(kind)   -- the rest of the call cannot be read
         break
       end
-      local op = {}
+      local op = op_of[kind]
+      if not op then
+        op = {}
+        op_of[kind] = op
+      end
       for j = 1, #fields do op[fields[j]] = args[i + j] end
       i = i + 1 + #fields
       if not failed then
@@ -359,7 +371,7 @@ FN.apply = function(keys, args)
     if failed then
       out[b] = redis.error_reply('ERR apply: ' .. tostring(failed))
     else
-      local r = {}
+      local r = { 0, 0, 0, 0, 0, 0, 0 }       -- APPLY_REPLY.N slots, made at once
       r[APPLY_REPLY.ACCEPTED], r[APPLY_REPLY.DUPLICATES], r[APPLY_REPLY.LATE] = res.accepted, res.dup, res.late
       r[APPLY_REPLY.DEAD], r[APPLY_REPLY.QUEUED], r[APPLY_REPLY.FUTURE] = res.dead, identity.queued, res.future
       r[APPLY_REPLY.UNPLACED] = res.unplaced
