@@ -20,4 +20,10 @@ cJSON *jsonx_parse(const char *body, size_t len, char *why, size_t whylen);
 /* The first key that appears twice in one object anywhere in v, or NULL. */
 const char *jsonx_duplicate_key(const cJSON *v);
 
+/* Adds the integer v to obj as name, written exactly.  (cJSON 1.7.15 writes every
+ * number with "%1.15g" and reads it back with sscanf to check it: a tenth of an
+ * answer's CPU on the hot paths.)  Returns the item, or NULL (out of memory: obj
+ * without it, as cJSON_AddNumberToObject leaves it). */
+cJSON *jsonx_add_int(cJSON *obj, const char *name, long long v);
+
 #endif

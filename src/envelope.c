@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "jsonx.h"
 #include "ops.h"
 
 cJSON *envelope_waba(int code, const char *title, const char *details)
@@ -16,7 +17,7 @@ cJSON *envelope_waba(int code, const char *title, const char *details)
         cJSON_Delete(e);
         return NULL;
     }
-    cJSON_AddNumberToObject(e, "code", code);
+    jsonx_add_int(e, "code", code);
     cJSON_AddStringToObject(e, "title", title);
     cJSON_AddStringToObject(e, "details", details);
     cJSON_AddItemToArray(errs, e);
@@ -34,9 +35,9 @@ cJSON *envelope_graph(int code, int subcode, const char *type, const char *messa
     }
     cJSON_AddStringToObject(e, "message", message);
     cJSON_AddStringToObject(e, "type", type);
-    cJSON_AddNumberToObject(e, "code", code);
+    jsonx_add_int(e, "code", code);
     if (subcode)
-        cJSON_AddNumberToObject(e, "error_subcode", subcode);
+        jsonx_add_int(e, "error_subcode", subcode);
     cJSON *data = cJSON_AddObjectToObject(e, "error_data");
     cJSON_AddStringToObject(data, "messaging_product", "whatsapp");
     cJSON_AddStringToObject(data, "details", details);

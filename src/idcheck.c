@@ -22,7 +22,7 @@ struct ask {
 static void camara_error(struct request *r, int status, const char *code, const char *message)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "status", status);
+    jsonx_add_int(o, "status", status);
     cJSON_AddStringToObject(o, "code", code);
     cJSON_AddStringToObject(o, "message", message);
     request_reply_json(r, status, o);

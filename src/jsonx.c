@@ -88,3 +88,10 @@ cJSON *jsonx_parse(const char *body, size_t len, char *why, size_t whylen)
     }
     return v;
 }
+
+cJSON *jsonx_add_int(cJSON *obj, const char *name, long long v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%lld", v);
+    return cJSON_AddRawToObject(obj, name, buf);
+}

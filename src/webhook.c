@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "jsonx.h"
 #include "schema.h"
 #include "store.h"
 #include "webhook_parse.h"
@@ -72,10 +73,10 @@ static cJSON *answer(long long items, long long dup, long long late, long long d
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "ok", 1);
-    cJSON_AddNumberToObject(o, "items", (double)items);
-    cJSON_AddNumberToObject(o, "duplicates", (double)dup);
-    cJSON_AddNumberToObject(o, "late", (double)late);
-    cJSON_AddNumberToObject(o, "dead_letters", (double)dead);
+    jsonx_add_int(o, "items", items);
+    jsonx_add_int(o, "duplicates", dup);
+    jsonx_add_int(o, "late", late);
+    jsonx_add_int(o, "dead_letters", dead);
     return o;
 }
 
