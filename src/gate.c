@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "business.h"
+#include "jsonx.h"
 #include "store.h"
 
 enum {
@@ -115,7 +116,7 @@ cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const s
     if (f->state != GATE_ID_NONE) {
         cJSON *id = cJSON_AddObjectToObject(o, "identity");
         cJSON_AddStringToObject(id, "hash", f->hash ? f->hash : "");
-        cJSON_AddNumberToObject(id, "created_timestamp", (double)(f->hash ? f->ts_ms / 1000 : 0));
+        jsonx_add_int(id, "created_timestamp", f->hash ? f->ts_ms / 1000 : 0);
         cJSON_AddBoolToObject(id, "acknowledged", f->state == GATE_ID_ACKNOWLEDGED);
         if (f->state == GATE_ID_HASH_UNKNOWN)
             cJSON_AddBoolToObject(id, "hash_unknown", 1);
@@ -127,7 +128,7 @@ cJSON *gate_decision_json(const char *wa_id, const struct gate_facts *f, const s
     if (f->retired_to)
         cJSON_AddStringToObject(o, "new_user_id", f->retired_to);
     if (d->reason[REASON_IDENTITY_RECENTLY_CHANGED])
-        cJSON_AddNumberToObject(o, "hold_until", (double)d->hold_until);
+        jsonx_add_int(o, "hold_until", d->hold_until);
     if (d->nconsidered > 1) {
         cJSON *c = cJSON_AddArrayToObject(o, "considered");
         for (int i = 0; i < d->nconsidered; i++)
@@ -285,6 +286,7 @@ struct check {
     int nkeys, nmapped;
     const char *key[RECIPIENT_FORMS], *mapped_key[RECIPIENT_FORMS];
     bool per_number;                   /* one named number: its window and block are read */
+    bool exists;                       /* each key's EXISTS is read too (below) */
 };
 
 /* The users of one recipient are read (n of them; n < 0: the store could not say): decide
@@ -332,7 +334,10 @@ static int ask_function(struct app *app, struct check *c)
  * fields of SCHEMA_GATE_FIELDS, and the number's window and block) and whether it exists.
  * When no mapping names anyone, the users are the forms' own records in their order
  * (recipient.h); when one does, the recipient goes to the gate function, which resolves
- * it whole (the rare form pays for itself).  The facts are the function's (gate.lua). */
+ * it whole (the rare form pays for itself).  The facts are the function's (gate.lua).
+ * Whether a record exists tells a known user from one never seen only where there is a
+ * choice (several records, or a caller that asks for the users themselves): a decision
+ * about one record is the same either way (gate_decide_all), so it reads no EXISTS. */
 enum {
 #define GATE_RF_(E, name) RF_##E,
     SCHEMA_RECORD_FIELDS(GATE_RF_)
@@ -376,7 +381,8 @@ static void on_plain(struct app *app, redisReply *reply, void *arg)
 {
     struct check *c = arg;
     struct gate_user users[GATE_MAX_USERS];
-    size_t want = (size_t)c->nmapped + 2 * (size_t)c->nkeys;
+    size_t per_key = c->exists ? 2 : 1;
+    size_t want = (size_t)c->nmapped + per_key * (size_t)c->nkeys;
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != want) {
         facts_read(app, c, users, -1);
         return;
@@ -397,14 +403,21 @@ static void on_plain(struct app *app, redisReply *reply, void *arg)
     }
     /* Each user's values as the function answers them (user_from reads those). */
     long long now_ms = app_wall_ms();
-    redisReply nil = { .type = REDIS_REPLY_NIL }, keys[RECIPIENT_FORMS];
+    redisReply nil = { .type = REDIS_REPLY_NIL }, keys[RECIPIENT_FORMS], some[RECIPIENT_FORMS];
     for (int k = 0; k < c->nkeys; k++) {
-        const redisReply *v = reply->element[c->nmapped + 2 * k];
-        const redisReply *ex = reply->element[c->nmapped + 2 * k + 1];
+        const redisReply *v = reply->element[c->nmapped + per_key * (size_t)k];
+        const redisReply *ex = c->exists ? reply->element[c->nmapped + per_key * (size_t)k + 1] : NULL;
         if (v->type != REDIS_REPLY_ARRAY || v->elements != (size_t)(GATE_NF + (c->per_number ? 2 : 0)) ||
-            ex->type != REDIS_REPLY_INTEGER) {
+            (ex && ex->type != REDIS_REPLY_INTEGER)) {
             facts_read(app, c, users, -1);
             return;
+        }
+        if (!ex) {
+            /* no EXISTS read: known when any field is there */
+            some[k] = (redisReply){ .type = REDIS_REPLY_INTEGER };
+            for (size_t j = 0; j < v->elements; j++)
+                some[k].integer = some[k].integer || v->element[j]->type != REDIS_REPLY_NIL;
+            ex = &some[k];
         }
         redisReply *e[GU_N];
         for (int j = 0; j < GU_N; j++)
@@ -443,6 +456,9 @@ static int plain_ask(struct app *app, struct check *c)
     const char *const *argv[MAXCMDS];
     int n = 0;
     c->nkeys = c->nmapped = 0;
+    c->exists = c->fetch_cb != NULL;
+    for (int i = 1; i < c->rcpt.n; i++)
+        c->exists = c->exists || strcmp(c->rcpt.form[i].key, c->rcpt.form[0].key) != 0;
     for (int i = 0; i < c->rcpt.n; i++) {
         const struct recipient_form *f = &c->rcpt.form[i];
         if (f->kind != RECIPIENT_NUMBER)
@@ -475,9 +491,11 @@ static int plain_ask(struct app *app, struct check *c)
             args[n][a++] = block;
         }
         argc[n++] = a;
-        args[n][0] = "EXISTS";
-        args[n][1] = ukey[k];
-        argc[n++] = 2;
+        if (c->exists) {
+            args[n][0] = "EXISTS";
+            args[n][1] = ukey[k];
+            argc[n++] = 2;
+        }
     }
     for (int i = 0; i < n; i++)
         argv[i] = args[i];

@@ -707,13 +707,16 @@ int store_read(struct app *app, int ncmds, const int *argc, const char *const *c
     /* The queued commands answer QUEUED (no callback); EXEC answers them all, or an
      * error (EXECABORT) when one could not be queued; a connection lost in between calls
      * EXEC's callback with NULL. */
-    bool ok = store_ready(app) && redisAsyncCommand(st->ac, NULL, NULL, "MULTI") == REDIS_OK;
+    /* MULTI, EXEC and DISCARD go as they are on the wire: nothing to format */
+    static const char multi[] = "*1\r\n$5\r\nMULTI\r\n", exec[] = "*1\r\n$4\r\nEXEC\r\n",
+                      discard[] = "*1\r\n$7\r\nDISCARD\r\n";
+    bool ok = store_ready(app) && redisAsyncFormattedCommand(st->ac, NULL, NULL, multi, sizeof multi - 1) == REDIS_OK;
     for (int i = 0; ok && i < ncmds; i++)
         ok = redisAsyncCommandArgv(st->ac, NULL, NULL, argc[i], (const char **)argv[i], NULL) == REDIS_OK;
-    if (!ok || redisAsyncCommand(st->ac, on_reply, c, "EXEC") != REDIS_OK) {
+    if (!ok || redisAsyncFormattedCommand(st->ac, on_reply, c, exec, sizeof exec - 1) != REDIS_OK) {
         /* a MULTI left open on a live connection would swallow the next commands */
         if (store_ready(app) && st->ac)
-            redisAsyncCommand(st->ac, NULL, NULL, "DISCARD");
+            redisAsyncFormattedCommand(st->ac, NULL, NULL, discard, sizeof discard - 1);
         unsent(app, c);
         return 0;
     }
