@@ -347,3 +347,11 @@ def test_a_single_decision_reads_plainly_and_agrees_with_the_function(procs):
     assert _fcalls(c) == before
     assert gate(wg, mx_dialled)["wa_id"] == mx
     assert _fcalls(c) == before + 1
+    # a decision about one record reads no EXISTS; a number naming two reads it for each
+    exists = lambda: c.info("commandstats").get("cmdstat_exists", {}).get("calls", 0)
+    e0 = exists()
+    for x in (inputs[1], inputs[2], "+" + gb, "+" + us, "+" + moved):
+        wg.gate(x)
+    assert exists() == e0
+    d = gate(wg, ph)
+    assert exists() == e0 + 2 and len(d["considered"]) == 2, d
