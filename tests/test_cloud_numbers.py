@@ -145,6 +145,8 @@ def test_480_on_premises_closes_the_gate_and_fetches_the_hash(procs):
                                  "type": "text", "text": {"body": "x"}}]})
     assert gate(wg, w)["allowed"] is True
     sim.set_identity(w, "ON2=", int(time.time()) * 1000 + 5)
+    # the worker's GET is held a moment, so that the closed gate is seen before it opens
+    sim.delay(400, count=1, path_prefix="/v1/contacts/%s/identity" % w, method="GET")
     wg.webhook_ok({"statuses": [{"id": new_msg_id(), "status": "failed", "recipient_id": w,
                                  "timestamp": str(int(time.time())), "errors": [{"code": 480, "title": "x"}]}]})
     assert gate(wg, w)["reasons"] == ["identity_unacknowledged"]
