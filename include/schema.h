@@ -122,7 +122,8 @@
 /* ---- replies ----------------------------------------------------------------------
  * X(NAME): the values a function returns, 1-based in Lua, 0-based in C. */
 
-/* apply: one array per body (or an error reply for a body that Redis refused) */
+/* apply: a line per body, these counts separated by spaces (or "!" and the error for a
+ * body that Redis refused); store.c hands each body its counts as an array */
 #define SCHEMA_APPLY_REPLY(X) X(ACCEPTED) X(DUPLICATES) X(LATE) X(DEAD) X(QUEUED) X(FUTURE) \
     X(UNPLACED)
 /* gate: for each recipient the number of users it names, then for each user these */

@@ -69,7 +69,8 @@ int store_read(struct app *app, int ncmds, const int *argc, const char *const *c
 /* Applies one body's operations with the running policies; with force_auto the
  * acknowledgement is queued whatever [identity] ack says (a newer identity the worker
  * learnt).  Bodies given in one loop turn go to Redis as one call (group commit); cb gets
- * this body's own element of the answer (APPLY_REPLY values), an error reply, or NULL.
+ * this body's counts (an array of APPLY_REPLY integers, read from its line of apply's
+ * answer and valid during cb only), an error reply, or NULL.
  * The operations are counted in the metrics and the ones an operator wants to see
  * (identities, refusals, dead letters) logged when Redis confirms them.  With [redis]
  * min_replicas = N, a WAIT N follows the call on the same connection and cb gets the

@@ -104,6 +104,7 @@ struct call {
     const char **argv;           /* argv[0..2] are FCALL, the name and "0" (not owned) */
     size_t *argvlen;
     char *block;                 /* the bytes of argv[3..] */
+    bool lines;                  /* apply's: the reply is a line a body (answer_bodies) */
 };
 
 static void call_free(struct call *c)
@@ -179,9 +180,9 @@ static void sent_one(struct store *st)
         st->progress_ms = app_mono_ms();
 }
 
-/* A READONLY answer: the whole reply, or (the apply script answers per body) one of
- * its elements. */
-static bool says_readonly(const redisReply *r)
+/* A READONLY answer: the whole reply, or one of its elements, or (apply answers a line
+ * a body: lines) a refused body's line. */
+static bool says_readonly(const redisReply *r, bool lines)
 {
     if (r->type == REDIS_REPLY_ERROR)
         return strstr(r->str, "READONLY") != NULL;
@@ -189,6 +190,9 @@ static bool says_readonly(const redisReply *r)
         for (size_t i = 0; i < r->elements; i++)
             if (r->element[i]->type == REDIS_REPLY_ERROR && strstr(r->element[i]->str, "READONLY"))
                 return true;
+    /* apply's lines: counts are digits, so the word can only be in a refused body's line */
+    if (lines && r->type == REDIS_REPLY_STRING && r->str)
+        return strstr(r->str, "READONLY") != NULL;
     return false;
 }
 
@@ -221,7 +225,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         app->metrics->redis_errors++;
         log_warn(&app->log, "store", "Redis answered an error: %s", reply->str);
     }
-    if (reply && app->store->ac && app->store->ready && says_readonly(reply)) {
+    if (reply && app->store->ac && app->store->ready && says_readonly(reply, c->lines)) {
         /* We are talking to a replica (a failover happened): connect again (with
          * Sentinel: to the primary the sentinels name now). */
         log_warn(&app->log, "store", "Redis at %s:%d answered READONLY: it is a replica now; connecting again",
@@ -637,7 +641,7 @@ int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, c
     struct call *c = calloc(1, sizeof *c);
     if (!c)
         return -1;
-    *c = (struct call){ .app = app, .cb = cb, .arg = arg, .argc = n };
+    *c = (struct call){ .app = app, .cb = cb, .arg = arg, .argc = n, .lines = fn == STORE_APPLY };
     c->argv = calloc((size_t)n, sizeof *c->argv);
     c->argvlen = calloc((size_t)n, sizeof *c->argvlen);
     if (!c->argv || !c->argvlen) {
@@ -803,27 +807,73 @@ static void item_free(struct apply_item *it)
     free(it);
 }
 
-/* Answers every body of a sent batch from the reply: its own element, or the error or
+/* One body's line of apply's answer (apply.lua: its APPLY_N counts separated by spaces,
+ * or '!' and the error Redis gave it), at line[0, len), as the reply the body's callback
+ * reads: an array of APPLY_N integers in row (its elements in vals), or an error (its
+ * text copied to err).  Returns the reply, or NULL when the line is not what apply
+ * answers. */
+static redisReply *body_reply(const char *line, size_t len, redisReply *row, redisReply *vals,
+                              redisReply **elems, char *err, size_t errlen)
+{
+    if (len > 0 && line[0] == '!') {
+        size_t m = len - 1 < errlen - 1 ? len - 1 : errlen - 1;
+        memcpy(err, line + 1, m);
+        err[m] = '\0';
+        *row = (redisReply){ .type = REDIS_REPLY_ERROR, .str = err, .len = m };
+        return row;
+    }
+    const char *p = line, *end = line + len;
+    for (int j = 0; j < APPLY_N; j++) {
+        if (j > 0 && (p >= end || *p++ != ' '))
+            return NULL;
+        if (p >= end || *p < '0' || *p > '9')
+            return NULL;
+        long long v = 0;
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (v > 1000000000LL)
+                return NULL;
+            v = v * 10 + (*p++ - '0');
+        }
+        vals[j] = (redisReply){ .type = REDIS_REPLY_INTEGER, .integer = v };
+        elems[j] = &vals[j];
+    }
+    if (p != end)
+        return NULL;
+    *row = (redisReply){ .type = REDIS_REPLY_ARRAY, .elements = APPLY_N, .element = elems };
+    return row;
+}
+
+/* Answers every body of a sent batch from the reply: its own line, or the error or
  * NULL that the whole call got. */
 static void answer_bodies(struct app *app, redisReply *reply, void *arg)
 {
     struct apply_item *it = arg;
-    size_t n = 0;
+    bool lines = reply && reply->type == REDIS_REPLY_STRING;
+    const char *at = lines ? reply->str : NULL, *end = lines ? reply->str + reply->len : NULL;
+    size_t n = 0, nl = lines ? 1 : 0;
     for (struct apply_item *i = it; i; i = i->next)
         n++;
-    bool split = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == n;
-    size_t k = 0;
+    for (const char *q = at; q && q < end; q++)
+        nl += *q == '\n';
+    bool split = lines && nl == n;
     while (it) {
         struct apply_item *next = it->next;
-        redisReply *mine = split ? reply->element[k] : (reply && reply->type == REDIS_REPLY_ERROR ? reply : NULL);
-        if (mine && mine->type == REDIS_REPLY_ARRAY && mine->elements == APPLY_N)
+        redisReply row, vals[APPLY_N], *elems[APPLY_N], *mine = NULL;
+        char err[512];
+        if (split) {
+            const char *eol = memchr(at, '\n', (size_t)(end - at));
+            if (!eol)
+                eol = end;
+            mine = body_reply(at, (size_t)(eol - at), &row, vals, elems, err, sizeof err);
+            at = eol < end ? eol + 1 : end;
+        } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+            mine = reply;
+        }
+        if (mine && mine->type == REDIS_REPLY_ARRAY)
             account(app, it, mine);
-        else if (mine && mine->type == REDIS_REPLY_ARRAY)
-            mine = NULL;         /* not what apply answers */
         it->cb(app, mine, it->arg);
         item_free(it);
         it = next;
-        k++;
     }
 }
 
@@ -877,7 +927,7 @@ static void waited_finish(struct app *app, struct waited *w, long long replicas)
 {
     redisReply *r = w->reply;
     long need = app->cfg->redis_min_replicas;
-    if (r && r->type == REDIS_REPLY_ARRAY && replicas < need) {
+    if (r && r->type == REDIS_REPLY_STRING && replicas < need) {
         char msg[200];
         snprintf(msg, sizeof msg, "NOREPLICAS the write reached %lld of the %ld replica(s) [redis] min_replicas "
                  "asks for within %ld ms", replicas < 0 ? 0 : replicas, need, app->cfg->redis_timeout_ms / 2);
@@ -910,7 +960,7 @@ static void on_apply_reply(struct app *app, redisReply *reply, void *arg)
     struct waited *w = arg;
     w->applied = true;
     w->reply = reply ? reply_dup(reply) : NULL;
-    bool ok = w->reply && w->reply->type == REDIS_REPLY_ARRAY;
+    bool ok = w->reply && w->reply->type == REDIS_REPLY_STRING;     /* apply's lines */
     if (w->wait_answered && ok && send_wait(app, w) != 0) {
         freeReplyObject(w->reply);
         w->reply = NULL;                 /* not confirmed */

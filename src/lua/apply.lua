@@ -4,8 +4,9 @@
 -- remembered (s), [6] the number of bodies, then for each body its ack policy
 -- (auto|manual) and its number of operations, then the operations: each its kind and
 -- its fields in the order include/schema.h gives (OPS here).  The store groups the
--- bodies that arrive together into one call.  Returns, for each body, APPLY_REPLY (or
--- an error reply when Redis refused it: the body is answered 503 and sent again).
+-- bodies that arrive together into one call.  Returns one string, a line for each body:
+-- APPLY_REPLY's counts separated by spaces, or '!' and the error when Redis refused the
+-- body (it is answered 503 and sent again).
 -- The current body's counters, one table set to zero for each body, and the messages
 -- and statuses found to be repeats in it.  (A table costs Lua an allocation or more:
 -- the call's own tables are made once and kept.)
@@ -316,6 +317,21 @@ local function transient(err)
          string.find(e, 'BUSY', 1, true)
 end
 
+-- The reply is one string, a line a body: its APPLY_REPLY counts, or '!' and the error
+-- Redis gave it (src/store.c reads it): Redis looks at each table of a reply for err, ok,
+-- double, map, set… before its elements (2 % of a status body's cost), and hiredis makes
+-- an object of each element.
+local row = {}                         -- a body's counts as strings, filled again each body
+local COUNT_S = {}                     -- 0 to 9 as strings, made at their first use (the
+local function count_s(n)              -- library's load may not call tostring)
+  local s = COUNT_S[n]
+  if s then return s end
+  s = tostring(n)
+  if n >= 0 and n <= 9 then COUNT_S[n] = s end
+  return s
+end
+local function refused_line(err) return '!' .. string.gsub(err, '[\r\n]', ' ') end
+
 local function describe(kind, op)
   local ok, s = pcall(cjson.encode, op)
   return ok and s or tostring(kind)
@@ -365,18 +381,19 @@ FN.apply = function(keys, args)
       end
     end
     if lost then
-      for r = b, nb do out[r] = redis.error_reply('ERR apply: ' .. lost) end
-      return out
+      for r = b, nb do out[r] = refused_line('ERR apply: ' .. lost) end
+      return table.concat(out, '\n')
     end
     if failed then
-      out[b] = redis.error_reply('ERR apply: ' .. tostring(failed))
+      out[b] = refused_line('ERR apply: ' .. tostring(failed))
     else
-      local r = { 0, 0, 0, 0, 0, 0, 0 }       -- APPLY_REPLY.N slots, made at once
-      r[APPLY_REPLY.ACCEPTED], r[APPLY_REPLY.DUPLICATES], r[APPLY_REPLY.LATE] = res.accepted, res.dup, res.late
-      r[APPLY_REPLY.DEAD], r[APPLY_REPLY.QUEUED], r[APPLY_REPLY.FUTURE] = res.dead, identity.queued, res.future
-      r[APPLY_REPLY.UNPLACED] = res.unplaced
-      out[b] = r
+      local r = row
+      r[APPLY_REPLY.ACCEPTED], r[APPLY_REPLY.DUPLICATES] = count_s(res.accepted), count_s(res.dup)
+      r[APPLY_REPLY.LATE], r[APPLY_REPLY.DEAD] = count_s(res.late), count_s(res.dead)
+      r[APPLY_REPLY.QUEUED], r[APPLY_REPLY.FUTURE] = count_s(identity.queued), count_s(res.future)
+      r[APPLY_REPLY.UNPLACED] = count_s(res.unplaced)
+      out[b] = table.concat(r, ' ')
     end
   end
-  return out
+  return table.concat(out, '\n')
 end
