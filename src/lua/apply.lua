@@ -322,8 +322,9 @@ end
 -- double, map, set… before its elements (2 % of a status body's cost), and hiredis makes
 -- an object of each element.
 local row = {}                         -- a body's counts as strings, filled again each body
-local COUNT_S = {}                     -- 0 to 9 as strings, made at their first use (the
-local function count_s(n)              -- library's load may not call tostring)
+-- 0 to 9 as strings, made at their first use (the library's load may not call tostring)
+local COUNT_S = {}
+local function count_s(n)
   local s = COUNT_S[n]
   if s then return s end
   s = tostring(n)

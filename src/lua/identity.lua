@@ -107,13 +107,9 @@ end
 -- in the same HSET.
 local function set_state(w, s, requested, more)
   local k = K.user(w)
-  if more then
-    local a = { 'HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0 }
-    for i = 1, #more do a[6 + i] = more[i] end
-    redis.call(unpack(a))
-  else
-    redis.call('HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0)
-  end
+  local a = { 'HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0 }
+  for i = 1, more and #more or 0 do a[6 + i] = more[i] end
+  redis.call(unpack(a))
   if s == STATE.ACKNOWLEDGED then
     unindex(w)
     redis.call('HDEL', k, F.REQUESTED_BY, F.LEASE, F.REACK)
@@ -131,10 +127,13 @@ local function set_state(w, s, requested, more)
 end
 
 -- The identity of w changed now: the holds of [hold] start again, and the change is
--- counted for the console's last 24 hours (P:changes, kept 30 days).
--- (record() writes the two fields with the hash; the index is trimmed once a call.)
+-- counted for the console's last 24 hours (P:changes, kept 30 days, trimmed once a call).
+-- The record's fields go into the caller's HSET and HDEL (set, del: argument lists of
+-- redis.call), so that record() writes them with the hash.
 local changes_trimmed_at     -- the call (CALL_N) that trimmed P:changes last
-local function changes_index(w)
+local function changed_fields(w, set, del)
+  set[#set + 1], set[#set + 2] = F.CHANGED_AT, NOW
+  del[#del + 1] = F.HOLD_RELEASED
   redis.call('ZADD', CHANGES, NOW, w)
   if changes_trimmed_at ~= CALL_N then
     changes_trimmed_at = CALL_N
@@ -142,9 +141,11 @@ local function changes_index(w)
   end
 end
 local function changed_now(w)
-  redis.call('HSET', K.user(w), F.CHANGED_AT, NOW)
-  redis.call('HDEL', K.user(w), F.HOLD_RELEASED)
-  changes_index(w)
+  local k = K.user(w)
+  local set, del = { 'HSET', k }, { 'HDEL', k }
+  changed_fields(w, set, del)
+  redis.call(unpack(set))
+  redis.call(unpack(del))
 end
 
 -- ---- the transitions ------------------------------------------------------------------
@@ -227,19 +228,15 @@ end
 -- carried it (kept in the history: a repeat of it is a duplicate).
 local function record(w, h, t, rx, src, mid, changed, acked)
   local k = K.user(w)
-  -- one HSET and one HDEL: the hash (not believed: rx), the time it changed (changed_now
-  -- written out), and who acknowledged the hash it replaces, and when, which is in the
-  -- trail (K.acks), not on it
+  -- one HSET and one HDEL: the hash (not believed: rx), the change (changed_fields), and
+  -- who acknowledged the hash it replaces, and when, which is in the trail (K.acks), not
+  -- on it
   local set = { 'HSET', k, F.HASH, h, F.TS, t }
   local del = { 'HDEL', k, F.REACK, F.ACKED_BY, F.ACKED_AT }
   if rx then set[7], set[8] = F.RX, 1 else del[6] = F.RX end
-  if changed then
-    set[#set + 1], set[#set + 2] = F.CHANGED_AT, NOW
-    del[#del + 1] = F.HOLD_RELEASED
-  end
+  if changed then changed_fields(w, set, del) end
   redis.call(unpack(set))
   redis.call(unpack(del))
-  if changed then changes_index(w) end
   remember(w, h)
   redis.call('LPUSH', K.history(w), cjson.encode({ hash = h, created_timestamp = t, source = src,
                                                    received_at = NOW, acknowledged = acked,

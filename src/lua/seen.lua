@@ -6,9 +6,9 @@
 -- (the first 6 bytes of SHA-1) of their RING newest items, `i` for messages (inbound and
 -- system) and `s` for statuses (id:status), kept at least a week after the user's last
 -- item (field d: below).  A retry of an item older than that is applied again (no harm)
--- and counted as new; a
--- fingerprint collision (about 3 in 10^14 items) only leaves out that item's event.  An
--- identity change needs no ring: its message id is kept in the identity history.
+-- and counted as new; a fingerprint collision (about 3 in 10^14 items) only leaves out
+-- that item's event.  An identity change needs no ring: its message id is kept in the
+-- identity history.
 local RING, FP = 8, 6      -- 48 bytes a ring: the hash stays a listpack (values <= 64)
 local FP_FMT = '>I6'       -- FP bytes, big-endian (48 bits: exact in a Lua number)
 -- The key's expiry is set to KEEP by the first item of each day (Redis's clock, UTC
@@ -36,11 +36,11 @@ function seen.fresh(w, f, id)
     if (at - 1) % FP == 0 then return false end
     at = string.find(r, fp, at + 1, true)
   end
-  local day = today()
+  local ring, day = fp .. string.sub(r, 1, (RING - 1) * FP), today()
   if cur[2] == day then
-    redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP))
+    redis.call('HSET', k, f, ring)
   else
-    redis.call('HSET', k, f, fp .. string.sub(r, 1, (RING - 1) * FP), 'd', day)
+    redis.call('HSET', k, f, ring, 'd', day)
     redis.call('EXPIRE', k, KEEP)
   end
   return true
