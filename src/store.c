@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 
 #include "metrics.h"
+#include "resp.h"
 #include "sentinel.h"
 
 extern const char store_library[];
@@ -98,20 +99,17 @@ struct call {
     store_cb *cb;
     void *arg;
     struct call *next;           /* on the unsent list */
-    /* A function call keeps its arguments, to send them again if Redis lost the library
-     * (FUNCTION FLUSH, a failover to a replica that never had it). */
-    int argc;                    /* 0: not a function call, or already sent again */
-    const char **argv;           /* argv[0..2] are FCALL, the name and "0" (not owned) */
-    size_t *argvlen;
-    char *block;                 /* the bytes of argv[3..] */
+    /* A function call keeps its command as it went on the wire (resp.h), to send it
+     * again if Redis lost the library (FUNCTION FLUSH, a failover to a replica that
+     * never had it). */
+    char *cmd;                   /* owned; NULL: not a function call, or already sent again */
+    size_t cmdlen;
     bool lines;                  /* apply's: the reply is a line a body (answer_bodies) */
 };
 
 static void call_free(struct call *c)
 {
-    free(c->argv);
-    free(c->argvlen);
-    free(c->block);
+    free(c->cmd);
     free(c);
 }
 
@@ -206,14 +204,16 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
         app->store->progress_ms = app_mono_ms();
     }
     if (reply && reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "Function not found") &&
-        c->argc > 0 && app->store->ac) {
+        c->cmd && app->store->ac) {
         /* Redis lost the library: load it again, and send this call whole once more. */
         log_warn(&app->log, "store", "Redis does not have waguard's functions (flushed, or a failover to a "
                  "server that never had them); loading them again");
         redisAsyncCommand(app->store->ac, NULL, NULL, "FUNCTION LOAD %s", app->store->library);
-        int argc = c->argc;
-        c->argc = 0;
-        if (redisAsyncCommandArgv(ac, on_reply, c, argc, c->argv, c->argvlen) == REDIS_OK) {
+        char *cmd = c->cmd;
+        c->cmd = NULL;
+        int rc = redisAsyncFormattedCommand(ac, on_reply, c, cmd, c->cmdlen);
+        free(cmd);                       /* hiredis copied it */
+        if (rc == REDIS_OK) {
             sent_one(app->store);
             return;
         }
@@ -634,44 +634,31 @@ int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, c
                store_cb *cb, void *arg)
 {
     struct store *st = app->store;
-    enum { FIXED = 5 };
     char maxlen[24];
     snprintf(maxlen, sizeof maxlen, "%ld", app->cfg->events_maxlen);
-    int n = argc + FIXED;
+    /* FCALL name 0 prefix maxlen args… */
+    const char *fixed[] = { "FCALL", st->fn[fn], "0", app->cfg->key_prefix, maxlen };
+    enum { FIXED = sizeof fixed / sizeof fixed[0] };
+    size_t fixedlen[FIXED];
+    size_t size = resp_count_size(FIXED + (size_t)argc);
+    for (size_t i = 0; i < FIXED; i++)
+        size += resp_arg_size(fixedlen[i] = strlen(fixed[i]));
+    for (int i = 0; i < argc; i++)
+        size += resp_arg_size(argvlen ? argvlen[i] : strlen(argv[i]));
     struct call *c = calloc(1, sizeof *c);
     if (!c)
         return -1;
-    *c = (struct call){ .app = app, .cb = cb, .arg = arg, .argc = n, .lines = fn == STORE_APPLY };
-    c->argv = calloc((size_t)n, sizeof *c->argv);
-    c->argvlen = calloc((size_t)n, sizeof *c->argvlen);
-    if (!c->argv || !c->argvlen) {
-        call_free(c);
+    *c = (struct call){ .app = app, .cb = cb, .arg = arg, .lines = fn == STORE_APPLY, .cmdlen = size };
+    if (!(c->cmd = malloc(size))) {
+        free(c);
         return -1;
     }
-    /* FCALL name 0 prefix maxlen args… */
-    const char *fixed[] = { "0", app->cfg->key_prefix, maxlen };
-    size_t total = 0;
-    for (int i = 2; i < n; i++) {
-        const char *a = i < FIXED ? fixed[i - 2] : argv[i - FIXED];
-        c->argvlen[i] = (i >= FIXED && argvlen) ? argvlen[i - FIXED] : strlen(a);
-        total += c->argvlen[i];
-    }
-    c->block = malloc(total + 1);
-    if (!c->block) {
-        call_free(c);
-        return -1;
-    }
-    char *p = c->block;
-    for (int i = 2; i < n; i++) {
-        memcpy(p, i < FIXED ? fixed[i - 2] : argv[i - FIXED], c->argvlen[i]);
-        c->argv[i] = p;
-        p += c->argvlen[i];
-    }
-    c->argv[0] = "FCALL";
-    c->argv[1] = st->fn[fn];
-    c->argvlen[0] = 5;
-    c->argvlen[1] = strlen(st->fn[fn]);
-    if (!store_ready(app) || redisAsyncCommandArgv(st->ac, on_reply, c, n, c->argv, c->argvlen) != REDIS_OK) {
+    char *p = resp_put_count(c->cmd, FIXED + (size_t)argc);
+    for (size_t i = 0; i < FIXED; i++)
+        p = resp_put_arg(p, fixed[i], fixedlen[i]);
+    for (int i = 0; i < argc; i++)
+        p = resp_put_arg(p, argv[i], argvlen ? argvlen[i] : strlen(argv[i]));
+    if (!store_ready(app) || redisAsyncFormattedCommand(st->ac, on_reply, c, c->cmd, c->cmdlen) != REDIS_OK) {
         unsent(app, c);
         return 0;
     }
@@ -715,8 +702,16 @@ int store_read(struct app *app, int ncmds, const int *argc, const char *const *c
     static const char multi[] = "*1\r\n$5\r\nMULTI\r\n", exec[] = "*1\r\n$4\r\nEXEC\r\n",
                       discard[] = "*1\r\n$7\r\nDISCARD\r\n";
     bool ok = store_ready(app) && redisAsyncFormattedCommand(st->ac, NULL, NULL, multi, sizeof multi - 1) == REDIS_OK;
-    for (int i = 0; ok && i < ncmds; i++)
-        ok = redisAsyncCommandArgv(st->ac, NULL, NULL, argc[i], (const char **)argv[i], NULL) == REDIS_OK;
+    for (int i = 0; ok && i < ncmds; i++) {
+        char small[1024], *cmd = small;
+        size_t n = resp_format(small, sizeof small, (size_t)argc[i], argv[i], NULL);
+        if (n > sizeof small && (!(cmd = malloc(n)) || resp_format(cmd, n, (size_t)argc[i], argv[i], NULL) != n))
+            ok = false;
+        else
+            ok = redisAsyncFormattedCommand(st->ac, NULL, NULL, cmd, n) == REDIS_OK;
+        if (cmd != small)
+            free(cmd);
+    }
     if (!ok || redisAsyncFormattedCommand(st->ac, on_reply, c, exec, sizeof exec - 1) != REDIS_OK) {
         /* a MULTI left open on a live connection would swallow the next commands */
         if (store_ready(app) && st->ac)

@@ -298,3 +298,25 @@ def test_redis_slow_answer_still_recorded(waguard_factory, private_redis):
     t.join()
     assert r.status_code == 200, r.text
     assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "SLOW="
+
+
+def test_library_lost_is_loaded_again_and_the_call_sent_again(waguard_factory, private_redis):
+    """Redis loses waguard's functions (FUNCTION FLUSH, or a failover to a server that never had
+    them): the next call is answered "Function not found", and waguard loads the library again and
+    sends that same call once more (the command it keeps as it went on the wire), so the webhook
+    is answered 200 and recorded, not 503."""
+    wg = waguard_factory(redis=private_redis)
+    c = private_redis.client()
+    w = new_wa_id()
+    assert wg.webhook(inbound_text(w)).status_code == 200
+    assert c.execute_command("FUNCTION", "LIST")
+    for hash_ in ("LOST1=", "LOST2="):
+        c.execute_command("FUNCTION", "FLUSH")
+        assert c.execute_command("FUNCTION", "LIST") == []
+        r = wg.webhook(identity_change(w, hash_, T0 + len(hash_) + int(hash_[4])))
+        assert r.status_code == 200, r.text
+        assert r.json()["items"] == 1, r.text
+        assert c.execute_command("FUNCTION", "LIST"), "the library was not loaded again"
+        d = check_gate_response(wg.gate(w, type="template"), w)
+        assert d["identity"]["hash"] == hash_ and d["reasons"] == ["identity_unacknowledged"], d
+    assert wg.log().count("Redis does not have waguard's functions") == 2, wg.log()
