@@ -27,6 +27,19 @@ BUILD     ?= build
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# The daemon's allocator: jemalloc, as Redis has it (MALLOC=jemalloc, the default), or
+# libc's (MALLOC=libc).  libevent, hiredis and cJSON allocate a few dozen blocks for every
+# request; glibc's malloc and free were a third of a gate decision's instructions,
+# jemalloc's a tenth (docs/benchmarks.md).  It is linked even though no symbol of ours
+# names it (--no-as-needed), and only into build/waguard: the sanitizer build, the fuzzers
+# and the unit tests keep libc's, which ASan replaces.
+MALLOC    ?= jemalloc
+ifdef SANITIZE
+MALLOC    := libc
+endif
+JEMALLOC_LIBS = -Wl,--push-state,--no-as-needed $(shell pkg-config --libs jemalloc 2>/dev/null) -Wl,--pop-state
+MALLOC_LIBS = $(if $(filter jemalloc,$(MALLOC)),$(JEMALLOC_LIBS))
+
 SRC       := $(wildcard src/*.c)
 # The Redis functions library, in this order: the schema's Lua tables (made from
 # include/schema.h by the preprocessor), the modules, the functions, their registration.
@@ -84,7 +97,7 @@ $(BUILD)/obj/console_files.o: $(BUILD)/gen/console_files.c
 	$(CC) $(BASE_CFLAGS) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
 
 $(BUILD)/waguard: $(OBJ)
-	$(CC) $(LDFLAGS) -o $@ $(OBJ) $(PKG_LIBS) -lm
+	$(CC) $(LDFLAGS) -o $@ $(OBJ) $(MALLOC_LIBS) $(PKG_LIBS) -lm
 
 # waguardctl, the operator's command line (ctl/): it reads waguard's configuration with
 # the daemon's own reader and speaks its admin API.
@@ -101,13 +114,13 @@ $(BUILD)/unit/%: tests/unit/%.c tests/unit/unit.h $(LIB_OBJ) | $(BUILD)/unit
 
 # Install what a fresh Debian machine lacks, only when something is missing.
 DEB_PKGS := build-essential pkg-config libevent-dev libcjson-dev libhiredis-dev libinih-dev \
-            libsystemd-dev libssl-dev check redis-server redis-sentinel python3-pytest python3-requests \
+            libsystemd-dev libssl-dev libjemalloc-dev check redis-server redis-sentinel python3-pytest python3-requests \
             python3-redis wrk openssl curl prometheus nginx-light man-db groff-base \
             debhelper dpkg-dev lintian python3-jsonschema python3-yaml clang libclang-rt-14-dev valgrind \
             chromium chromium-driver python3-selenium fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
-	@if ! pkg-config --exists $(PKGS) check 2>/dev/null || ! command -v redis-server >/dev/null \
+	@if ! pkg-config --exists $(PKGS) jemalloc check 2>/dev/null || ! command -v redis-server >/dev/null \
 	    || ! command -v redis-sentinel >/dev/null \
 	    || ! $(PY) -c 'import pytest, requests, redis, jsonschema, yaml, selenium' 2>/dev/null || ! command -v wrk >/dev/null \
 	    || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
@@ -195,6 +208,7 @@ fuzz: $(FUZZ_BIN)
 
 # `make valgrind`: the integration suite (not the fault suite) with every daemon under
 # memcheck; a memcheck error or a definite leak makes the daemon exit 99 and fails the test.
+# (memcheck's malloc is preloaded, so it stands in for jemalloc's as for libc's)
 VALGRIND := valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
             --show-leak-kinds=definite --track-origins=yes --num-callers=30
 valgrind: all

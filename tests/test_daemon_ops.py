@@ -345,3 +345,21 @@ def test_json_log_format(procs, journal):
         assert isinstance(o, dict) and isinstance(o.get("msg"), str) and o.get("level"), o
         levels.add(o["level"])
     assert "error" in levels and "notice" in levels, levels
+
+
+def test_the_daemon_allocates_with_jemalloc(waguard):
+    """The release build links jemalloc (Makefile: MALLOC) and the running daemon uses it: its
+    memory map holds libjemalloc, which the binary needs before libc, so that every malloc in the
+    process (libevent's, hiredis's, cJSON's) finds jemalloc's first.  (Linked with
+    --no-as-needed: no symbol of waguard's names it, so a linker that drops unneeded libraries
+    would otherwise leave libc's malloc in place without a word.)  The sanitizer build keeps
+    libc's malloc, which ASan replaces, and memcheck preloads its own."""
+    import subprocess
+    from daemon import WAGUARD_BIN, WAGUARD_WRAPPER
+    needed = subprocess.run(["readelf", "-d", str(WAGUARD_BIN)], capture_output=True, text=True).stdout
+    if "libasan" in needed or WAGUARD_WRAPPER:
+        pytest.skip("a sanitizer or memcheck build: its allocator is the tool's")
+    assert "[libjemalloc.so.2]" in needed, needed
+    assert needed.index("[libjemalloc.so.2]") < needed.index("[libc.so.6]"), needed
+    maps = open("/proc/%d/maps" % waguard.proc.pid).read()
+    assert "libjemalloc.so" in maps, "the running daemon has not mapped jemalloc"

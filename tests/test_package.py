@@ -35,7 +35,7 @@ def run(cmd, check=True, **kw):
 
 
 def makefile_var(name):
-    m = re.search(r"^%s\s*:?=\s*(.*)$" % name, (ROOT / "Makefile").read_text(), re.M)
+    m = re.search(r"^%s\s*[:?]?=\s*(.*)$" % name, (ROOT / "Makefile").read_text(), re.M)
     assert m, "no %s in the Makefile" % name
     return m.group(1).strip()
 
@@ -90,16 +90,17 @@ def test_version_follows_the_makefile_and_the_tree_stays_clean(deb):
 
 
 def test_build_depends_are_what_the_makefile_uses():
-    """Every pkg-config module of the Makefile's PKGS line, by the package owning its .pc
-    file, plus pkg-config and check (make unit, run by the package build); nothing else but
-    debhelper."""
+    """Every pkg-config module of the Makefile's PKGS line and its allocator (MALLOC, jemalloc),
+    by the package owning its .pc file, plus pkg-config and check (make unit, run by the package
+    build); nothing else but debhelper."""
     control = (ROOT / "debian" / "control").read_text()
     m = re.search(r"^Build-Depends:(.*?)^\S", control, re.M | re.S)
     assert m
     lines = [ln for ln in m.group(1).splitlines() if not ln.lstrip().startswith("#")]
     deps = {re.split(r"[\s(<]", d.strip())[0] for d in " ".join(lines).split(",") if d.strip()}
     want = {"debhelper-compat", "pkg-config", "check"}
-    for module in makefile_var("PKGS").split():
+    assert makefile_var("MALLOC") == "jemalloc"
+    for module in makefile_var("PKGS").split() + ["jemalloc"]:
         pc = run(["pkg-config", "--path", module]).stdout.strip()
         owner = run(["dpkg", "-S", pc]).stdout.split(":")[0]
         want.add(owner)
@@ -145,7 +146,7 @@ def test_control_fields(deb):
     assert deb_field(deb, "Package") == "waguard"
     depends = deb_field(deb, "Depends")
     for lib in ("libevent-2.1-7", "libevent-openssl-2.1-7", "libhiredis0.14", "libcjson1",
-                "libinih1", "libsystemd0", "libssl3", "libc6"):
+                "libinih1", "libsystemd0", "libssl3", "libjemalloc2", "libc6"):
         assert lib in depends, "Depends lacks %s: %s" % (lib, depends)
     assert "redis-server" in deb_field(deb, "Recommends")
     # No system user: the unit runs waguard with DynamicUser=, so no adduser either.
