@@ -22,8 +22,9 @@ const char *jsonx_duplicate_key(const cJSON *v);
 
 /* Adds the integer v to obj as name, written exactly.  (cJSON 1.7.15 writes every
  * number with "%1.15g" and reads it back with sscanf to check it: a tenth of an
- * answer's CPU on the hot paths.)  Returns the item, or NULL (out of memory: obj
- * without it, as cJSON_AddNumberToObject leaves it). */
+ * answer's CPU on the hot paths.)  name is a string constant (a literal): obj keeps the
+ * pointer, not a copy.  Returns the item, or NULL (out of memory: obj without it, as
+ * cJSON_AddNumberToObject leaves it). */
 cJSON *jsonx_add_int(cJSON *obj, const char *name, long long v);
 
 #endif

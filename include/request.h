@@ -44,6 +44,9 @@ struct request {
     enum role caller_role;          /* what the caller's token is (ROLE_NONE: none needed) */
     bool graph;                     /* a Cloud (Graph) route: waguard's errors in Graph's envelope */
     bool query_too_long;            /* a query value did not fit (request_query) */
+    struct evkeyvalq *query;        /* the query's parameters, read at the first request_query
+                                       and kept for the others (owned) */
+    bool query_unreadable;          /* the query could not be read: every parameter is absent */
     char arg[2][160];               /* path segments the route captured, decoded */
     void *data;                     /* the handler's own state, freed with free_data */
     void (*free_data)(void *data);

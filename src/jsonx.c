@@ -91,7 +91,19 @@ cJSON *jsonx_parse(const char *body, size_t len, char *why, size_t whylen)
 
 cJSON *jsonx_add_int(cJSON *obj, const char *name, long long v)
 {
-    char buf[24];
-    snprintf(buf, sizeof buf, "%lld", v);
-    return cJSON_AddRawToObject(obj, name, buf);
+    char buf[24], *p = buf + sizeof buf;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    cJSON *item = cJSON_CreateRaw(p);
+    if (item && !cJSON_AddItemToObjectCS(obj, name, item)) {
+        cJSON_Delete(item);
+        item = NULL;
+    }
+    return item;
 }

@@ -50,27 +50,38 @@ const char *request_query_string(struct request *r)
     return evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
 }
 
+/* The query's parameters, decoded once a request (a gate decision asks for three). */
+static const struct evkeyvalq *query_params(struct request *r)
+{
+    if (r->query || r->query_unreadable)
+        return r->query;
+    const char *q = r->req ? request_query_string(r) : NULL;
+    if (!q || !(r->query = malloc(sizeof *r->query))) {
+        r->query_unreadable = true;
+        return NULL;
+    }
+    if (evhttp_parse_query_str(q, r->query) != 0) {   /* it leaves the list empty */
+        free(r->query);
+        r->query = NULL;
+        r->query_unreadable = true;
+    }
+    return r->query;
+}
+
 const char *request_query(struct request *r, const char *name, char *buf, size_t buflen)
 {
-    const char *q = request_query_string(r);
-    if (!q)
+    const struct evkeyvalq *params = query_params(r);
+    const char *v = params ? evhttp_find_header(params, name) : NULL;
+    if (!v)
         return NULL;
-    struct evkeyvalq params;
-    if (evhttp_parse_query_str(q, &params) != 0)
-        return NULL;
-    const char *v = evhttp_find_header(&params, name);
-    const char *res = NULL;
-    if (v) {
-        if (strlen(v) < buflen) {
-            memcpy(buf, v, strlen(v) + 1);
-        } else {
-            buf[0] = '\0';
-            r->query_too_long = true;
-        }
-        res = buf;
+    size_t len = strlen(v);
+    if (len < buflen) {
+        memcpy(buf, v, len + 1);
+    } else {
+        buf[0] = '\0';
+        r->query_too_long = true;
     }
-    evhttp_clear_headers(&params);
-    return res;
+    return buf;
 }
 
 const char *request_bearer(struct request *r)
@@ -191,6 +202,10 @@ static void finish(struct request *r, int code)
     metrics_observe(&app->metrics->latency[r->route], (double)(app_mono_ms() - r->start_ms) / 1000.0);
     if (r->free_data)
         r->free_data(r->data);
+    if (r->query) {
+        evhttp_clear_headers(r->query);
+        free(r->query);
+    }
     if (r->hooks && r->hooks->finished)
         r->hooks->finished(r, r->hooks->ctx);
     free(r);

@@ -335,10 +335,11 @@ static void parse_status(struct pctx *c, const cJSON *s)
     ops_codes(cJSON_GetObjectItemCaseSensitive(s, "errors"), codes, sizeof codes);
     ops_status(&c->b->ops, id, st, have ? ub.ref : (struct ops_user){ "", NULL, NULL }, t, codes, c->number);
     c->b->items++;
-    if (have) {
+    const char *hash = have ? str_of(s, "recipient_identity_key_hash") : NULL;
+    if (hash) {
         char key[600];
         snprintf(key, sizeof key, "st:%s:%s", id, st);
-        cloud_identity(c, s, ub.ref, str_of(s, "recipient_identity_key_hash"), key, t);
+        cloud_identity(c, s, ub.ref, hash, key, t);
     }
 }
 
