@@ -37,6 +37,11 @@ struct app {
     struct event *sig_hup, *sig_term, *sig_int, *watchdog, *drain_timer;
     bool stopping;               /* SIGTERM seen: draining */
     long stop_deadline_ms;       /* monotonic ms after which we exit anyway */
+    /* The Date header of every answer (request.c), written again when the second changes:
+     * libevent formats it for each answer otherwise (3,500 instructions, a twentieth of a
+     * gate decision's). */
+    char http_date[40];
+    long long http_date_s;
 };
 
 /* Monotonic and wall clocks in milliseconds. */

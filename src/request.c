@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
@@ -211,6 +212,26 @@ static void finish(struct request *r, int code)
     free(r);
 }
 
+/* The time as HTTP writes it (RFC 9110's IMF-fixdate, the names in English whatever the
+ * locale), once a second. */
+static const char *http_date(struct app *app)
+{
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    time_t now = time(NULL);
+    if (now != app->http_date_s || !app->http_date[0]) {
+        struct tm tm;
+        if (!gmtime_r(&now, &tm))
+            return NULL;                 /* libevent writes one itself */
+        snprintf(app->http_date, sizeof app->http_date, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+                 tm.tm_hour, tm.tm_min, tm.tm_sec);
+        app->http_date_s = now;
+    }
+    return app->http_date;
+}
+
 void request_reply_raw(struct request *r, int code, const char *ctype, const char *body, size_t len)
 {
     if (r->req) {
@@ -222,6 +243,9 @@ void request_reply_raw(struct request *r, int code, const char *ctype, const cha
             r->hooks->answering(r, req, r->hooks->ctx);
         struct evkeyvalq *h = evhttp_request_get_output_headers(req);
         evhttp_add_header(h, "Content-Type", ctype);
+        const char *date = http_date(r->app);
+        if (date)
+            evhttp_add_header(h, "Date", date);
         if (r->app->stopping)
             evhttp_add_header(h, "Connection", "close");
         evhttp_send_reply(req, code, reason_phrase(code), buf);

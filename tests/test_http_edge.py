@@ -368,3 +368,28 @@ def test_beyond_max_connections_refused_503_when_all_busy(procs):
     finally:
         for s in held:
             s.close()
+
+
+def test_every_answer_carries_the_date(waguard):
+    """Every answer has one Date header in HTTP's fixed form (RFC 9110: IMF-fixdate, English
+    names, GMT), the server's clock within a second or two; waguard writes it once a second
+    rather than for each answer, so it moves on with the clock: answers a second and more apart
+    carry later dates.  The gate, a webhook, an error and the metrics all carry it."""
+    from email.utils import parsedate_to_datetime
+    import re as _re
+    fixdate = _re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct"
+                          r"|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$")
+    w = new_wa_id()
+    answers = [waguard.gate(w), waguard.webhook({"contacts": [], "messages": []}),
+               requests.get(waguard.url + "/v1/nothing-here", timeout=5), requests.get(waguard.url + "/metrics", timeout=5)]
+    dates = []
+    for r in answers:
+        d = r.headers.get("Date")
+        assert d and fixdate.match(d), (r.status_code, r.headers)
+        assert "," not in d.split(",", 1)[1], d          # one header, not two joined
+        at = parsedate_to_datetime(d).timestamp()
+        assert abs(at - time.time()) < 3, (d, time.time())
+        dates.append(at)
+    time.sleep(1.1)
+    later = parsedate_to_datetime(waguard.gate(w).headers["Date"]).timestamp()
+    assert later > max(dates), (later, dates)
