@@ -7,10 +7,11 @@
 -- bodies that arrive together into one call.  Returns one string, a line for each body:
 -- APPLY_REPLY's counts separated by spaces, or '!' and the error when Redis refused the
 -- body (it is answered 503 and sent again).
--- The current body's counters, one table set to zero for each body, and the messages
--- and statuses found to be repeats in it.  (A table costs Lua an allocation or more:
--- the call's own tables are made once and kept.)
-local res = { accepted = 0, dup = 0, late = 0, dead = 0, future = 0, unplaced = 0 }
+-- The current body's counters, set to zero for each body (locals the handlers share, not
+-- a table's fields: a count is then no table write), and the messages and statuses found
+-- to be repeats in it.  (A table costs Lua an allocation or more: the call's own tables
+-- are made once and kept.)
+local n_accepted, n_dup, n_late, n_dead, n_future, n_unplaced = 0, 0, 0, 0, 0, 0
 -- dup_msgs is made again only for a body after one that found a repeat (dups_seen)
 local dup_msgs, dups_seen = {}, false
 -- One table per kind of operation, filled again for each operation of that kind: a
@@ -53,7 +54,7 @@ local function refusal(w, mid, codes)
   local sent = sent_memory(mid)
   if not nz(w) and sent then w = users.canon(sent.w) end
   if not nz(w) then
-    res.unplaced = res.unplaced + 1
+    n_unplaced = n_unplaced + 1
     event('identity_refusal_unplaced', '', { 'id', mid or '', 'codes', codes })
     return
   end
@@ -84,19 +85,19 @@ handlers.id = function(op)
   local w = users.who(op.w, op.u)
   local o = { h = op.h, t = tonumber(op.t) or 0, src = op.src, ack = nz(op.ack), mid = nz(op.mid) and op.mid or nil }
   local outcome, future = identity.observe(w, o)
-  if future then res.future = res.future + 1 end
+  if future then n_future = n_future + 1 end
   if outcome == 'duplicate' then
-    if not part then res.dup = res.dup + 1 end
+    if not part then n_dup = n_dup + 1 end
     return
   end
   if outcome == 'late' or (outcome == 'old' and not part) then
-    res.late = res.late + 1
+    n_late = n_late + 1
     event('identity_late', w, { 'hash', op.h, 'created_ms', op.t,
                                 'newest', redis.call('HGET', K.user(w), F.HASH) or '' })
     return
   end
   if outcome == 'old' then return end      -- an older message carrying a hash seen before
-  if not part then res.accepted = res.accepted + 1 end
+  if not part then n_accepted = n_accepted + 1 end
 end
 
 -- An inbound message moves last_in forward (and lifts a number change it follows)
@@ -110,13 +111,13 @@ handlers['in'] = function(op)
   if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, f, t) end
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, F.MOVED_TO, F.MOVED_AT) end
   if not seen.fresh(w, 'i', op.mid) then
-    res.dup = res.dup + 1
+    n_dup = n_dup + 1
     dup_msgs[op.mid], dups_seen = true, true
     return
   end
   redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN_S, '*', 'kind', 'inbound', 'wa_id', w, 'at', NOW_S,
              'type', op.type, 'id', op.mid)
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 -- The user moved from number op.w to op.nw: the identity (waiting for an acknowledgement
@@ -142,11 +143,11 @@ handlers.num = function(op)
   end
   if t >= last then redis.call('HSET', K.user(from), F.MOVED_TO, to, F.MOVED_AT, t) end
   if not seen.fresh(from, 'i', op.mid) then
-    res.dup = res.dup + 1
+    n_dup = n_dup + 1
     return
   end
   event('number_changed', from, { 'new_wa_id', to })
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 -- The user's business-scoped id op.prev became op.u (Cloud: a user_changed_user_id
@@ -158,7 +159,7 @@ handlers.uid = function(op)
   -- the record the change ends at (the old id names it afterwards: a repeat finds it)
   local final = (not target or target == op.prev) and op.u or target
   if identity.repeated(final, op.mid) or not seen.fresh(final, 'i', op.mid) then
-    res.dup = res.dup + 1
+    n_dup = n_dup + 1
     return
   end
   if not target or target == op.prev then
@@ -171,17 +172,17 @@ handlers.uid = function(op)
   users.retire(op.prev, op.u, target)
   identity.reacknowledge(target, op.mid)
   event('user_id_changed', target, { 'previous_user_id', op.prev, 'user_id', op.u })
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 handlers.sys = function(op)
   local w = users.who(op.w, op.u)
   if not seen.fresh(w, 'i', op.mid) then
-    res.dup = res.dup + 1
+    n_dup = n_dup + 1
     return
   end
   event('system', w, { 'type', op.st })
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 -- A contact check maps the normalised number it was asked for (op.in) to the wa_id it
@@ -204,7 +205,7 @@ handlers.cc = function(op)
     redis.call('HSET', K.user(n), F.CONTACT, op.st, F.CONTACT_AT, NOW)
   end
   event('contact_check', nz(op.w) and op.w or n, { 'status', op.st, 'input', op.raw })
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 -- The sender's profile describes a message; it is not an item of its own.
@@ -224,7 +225,7 @@ handlers.st = function(op)
   end
   -- a status seen before (the WABA client's retry) changes nothing: not even the gate
   if not seen.fresh(w, 's', op.id .. ':' .. op.st) then
-    res.dup = res.dup + 1
+    n_dup = n_dup + 1
     dup_msgs['st:' .. op.id .. ':' .. op.st], dups_seen = true, true
     return
   end
@@ -232,7 +233,7 @@ handlers.st = function(op)
   -- event('status', …) written out: the most frequent event builds no table
   redis.call('XADD', EVENTS, 'MAXLEN', '~', MAXLEN_S, '*', 'kind', 'status', 'wa_id', w, 'at', NOW_S,
              'id', op.id, 'status', op.st, 'codes', op.codes)
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 -- A send's own answer, or an error beside failed statuses, said WhatsApp refused it for
@@ -242,7 +243,7 @@ handlers.ref = function(op)
   if nz(op.mid) and dup_msgs['st:' .. op.mid .. ':failed'] then return end
   local w = nz(op.w) and users.who(op.w, op.u) or ''
   refusal(w, op.mid, op.codes)
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 -- A user_identity_changed that names the user but whose hash or time cannot be used:
@@ -250,11 +251,11 @@ end
 handlers.unk = function(op)
   local w = users.who(op.w, op.u)
   if not seen.fresh(w, 'i', op.mid) or identity.repeated(w, op.mid) then
-    res.dup = res.dup + 1
+    n_dup = n_dup + 1
     return
   end
   identity.refused(w, 'an identity change could not be used: ' .. op.why, op.mid)
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 -- A send went out: its numbers are no longer "checked and never sent to" (budget), and
@@ -279,7 +280,7 @@ end
 
 handlers.err = function(op)
   event('error', '', { 'code', op.code, 'title', op.title, 'details', op.details })
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 -- A block names a recipient as a caller does (op.spec: recipient forms): blocking marks
@@ -301,12 +302,12 @@ handlers.blk = function(op)
       event(b == 1 and 'blocked' or 'unblocked', w, {})
     end
   end
-  res.accepted = res.accepted + 1
+  n_accepted = n_accepted + 1
 end
 
 handlers.dead = function(op)
   dead_letter(op.reason, op.item)
-  res.dead = res.dead + 1
+  n_dead = n_dead + 1
 end
 
 -- Errors that say Redis itself cannot take writes now: the body is answered 503, so the
@@ -371,7 +372,7 @@ FN.apply = function(keys, args)
     CTX.ack = args[i]
     local nops = tonumber(args[i + 1])
     i = i + 2
-    res.accepted, res.dup, res.late, res.dead, res.future, res.unplaced = 0, 0, 0, 0, 0, 0
+    n_accepted, n_dup, n_late, n_dead, n_future, n_unplaced = 0, 0, 0, 0, 0, 0
     if dups_seen then dup_msgs, dups_seen = {}, false end
     identity.queued = 0
     local failed, lost
@@ -398,7 +399,7 @@ FN.apply = function(keys, args)
             failed = err
           else
             pcall(dead_letter, 'the store could not apply it: ' .. tostring(err), describe(kind, op))
-            res.dead = res.dead + 1
+            n_dead = n_dead + 1
           end
         end
       end
@@ -410,7 +411,7 @@ FN.apply = function(keys, args)
     if failed then
       out[b] = refused_line('ERR apply: ' .. tostring(failed))
     else
-      out[b] = line_of(res.accepted, res.dup, res.late, res.dead, identity.queued, res.future, res.unplaced)
+      out[b] = line_of(n_accepted, n_dup, n_late, n_dead, identity.queued, n_future, n_unplaced)
     end
   end
   return table.concat(out, '\n')
