@@ -17,7 +17,8 @@ local dup_msgs, dups_seen = {}, false
 -- One table per kind of operation, filled again for each operation of that kind: a
 -- handler reads its op during its own run and keeps none of it.
 local op_of = {}
-local SENT_TTL = 0
+-- the sent-message memory's lifetime (s), and the argument it was read from
+local SENT_TTL, SENT_TTL_ARG = 0, nil
 local handlers = {}
 
 local function split_codes(s)
@@ -194,7 +195,7 @@ handlers.cc = function(op)
   local k = K.contact(n)
   -- "processing" is no result: it never replaces a final one
   if op.st == 'processing' and redis.call('HEXISTS', k, 'status') == 1 then return end
-  redis.call('HSET', k, 'status', op.st, 'input', op.raw, CONTACT_WA_ID, op.w or '', 'at', NOW)
+  redis.call('HSET', k, 'status', op.st, 'input', op.raw, CONTACT_WA_ID, op.w or '', 'at', NOW_S)
   redis.call('EXPIRE', k, WEEK)
   if nz(op.w) then
     redis.call('HSET', K.user(op.w), F.CONTACT, op.st, F.CONTACT_AT, NOW)
@@ -364,13 +365,13 @@ end
 FN.apply = function(keys, args)
   begin(args)
   CTX.first_seen, CTX.api = args[3], args[4]
-  SENT_TTL = tonumber(args[5]) or 0
+  if args[5] ~= SENT_TTL_ARG then SENT_TTL_ARG, SENT_TTL = args[5], tonumber(args[5]) or 0 end
   checks_exist = nil
-  local nb, i = tonumber(args[6]), 7
+  local nb, i = count_arg(args[6]), 7
   local out = {}
   for b = 1, nb do
     CTX.ack = args[i]
-    local nops = tonumber(args[i + 1])
+    local nops = count_arg(args[i + 1])
     i = i + 2
     n_accepted, n_dup, n_late, n_dead, n_future, n_unplaced = 0, 0, 0, 0, 0, 0
     if dups_seen then dup_msgs, dups_seen = {}, false end

@@ -2,7 +2,7 @@
 -- once (FUNCTION LOAD, see src/store.c); each call starts with begin(), which takes the
 -- key prefix and the events stream's cap from the call's first two arguments and reads
 -- Redis's clock once, so that leases and due times mean the same to every instance.
-local P, NOW, MAXLEN
+local P, NOW
 local A                             -- the call's arguments
 -- The modules of the library (users.lua, seen.lua, identity.lua) and its functions
 -- (FN.name, registered as the library's functions by register.lua).
@@ -12,7 +12,9 @@ local DAY_MS = 86400000
 -- An identity or message time later than Redis's clock by more than this is not
 -- believed: the time it reached us stands in for it (include/wtime.h).
 local FUTURE_MS = 120000
-local AUDIT_MAXLEN, DEAD_MAXLEN = 100000, 10000
+-- the streams' caps as the strings XADD is given (a number handed to redis.call is
+-- formatted with printf on every call)
+local AUDIT_MAXLEN, DEAD_MAXLEN = '100000', '10000'
 
 -- The record's fields are F (include/schema.h names them, with the two keys the gate
 -- reads in C: KEY_USER and KEY_CONTACT).
@@ -46,26 +48,35 @@ local function win_field(n) return (n and n ~= '') and (F.LAST_IN .. NUMBER_SEP 
 local function blk_field(n) return (n and n ~= '') and (F.BLOCKED .. NUMBER_SEP .. n) or F.BLOCKED end
 
 -- NOW_S, MAXLEN_S: NOW and the cap as the strings the streams are written with (a
--- number handed to redis.call is formatted again on every call).
-local NOW_S, MAXLEN_S
+-- number handed to redis.call is formatted again on every call).  MAXLEN_ARG: the
+-- argument MAXLEN_S was read from (a call with the same one reads nothing again).
+local NOW_S, MAXLEN_S, MAXLEN_ARG
 -- CALL_N: which call this is (a count): what a module does once a call remembers it.
 local CALL_N = 0
+
+-- TIME's microseconds ('0' to '999999') as the three digits of their milliseconds.
+local US_PAD = { '00000', '0000', '000', '00', '0', '' }
+local function ms3(us) return string.sub(US_PAD[#us] .. us, 1, 3) end
 
 -- clockless: a function that never reads the time (the gate) skips TIME; NOW is nil
 -- then, so that any use of it fails loudly instead of reading a previous call's clock.
 -- The key names depend on the prefix only: they are made again only when it changes.
+-- The clock's milliseconds are written as a string from TIME's two strings, and read
+-- as a number once: Lua's tostring and tonumber are printf and strtod (2,000 to 3,000
+-- instructions each), which a call with few bodies paid several times.
 local function begin(args, clockless)
   A = args
   CALL_N = CALL_N + 1
-  MAXLEN = tonumber(args[2])
-  MAXLEN_S = MAXLEN and args[2] or '100000'
-  MAXLEN = MAXLEN or 100000
+  if args[2] ~= MAXLEN_ARG then
+    MAXLEN_ARG = args[2]
+    MAXLEN_S = tonumber(args[2]) and args[2] or '100000'
+  end
   if clockless then
     NOW, NOW_S = nil, nil
   else
     local t = redis.call('TIME')
-    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    NOW_S = tostring(NOW)
+    NOW_S = t[1] .. ms3(t[2])
+    NOW = tonumber(NOW_S)
   end
   if args[1] == P then return end
   P = args[1]
@@ -73,6 +84,20 @@ local function begin(args, clockless)
   PENDING, FAILED = P .. ':identities:pending', P .. ':identities:failed'
   NUMBERS, EVENTS, AUDIT, DEADLETTER = P .. ':numbers', P .. ':events', P .. ':audit', P .. ':deadletter'
   CHECKS, CHANGES, REFUSALS = P .. ':checks', P .. ':changes', P .. ':refusals'
+end
+
+-- A count an argument carries (of bodies, of operations), as a number: the strings of
+-- the counts met so far are kept (at most 256 of them, each below 10,000), the rest read
+-- by tonumber.
+local COUNTS, COUNTS_N = {}, 0
+local function count_arg(s)
+  local n = COUNTS[s]
+  if n then return n end
+  n = tonumber(s)
+  if n and n >= 0 and n < 10000 and COUNTS_N < 256 then
+    COUNTS[s], COUNTS_N = n, COUNTS_N + 1
+  end
+  return n
 end
 
 local function nz(v) return v ~= nil and v ~= false and v ~= '' end
@@ -89,7 +114,7 @@ end
 -- Who did what to an identity: the audit stream and the user's own trail.
 local function audit(w, h, who, result, answer)
   redis.call('XADD', AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'wa_id', w, 'hash', h or '', 'who', who,
-             'result', result, 'answer', answer or '', 'at', NOW)
+             'result', result, 'answer', answer or '', 'at', NOW_S)
   local k = K.acks(w)
   redis.call('LPUSH', k, cjson.encode({ hash = h or '', who = who, result = result, answer = answer or '', at = NOW }))
   redis.call('LTRIM', k, 0, 49)

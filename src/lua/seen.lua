@@ -14,10 +14,15 @@ local FP_FMT = '>I6'       -- FP bytes, big-endian (48 bits: exact in a Lua numb
 -- The key's expiry is set to KEEP by the first item of each day (Redis's clock, UTC
 -- days), field d holding that day: the key lives 7 to 8 days after the user's last item,
 -- and an item costs no EXPIRE of its own (the day's first one does).
-local KEEP = WEEK + 86400
-local day_at, day_s        -- the call whose day day_s is (CALL_N), and that day
+local KEEP = '691200'    -- WEEK + 86400 s, as EXPIRE is given it (a number: printf each call)
+-- The day day_s is, kept while the clock stays in it ([day_lo, day_hi) in ms): a call
+-- in the same day writes no number again.
+local day_lo, day_hi, day_s = 0, -1, nil
 local function today()
-  if day_at ~= CALL_N then day_at, day_s = CALL_N, tostring(math.floor(NOW / DAY_MS)) end
+  if NOW < day_lo or NOW >= day_hi then
+    local d = math.floor(NOW / DAY_MS)
+    day_lo, day_hi, day_s = d * DAY_MS, (d + 1) * DAY_MS, tostring(d)
+  end
   return day_s
 end
 
