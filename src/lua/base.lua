@@ -62,8 +62,8 @@ local function ms3(us) return string.sub(US_PAD[#us] .. us, 1, 3) end
 -- then, so that any use of it fails loudly instead of reading a previous call's clock.
 -- The key names depend on the prefix only: they are made again only when it changes.
 -- The clock's milliseconds are written as a string from TIME's two strings, and read
--- as a number once: Lua's tostring and tonumber are printf and strtod (2,000 to 3,000
--- instructions each), which a call with few bodies paid several times.
+-- as a number once: Lua's tostring is a sprintf (about 3,000 instructions) and its
+-- tonumber two strtods (about 950), which a call with few bodies paid several times.
 local function begin(args, clockless)
   A = args
   CALL_N = CALL_N + 1
