@@ -56,15 +56,21 @@ char *resp_put_arg(char *p, const char *arg, size_t len)
     return p;
 }
 
+void resp_put_end(char *p)
+{
+    *p = '\0';
+}
+
 size_t resp_format(char *buf, size_t cap, size_t argc, const char *const *argv, const size_t *lens)
 {
     size_t size = resp_count_size(argc);
     for (size_t i = 0; i < argc; i++)
         size += resp_arg_size(lens ? lens[i] : strlen(argv[i]));
-    if (size > cap)
+    if (size >= cap)
         return size;
     char *p = resp_put_count(buf, argc);
     for (size_t i = 0; i < argc; i++)
         p = resp_put_arg(p, argv[i], lens ? lens[i] : strlen(argv[i]));
+    resp_put_end(p);
     return size;
 }

@@ -649,7 +649,7 @@ int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, c
     if (!c)
         return -1;
     *c = (struct call){ .app = app, .cb = cb, .arg = arg, .lines = fn == STORE_APPLY, .cmdlen = size };
-    if (!(c->cmd = malloc(size))) {
+    if (!(c->cmd = malloc(size + 1))) {      /* and the NUL hiredis reads up to (resp.h) */
         free(c);
         return -1;
     }
@@ -658,6 +658,7 @@ int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, c
         p = resp_put_arg(p, fixed[i], fixedlen[i]);
     for (int i = 0; i < argc; i++)
         p = resp_put_arg(p, argv[i], argvlen ? argvlen[i] : strlen(argv[i]));
+    resp_put_end(p);
     if (!store_ready(app) || redisAsyncFormattedCommand(st->ac, on_reply, c, c->cmd, c->cmdlen) != REDIS_OK) {
         unsent(app, c);
         return 0;
@@ -705,7 +706,7 @@ int store_read(struct app *app, int ncmds, const int *argc, const char *const *c
     for (int i = 0; ok && i < ncmds; i++) {
         char small[1024], *cmd = small;
         size_t n = resp_format(small, sizeof small, (size_t)argc[i], argv[i], NULL);
-        if (n > sizeof small && (!(cmd = malloc(n)) || resp_format(cmd, n, (size_t)argc[i], argv[i], NULL) != n))
+        if (n >= sizeof small && (!(cmd = malloc(n + 1)) || resp_format(cmd, n + 1, (size_t)argc[i], argv[i], NULL) != n))
             ok = false;
         else
             ok = redisAsyncFormattedCommand(st->ac, NULL, NULL, cmd, n) == REDIS_OK;

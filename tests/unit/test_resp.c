@@ -1,7 +1,8 @@
 /* Unit tests: resp writes each command byte for byte as hiredis's own formatting does
  * (redisFormatCommandArgv, the reference), for empty, binary and long arguments and for
- * counts and lengths that change their number of digits; resp_format writes nothing into
- * a buffer too small and says the size it needs. */
+ * counts and lengths that change their number of digits; a NUL follows every command
+ * (hiredis 0.14 reads a formatted command's start with strchr); resp_format writes nothing
+ * into a buffer too small and says the size it needs. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +20,16 @@ static void same_as_hiredis(int argc, const char **argv, const size_t *lens)
     ck_assert_int_gt(wantlen, 0);
     size_t need = resp_format(NULL, 0, (size_t)argc, argv, lens);
     ck_assert_uint_eq(need, (size_t)wantlen);
-    char *got = malloc(need);
+    char *got = malloc(need + 1);
     ck_assert_ptr_nonnull(got);
+    /* no room for the NUL: nothing written */
+    memset(got, '#', need + 1);
     ck_assert_uint_eq(resp_format(got, need, (size_t)argc, argv, lens), need);
+    ck_assert_int_eq(got[0], '#');
+    ck_assert_uint_eq(resp_format(got, need + 1, (size_t)argc, argv, lens), need);
     ck_assert_mem_eq(got, want, need);
+    ck_assert_int_eq(got[need], '\0');
+    memset(got, '#', need + 1);
     /* the same through the pieces */
     size_t size = resp_count_size((size_t)argc);
     for (int i = 0; i < argc; i++)
@@ -31,8 +38,10 @@ static void same_as_hiredis(int argc, const char **argv, const size_t *lens)
     char *p = resp_put_count(got, (size_t)argc);
     for (int i = 0; i < argc; i++)
         p = resp_put_arg(p, argv[i], lens ? lens[i] : strlen(argv[i]));
+    resp_put_end(p);
     ck_assert_uint_eq((size_t)(p - got), need);
     ck_assert_mem_eq(got, want, need);
+    ck_assert_int_eq(got[need], '\0');
     free(got);
     redisFreeCommand(want);
 }
@@ -97,8 +106,11 @@ START_TEST(too_small_a_buffer)
     for (size_t i = 0; i < sizeof buf; i++)
         ck_assert_int_eq(buf[i], '#');
     char fits[32];
-    ck_assert_uint_eq(resp_format(fits, need, 1, argv, NULL), need);
-    ck_assert_mem_eq(fits, "*1\r\n$4\r\nPING\r\n", need);
+    memset(fits, '#', sizeof fits);
+    ck_assert_uint_eq(resp_format(fits, need, 1, argv, NULL), need);   /* no room for the NUL */
+    ck_assert_int_eq(fits[0], '#');
+    ck_assert_uint_eq(resp_format(fits, need + 1, 1, argv, NULL), need);
+    ck_assert_mem_eq(fits, "*1\r\n$4\r\nPING\r\n", need + 1);
 }
 END_TEST
 
