@@ -198,12 +198,12 @@ handlers.cc = function(op)
   redis.call('HSET', k, 'status', op.st, 'input', op.raw, CONTACT_WA_ID, op.w or '', 'at', NOW_S)
   redis.call('EXPIRE', k, WEEK)
   if nz(op.w) then
-    redis.call('HSET', K.user(op.w), F.CONTACT, op.st, F.CONTACT_AT, NOW)
+    redis.call('HSET', K.user(op.w), F.CONTACT, op.st, F.CONTACT_AT, NOW_S)
     redis.call('SET', K.contact_rev(op.w), n, 'EX', WEEK)
     -- an earlier answer without a wa_id left a record of the number: it no longer applies
     if op.w ~= n then redis.call('HDEL', K.user(n), F.CONTACT, F.CONTACT_AT) end
   else
-    redis.call('HSET', K.user(n), F.CONTACT, op.st, F.CONTACT_AT, NOW)
+    redis.call('HSET', K.user(n), F.CONTACT, op.st, F.CONTACT_AT, NOW_S)
   end
   event('contact_check', nz(op.w) and op.w or n, { 'status', op.st, 'input', op.raw })
   n_accepted = n_accepted + 1
@@ -295,7 +295,7 @@ handlers.blk = function(op)
     if i == 1 or (b == 1 and redis.call('EXISTS', K.user(w)) == 1) then
       redis.call('HSET', K.user(w), f, b)
       if b == 1 then
-        redis.call('ZADD', K.blocks(op.n), NOW, w)
+        redis.call('ZADD', K.blocks(op.n), NOW_S, w)
         if nz(op.n) then redis.call('SADD', NUMBERS, op.n) end
       else
         redis.call('ZREM', K.blocks(op.n), w)

@@ -23,7 +23,7 @@ FN.budget = function(keys, args)
     r[BUDGET_REPLY.FREES_AT] = oldest[2] and (tonumber(oldest[2]) + window) or NOW
     return r
   end
-  for _, n in ipairs(new) do redis.call('ZADD', CHECKS, NOW, n) end
+  for _, n in ipairs(new) do redis.call('ZADD', CHECKS, NOW_S, n) end
   r[BUDGET_REPLY.OK], r[BUDGET_REPLY.COUNT], r[BUDGET_REPLY.FREES_AT] = 1, count + #new, 0
   return r
 end

@@ -82,7 +82,7 @@ local function in_history(w, h, mid) return history_has(w, mid, h) end
 -- changed and queues it then, so that one PUT at a time goes out per user.
 local function queue(w)
   if (tonumber(redis.call('HGET', K.user(w), F.LEASE)) or 0) <= NOW then
-    redis.call('ZADD', QUEUE, NOW, w)
+    redis.call('ZADD', QUEUE, NOW_S, w)
     identity.queued = identity.queued + 1
   end
 end
@@ -121,7 +121,7 @@ local function set_state(w, s, requested, more)
   else
     redis.call('ZADD', PENDING, 0, w)
     redis.call('ZREM', FAILED, w)
-    redis.call('ZADD', SINCE, 'NX', NOW, w)
+    redis.call('ZADD', SINCE, 'NX', NOW_S, w)
     if workable(s) and (CTX.ack == 'auto' or requested) then queue(w) end
   end
 end
@@ -134,7 +134,7 @@ local changes_trimmed_at     -- the call (CALL_N) that trimmed P:changes last
 local function changed_fields(w, set, del)
   set[#set + 1], set[#set + 2] = F.CHANGED_AT, NOW
   del[#del + 1] = F.HOLD_RELEASED
-  redis.call('ZADD', CHANGES, NOW, w)
+  redis.call('ZADD', CHANGES, NOW_S, w)
   if changes_trimmed_at ~= CALL_N then
     changes_trimmed_at = CALL_N
     redis.call('ZREMRANGEBYSCORE', CHANGES, '-inf', NOW - 30 * DAY_MS)
@@ -166,7 +166,7 @@ end
 -- The newest hash h is acknowledged (by who, with the WABA client's answer).  The
 -- caller has checked that h is the newest and that the state is not hash_unknown (I3).
 function identity.acknowledged(w, h, who, answer)
-  redis.call('HSET', K.user(w), F.ERR, '', F.ACKED_AT, NOW, F.ACKED_BY, who)
+  redis.call('HSET', K.user(w), F.ERR, '', F.ACKED_AT, NOW_S, F.ACKED_BY, who)
   set_state(w, STATE.ACKNOWLEDGED)
   audit(w, h, who, 'acknowledged', answer)
 end
@@ -197,7 +197,7 @@ function identity.refused(w, why, mid)
   if redis.call('HGET', k, F.STATE) == STATE.HASH_UNKNOWN then return false end
   redis.call('HSET', k, F.ATTEMPTS, 0, F.ERR, why)
   changed_now(w)
-  redis.call('ZADD', REFUSALS, NOW, w)
+  redis.call('ZADD', REFUSALS, NOW_S, w)
   redis.call('ZREMRANGEBYSCORE', REFUSALS, '-inf', NOW - 30 * DAY_MS)
   set_state(w, STATE.HASH_UNKNOWN)
   event('identity_mismatch', w, { 'why', why })
@@ -346,7 +346,7 @@ end
 -- a dead worker's lease runs out and another takes over.  Returns the jobs (CLAIM_JOB
 -- each); a job's hash is '' when it is not known (the worker asks the WABA client).
 function identity.claim(lease, max)
-  local due = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', NOW, 'LIMIT', 0, max)
+  local due = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', NOW_S, 'LIMIT', 0, max)
   local out = {}
   for _, w in ipairs(due) do
     local k = K.user(w)
@@ -385,7 +385,7 @@ function identity.outcome(w, h, result, who, answer, delay, lease)
     audit(w, h, who, 'superseded', answer)
     -- what changed meanwhile goes out now if the policy says so or an operator asked
     if workable(cur[2]) and (CTX.ack == 'auto' or nz(cur[4])) and (holder or not cur[3]) then
-      redis.call('ZADD', QUEUE, NOW, w)
+      redis.call('ZADD', QUEUE, NOW_S, w)
       identity.queued = identity.queued + 1
     end
     return 0

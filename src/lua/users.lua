@@ -93,7 +93,7 @@ function users.merge(from, to, how)
   if a[F.NAME] and not cur[1] then redis.call('HSET', kt, F.NAME, a[F.NAME]) end
   if a[F.USERNAME] and not cur[4] then redis.call('HSET', kt, F.USERNAME, a[F.USERNAME]) end
   if a[F.CONTACT] and not cur[2] then
-    redis.call('HSET', kt, F.CONTACT, a[F.CONTACT], F.CONTACT_AT, a[F.CONTACT_AT] or NOW)
+    redis.call('HSET', kt, F.CONTACT, a[F.CONTACT], F.CONTACT_AT, a[F.CONTACT_AT] or NOW_S)
   end
   if a[F.PARENT] and not cur[3] then redis.call('HSET', kt, F.PARENT, a[F.PARENT]) end
   if how ~= 'number' then
