@@ -9,7 +9,8 @@ from daemon import ADMIN_TOKEN, API_TOKEN, WEBHOOK_TOKEN
 from helpers import (assert_error_body, body, check_gate_response, contact_result,
                      contacts_callback, errors_body, identity_change, identity_change_msg,
                      identity_obj, inbound_text, inbound_text_msg, new_msg_id, new_wa_id, now_s,
-                     number_changed, status_item, statuses, StubUpstream, wait_for)
+                     number_changed, number_changed_msg, status_item, statuses, StubUpstream, wait_for,
+                     world_wa_id)
 
 T0 = 1602535238          # a realistic identity-change time (UNIX seconds)
 
@@ -223,6 +224,44 @@ def test_user_changed_number(waguard, redis_client, field):
     # the new number is the same person: it is not flagged
     d = check_gate_response(waguard.gate(new, type="template"), new)
     assert "number_changed" not in d["reasons"], d
+
+
+def test_profiles_are_written_with_or_without_their_message(waguard, redis_client):
+    """A sender's profile is written in the same command as the message after it (the
+    library keeps it waiting for that message): it must still be written when no message
+    of that user follows, when another user's message does, and before a number change
+    moves the record."""
+    alone, other, sender, mover, moved_to = (world_wa_id("BR"), world_wa_id("IN"), world_wa_id("DE"),
+                                             world_wa_id("NG"), world_wa_id("NG"))
+    # contacts without any message
+    ok_answer(waguard.webhook(body(contacts=[{"profile": {"name": "Ana Lima"}, "wa_id": alone}])))
+    assert user(redis_client, waguard, alone).get("name") == "Ana Lima"
+    # two profiles, the message is the second user's
+    t = now_s()
+    ok_answer(waguard.webhook(body(
+        contacts=[{"profile": {"name": "Priya Nair"}, "wa_id": other},
+                  {"profile": {"name": "Jörg Weiß"}, "wa_id": sender}],
+        messages=[inbound_text_msg(sender, ts=t)])), items=1)
+    assert user(redis_client, waguard, other).get("name") == "Priya Nair"
+    rec = user(redis_client, waguard, sender)
+    assert rec.get("name") == "Jörg Weiß" and rec.get("last_in") == str(t), rec
+    assert "last_in" not in user(redis_client, waguard, other)
+    # a second message of the same second moves no window, and still writes the new name
+    ok_answer(waguard.webhook(body(contacts=[{"profile": {"name": "Jörg W."}, "wa_id": sender}],
+                                   messages=[inbound_text_msg(sender, ts=t)])), items=1)
+    rec = user(redis_client, waguard, sender)
+    assert rec.get("name") == "Jörg W." and rec.get("last_in") == str(t), rec
+    # a profile beside a number change is written before the record moves
+    ok_answer(waguard.webhook(inbound_text(mover)))
+    ok_answer(waguard.webhook(body(contacts=[{"profile": {"name": "Chidi Okafor"}, "wa_id": mover}],
+                                   messages=[number_changed_msg(mover, moved_to)])), items=1)
+    names = {user(redis_client, waguard, w).get("name") for w in (mover, moved_to)}
+    assert "Chidi Okafor" in names, names
+    assert user(redis_client, waguard, mover).get("moved_to") == moved_to
+    # a time in the future is not believed: Redis's clock stands in, as a whole second
+    ok_answer(waguard.webhook(inbound_text(alone, ts=t + 86400)), items=1)
+    last = int(user(redis_client, waguard, alone)["last_in"])
+    assert abs(last - now_s()) <= 5, last
 
 
 # ----------------------------------------------------------------------------- duplicates

@@ -70,10 +70,41 @@ local function refusal(w, mid, codes)
   identity.refused(w, 'WhatsApp refused a send (' .. codes .. '): the identity changed', mid)
 end
 
+-- A time in ms ("0": when it reaches Redis) as whole seconds: the number, and the string
+-- it is written with, cut from the argument (a number handed to redis.call is written
+-- with printf, about 3,000 instructions).  A time later than Redis's clock by more than
+-- FUTURE_MS is not believed: Redis's clock stands in for it, as for no time at all.
 local function ms_to_s(t)
-  local s = math.floor((tonumber(t) or 0) / 1000)
-  if s <= 0 or s * 1000 > NOW + FUTURE_MS then s = math.floor(NOW / 1000) end
-  return s
+  local ss = string.sub(t or '', 1, -4)
+  local s = string.find(ss, '^[1-9]%d*$') and tonumber(ss)
+  if not s or s * 1000 > NOW + FUTURE_MS then
+    ss = string.sub(NOW_S, 1, -4)
+    s = tonumber(ss)
+  end
+  return s, ss
+end
+
+-- HSET k with the pairs whose value is not empty (nothing when none is): one command
+-- for what would be several.  hs is kept from call to call.
+local hs = { 'HSET' }
+local function hset_some(k, f1, v1, f2, v2, f3, v3)
+  hs[2] = k
+  local n = 2
+  if nz(v1) then hs[n + 1], hs[n + 2], n = f1, v1, n + 2 end
+  if nz(v2) then hs[n + 1], hs[n + 2], n = f2, v2, n + 2 end
+  if nz(v3) then hs[n + 1], hs[n + 2], n = f3, v3, n + 2 end
+  if n > 2 then redis.call(unpack(hs, 1, n)) end
+end
+
+-- A sender's profile waits for the inbound message after it (a webhook's contacts come
+-- before its messages), whose own HSET writes it: one command fewer a message.  Any
+-- other operation and the body's end write it first (a message from another user leaves
+-- it waiting: nothing it does reads the name).
+local prof_w, prof_name, prof_uname          -- prof_w nil: no profile waiting
+local function prof_flush()
+  if not prof_w then return end
+  hset_some(K.user(prof_w), F.NAME, prof_name, F.USERNAME, prof_uname)
+  prof_w = nil
 end
 
 -- An identity needs no duplicate check of its own: the same hash again changes nothing,
@@ -105,11 +136,17 @@ end
 -- whether or not it was seen before; only its event and its count depend on the ring.
 handlers['in'] = function(op)
   local w = users.who(op.w, op.u, op.pu)
-  local t = ms_to_s(op.t)
+  local t, ts = ms_to_s(op.t)
   local k, f = K.user(w), win_field(op.n)
   if nz(op.n) then redis.call('SADD', NUMBERS, op.n) end
   local cur = redis.call('HMGET', k, f, F.MOVED_AT)
-  if t > (tonumber(cur[1]) or 0) then redis.call('HSET', k, f, t) end
+  local win = t > (tonumber(cur[1]) or 0) and ts or nil
+  if prof_w == w then
+    hset_some(k, f, win, F.NAME, prof_name, F.USERNAME, prof_uname)
+    prof_w = nil
+  elseif win then
+    redis.call('HSET', k, f, win)
+  end
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, F.MOVED_TO, F.MOVED_AT) end
   if not seen.fresh(w, 'i', op.mid) then
     n_dup = n_dup + 1
@@ -128,7 +165,7 @@ end
 -- the change (a late or repeated delivery does not bring it back).
 handlers.num = function(op)
   local from, to = users.canon(op.w), op.nw
-  local t = ms_to_s(op.t)
+  local t, ts = ms_to_s(op.t)
   local a = hgetall(K.user(from))
   if nz(op.u) then users.link(op.u, to) end
   users.merge(from, to, 'number')
@@ -142,7 +179,7 @@ handlers.num = function(op)
   for f, v in pairs(a) do
     if f == F.LAST_IN or string.sub(f, 1, #WIN_PREFIX) == WIN_PREFIX then last = math.max(last, tonumber(v) or 0) end
   end
-  if t >= last then redis.call('HSET', K.user(from), F.MOVED_TO, to, F.MOVED_AT, t) end
+  if t >= last then redis.call('HSET', K.user(from), F.MOVED_TO, to, F.MOVED_AT, ts) end
   if not seen.fresh(from, 'i', op.mid) then
     n_dup = n_dup + 1
     return
@@ -209,11 +246,11 @@ handlers.cc = function(op)
   n_accepted = n_accepted + 1
 end
 
--- The sender's profile describes a message; it is not an item of its own.
+-- The sender's profile describes a message; it is not an item of its own.  It is written
+-- with the message (prof_flush above).
 handlers.prof = function(op)
   local w = users.who(op.w, op.u, op.pu)
-  if nz(op.name) then redis.call('HSET', K.user(w), F.NAME, op.name) end
-  if nz(op.uname) then redis.call('HSET', K.user(w), F.USERNAME, op.uname) end
+  if nz(op.name) or nz(op.uname) then prof_w, prof_name, prof_uname = w, op.name, op.uname end
 end
 
 handlers.st = function(op)
@@ -394,7 +431,10 @@ FN.apply = function(keys, args)
       if not failed then
         -- an operation that fails (a value of a shape no handler expects, a bug) becomes
         -- a dead letter with the reason; the rest of the body stands and is answered 200
-        local ok, err = pcall(handlers[kind], op)
+        -- a profile waiting for its message is written before any other operation
+        local ok, err = true, nil
+        if prof_w and kind ~= 'in' then ok, err = pcall(prof_flush) end
+        if ok then ok, err = pcall(handlers[kind], op) end
         if not ok then
           if transient(err) then
             failed = err
@@ -405,6 +445,19 @@ FN.apply = function(keys, args)
         end
       end
     end
+    if prof_w and not failed and not lost then
+      local ok, err = pcall(prof_flush)
+      if not ok then
+        if transient(err) then
+          failed = err
+        else
+          pcall(dead_letter, 'the store could not apply it: ' .. tostring(err), describe('prof', {
+            w = prof_w, name = prof_name, uname = prof_uname }))
+          n_dead = n_dead + 1
+        end
+      end
+    end
+    prof_w = nil
     if lost then
       for r = b, nb do out[r] = refused_line('ERR apply: ' .. lost) end
       return table.concat(out, '\n')
