@@ -81,8 +81,8 @@ void ops_contact_check(struct ops *o, const char *input_norm, const char *raw, c
                        const char *wa_id);
 void ops_profile(struct ops *o, struct ops_user who, const char *name, const char *username);
 /* codes: comma-separated error codes ("" none) */
-void ops_status(struct ops *o, const char *id, const char *status, struct ops_user who, long long t_ms,
-                const char *codes, const char *number);
+void ops_status(struct ops *o, const char *id, const char *status, struct ops_user who, const char *codes,
+                const char *number);
 void ops_error(struct ops *o, long long code, const char *title, const char *details);
 void ops_block(struct ops *o, const char *spec, bool blocked, const char *number);
 /* spec: the recipient forms ("" when the contact-check budget is off); w: the record the

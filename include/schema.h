@@ -67,10 +67,10 @@
 #define SCHEMA_OP_CONTACT(F) F(CONTACT, in) F(CONTACT, raw) F(CONTACT, st) F(CONTACT, w)
 /* a sender's profile: the name, and the username a user who hides the phone number chose */
 #define SCHEMA_OP_PROFILE(F) F(PROFILE, w) F(PROFILE, u) F(PROFILE, pu) F(PROFILE, name) F(PROFILE, uname)
-/* a message status: id, status, recipient (may be ""), time, error codes (comma
- * separated), the business number */
+/* a message status: id, status, recipient (may be ""), error codes (comma separated),
+ * the business number (its time is no rule's: a status is ordered by nothing) */
 #define SCHEMA_OP_STATUS(F) F(STATUS, id) F(STATUS, st) F(STATUS, w) F(STATUS, u) \
-    F(STATUS, t) F(STATUS, codes) F(STATUS, n)
+    F(STATUS, codes) F(STATUS, n)
 /* an error outside any message */
 #define SCHEMA_OP_ERROR(F) F(ERROR, code) F(ERROR, title) F(ERROR, details)
 /* block state from a forwarded answer: recipient forms (recipient_spec), 1 or 0, number */

@@ -225,13 +225,12 @@ void ops_profile(struct ops *o, struct ops_user who, const char *name, const cha
     add(o, OP_PROFILE, f);
 }
 
-void ops_status(struct ops *o, const char *id, const char *status, struct ops_user who, long long t_ms,
-                const char *codes, const char *number)
+void ops_status(struct ops *o, const char *id, const char *status, struct ops_user who, const char *codes,
+                const char *number)
 {
-    char t[24];
     const char *f[OPF_STATUS_N] = {
         [OPF_STATUS_id] = id, [OPF_STATUS_st] = status, [OPF_STATUS_w] = who.w, [OPF_STATUS_u] = who.u,
-        [OPF_STATUS_t] = num(t, sizeof t, t_ms), [OPF_STATUS_codes] = codes, [OPF_STATUS_n] = number,
+        [OPF_STATUS_codes] = codes, [OPF_STATUS_n] = number,
     };
     add(o, OP_STATUS, f);
 }

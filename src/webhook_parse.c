@@ -333,7 +333,7 @@ static void parse_status(struct pctx *c, const cJSON *s)
         t = 0;
     char codes[128];
     ops_codes(cJSON_GetObjectItemCaseSensitive(s, "errors"), codes, sizeof codes);
-    ops_status(&c->b->ops, id, st, have ? ub.ref : (struct ops_user){ "", NULL, NULL }, t, codes, c->number);
+    ops_status(&c->b->ops, id, st, have ? ub.ref : (struct ops_user){ "", NULL, NULL }, codes, c->number);
     c->b->items++;
     const char *hash = have ? str_of(s, "recipient_identity_key_hash") : NULL;
     if (hash) {
