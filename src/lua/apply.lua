@@ -17,7 +17,8 @@ local dup_msgs, dups_seen = {}, false
 -- One table per kind of operation, filled again for each operation of that kind: a
 -- handler reads its op during its own run and keeps none of it.
 local op_of = {}
--- the sent-message memory's lifetime (s), and the argument it was read from
+-- the sent-message memory's lifetime (s), and the argument it was read from (SET is given
+-- that string)
 local SENT_TTL, SENT_TTL_ARG = 0, nil
 local handlers = {}
 
@@ -115,7 +116,9 @@ handlers.id = function(op)
   local part = nz(op.part)
   if part and nz(op.mid) and dup_msgs[op.mid] then return end
   local w = users.who(op.w, op.u)
-  local o = { h = op.h, t = tonumber(op.t) or 0, src = op.src, ack = nz(op.ack), mid = nz(op.mid) and op.mid or nil }
+  local t = tonumber(op.t)
+  local o = { h = op.h, t = t or 0, ts = t and op.t or '0', src = op.src, ack = nz(op.ack),
+              mid = nz(op.mid) and op.mid or nil }
   local outcome, future = identity.observe(w, o)
   if future then n_future = n_future + 1 end
   if outcome == 'duplicate' then
@@ -312,7 +315,7 @@ handlers.sent = function(op)
   end
   if nz(op.mid) and nz(op.w) and SENT_TTL > 0 then
     redis.call('SET', K.sent(op.mid), users.canon(op.w) .. '\n' .. (op.n or '') .. '\n' .. (op.h or ''),
-               'EX', SENT_TTL)
+               'EX', SENT_TTL_ARG)          -- the argument: a number would be written with printf
   end
 end
 

@@ -3,5 +3,5 @@
 FN.claim = function(keys, args)
   begin(args)
   CTX.api = args[5]
-  return identity.claim(tonumber(args[3]), tonumber(args[4]))
+  return identity.claim(tonumber(args[3]), args[4])   -- the count as it came: LIMIT takes it
 end

@@ -64,7 +64,7 @@ end
 local function history_has(w, mid, h)
   if not nz(mid) then return false end
   local plain = not string.find(mid, '[%c"/\\]')
-  for _, e in ipairs(redis.call('LRANGE', K.history(w), 0, 49)) do
+  for _, e in ipairs(redis.call('LRANGE', K.history(w), '0', '49')) do
     if not plain or string.find(e, mid, 1, true) then
       local ok, d = pcall(cjson.decode, e)
       if ok and d.message_id == mid and (h == nil or d.hash == h) then return true end
@@ -75,6 +75,22 @@ end
 
 -- True when user w's history holds hash h from message mid: the same notification again.
 local function in_history(w, h, mid) return history_has(w, mid, h) end
+
+-- An entry of a user's identity history (docs/data-model.md) as JSON text: hash h from
+-- source src, created at ts (ms, a string), received now, whether it came acknowledged,
+-- the message that carried it (left out when none) and one more string field k2 = v2.
+local function history_entry(h, src, ts, acked, mid, k2, v2)
+  local more = k2 and (',"' .. k2 .. '":' .. json_str(v2)) or ''
+  return '{"hash":' .. json_str(h) .. ',"source":' .. json_str(src) .. ',"created_timestamp":' .. ts ..
+         ',"received_at":' .. NOW_S .. ',"acknowledged":' .. (acked and 'true' or 'false') ..
+         (nz(mid) and ',"message_id":' or '') .. (nz(mid) and json_str(mid) or '') .. more .. '}'
+end
+
+local function push_history(w, entry)
+  local k = K.history(w)
+  redis.call('LPUSH', k, entry)
+  redis.call('LTRIM', k, '0', '49')
+end
 
 -- ---- the indexes and the queue, kept by the state alone ----------------------------
 
@@ -104,12 +120,17 @@ end
 -- The one writer of F.STATE: the state, the derived F.ACK, the indexes and the queue.
 -- requested: an operator asked for this acknowledgement (kept, or queued whatever the
 -- policy says).  more: further (field, value, …) the transition writes with the state,
--- in the same HSET.
-local function set_state(w, s, requested, more)
+-- in the same HSET.  set, del: a record()'s HSET and HDEL of the same record, not sent
+-- yet: the state goes into that HSET, and the HDEL is sent after it (two commands
+-- where there were four).
+local function set_state(w, s, requested, more, set, del)
   local k = K.user(w)
-  local a = { 'HSET', k, F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and 1 or 0 }
-  for i = 1, more and #more or 0 do a[6 + i] = more[i] end
+  local a = set or { 'HSET', k }
+  local n = #a
+  a[n + 1], a[n + 2], a[n + 3], a[n + 4] = F.STATE, s, F.ACK, s == STATE.ACKNOWLEDGED and '1' or '0'
+  for i = 1, more and #more or 0 do a[n + 4 + i] = more[i] end
   redis.call(unpack(a))
+  if del then redis.call(unpack(del)) end
   if s == STATE.ACKNOWLEDGED then
     unindex(w)
     redis.call('HDEL', k, F.REQUESTED_BY, F.LEASE, F.REACK)
@@ -117,9 +138,9 @@ local function set_state(w, s, requested, more)
     redis.call('ZREM', QUEUE, w)
     redis.call('ZREM', PENDING, w)
     redis.call('ZREM', SINCE, w)
-    redis.call('ZADD', FAILED, 0, w)
+    redis.call('ZADD', FAILED, '0', w)
   else
-    redis.call('ZADD', PENDING, 0, w)
+    redis.call('ZADD', PENDING, '0', w)
     redis.call('ZREM', FAILED, w)
     redis.call('ZADD', SINCE, 'NX', NOW_S, w)
     if workable(s) and (CTX.ack == 'auto' or requested) then queue(w) end
@@ -132,7 +153,7 @@ end
 -- redis.call), so that record() writes them with the hash.
 local changes_trimmed_at     -- the call (CALL_N) that trimmed P:changes last
 local function changed_fields(w, set, del)
-  set[#set + 1], set[#set + 2] = F.CHANGED_AT, NOW
+  set[#set + 1], set[#set + 2] = F.CHANGED_AT, NOW_S
   del[#del + 1] = F.HOLD_RELEASED
   redis.call('ZADD', CHANGES, NOW_S, w)
   if changes_trimmed_at ~= CALL_N then
@@ -152,29 +173,30 @@ end
 
 -- The newest hash h (recorded by record()) waits for its acknowledgement.  keep_request:
 -- the same episode goes on (hash_unknown resolved), so an operator's request stands.
-function identity.pending(w, keep_request)
+-- set, del: record()'s commands, when it left them to this (set_state).
+function identity.pending(w, keep_request, set, del)
   local k = K.user(w)
   local requested = false
   if keep_request then
     requested = nz(redis.call('HGET', k, F.REQUESTED_BY))
+  elseif del then
+    del[#del + 1] = F.REQUESTED_BY           -- an operator's request was for the old hash
   else
-    redis.call('HDEL', k, F.REQUESTED_BY)     -- an operator's request was for the old hash
+    redis.call('HDEL', k, F.REQUESTED_BY)
   end
-  set_state(w, STATE.PENDING, requested, { F.ATTEMPTS, 0, F.ERR, '' })
+  set_state(w, STATE.PENDING, requested, { F.ATTEMPTS, '0', F.ERR, '' }, set, del)
 end
 
 -- The newest hash h is acknowledged (by who, with the WABA client's answer).  The
 -- caller has checked that h is the newest and that the state is not hash_unknown (I3).
 function identity.acknowledged(w, h, who, answer)
-  redis.call('HSET', K.user(w), F.ERR, '', F.ACKED_AT, NOW_S, F.ACKED_BY, who)
-  set_state(w, STATE.ACKNOWLEDGED)
+  set_state(w, STATE.ACKNOWLEDGED, false, { F.ERR, '', F.ACKED_AT, NOW_S, F.ACKED_BY, who })
   audit(w, h, who, 'acknowledged', answer)
 end
 
 -- The acknowledgement of h is given up (the WABA client refused it for good).
 function identity.failed(w, h, answer)
-  redis.call('HSET', K.user(w), F.ERR, answer)
-  set_state(w, STATE.FAILED)
+  set_state(w, STATE.FAILED, false, { F.ERR, answer or '' })
   audit(w, h, 'auto', 'failed', answer)
 end
 
@@ -188,14 +210,9 @@ function identity.repeated(w, mid) return history_has(w, mid, nil) end
 -- hash is known.  Returns false when the record was in hash_unknown already.
 function identity.refused(w, why, mid)
   local k = K.user(w)
-  if nz(mid) then
-    redis.call('LPUSH', K.history(w), cjson.encode({ hash = '', source = 'refused', why = why, received_at = NOW,
-                                                     created_timestamp = NOW, acknowledged = false,
-                                                     message_id = mid }))
-    redis.call('LTRIM', K.history(w), 0, 49)
-  end
+  if nz(mid) then push_history(w, history_entry('', 'refused', NOW_S, false, mid, 'why', why)) end
   if redis.call('HGET', k, F.STATE) == STATE.HASH_UNKNOWN then return false end
-  redis.call('HSET', k, F.ATTEMPTS, 0, F.ERR, why)
+  redis.call('HSET', k, F.ATTEMPTS, '0', F.ERR, why)
   changed_now(w)
   redis.call('ZADD', REFUSALS, NOW_S, w)
   redis.call('ZREMRANGEBYSCORE', REFUSALS, '-inf', NOW - 30 * DAY_MS)
@@ -209,11 +226,7 @@ end
 function identity.reacknowledge(w, mid)
   local k = K.user(w)
   if nz(mid) then
-    redis.call('LPUSH', K.history(w), cjson.encode({ hash = redis.call('HGET', k, F.HASH) or '',
-                                                     source = 'user_id_change', received_at = NOW,
-                                                     created_timestamp = NOW, acknowledged = false,
-                                                     message_id = mid }))
-    redis.call('LTRIM', K.history(w), 0, 49)
+    push_history(w, history_entry(redis.call('HGET', k, F.HASH) or '', 'user_id_change', NOW_S, false, mid))
   end
   local s = redis.call('HGET', k, F.STATE)
   if s == STATE.HASH_UNKNOWN or s == STATE.PENDING or s == STATE.FAILED then return end
@@ -222,41 +235,43 @@ function identity.reacknowledge(w, mid)
   identity.pending(w, false)
 end
 
--- Records hash h (time t, rx: not believed) as the newest of w.  changed: the identity
+-- Records hash h (time ts: ms as a string; rx: not believed) as the newest of w.  changed: the identity
 -- changed (a hash replaced another, or WhatsApp said so): the time it reached us starts
 -- the holds of [hold] and answers the identity-change check.  mid: the message that
--- carried it (kept in the history: a repeat of it is a duplicate).
-local function record(w, h, t, rx, src, mid, changed, acked)
+-- carried it (kept in the history: a repeat of it is a duplicate).  defer: the record's
+-- HSET and HDEL are returned instead of sent (identity.pending sends them with the state).
+local function record(w, h, ts, rx, src, mid, changed, acked, defer)
   local k = K.user(w)
   -- one HSET and one HDEL: the hash (not believed: rx), the change (changed_fields), and
   -- who acknowledged the hash it replaces, and when, which is in the trail (K.acks), not
   -- on it
-  local set = { 'HSET', k, F.HASH, h, F.TS, t }
+  local set = { 'HSET', k, F.HASH, h, F.TS, ts }
   local del = { 'HDEL', k, F.REACK, F.ACKED_BY, F.ACKED_AT }
-  if rx then set[7], set[8] = F.RX, 1 else del[6] = F.RX end
+  if rx then set[7], set[8] = F.RX, '1' else del[6] = F.RX end
   if changed then changed_fields(w, set, del) end
-  redis.call(unpack(set))
-  redis.call(unpack(del))
+  if not defer then
+    redis.call(unpack(set))
+    redis.call(unpack(del))
+  end
   remember(w, h)
-  redis.call('LPUSH', K.history(w), cjson.encode({ hash = h, created_timestamp = t, source = src,
-                                                   received_at = NOW, acknowledged = acked,
-                                                   message_id = nz(mid) and mid or nil }))
-  redis.call('LTRIM', K.history(w), 0, 49)
-  event('identity_changed', w, { 'hash', h, 'created_ms', t, 'source', src })
+  push_history(w, history_entry(h, src, ts, acked, mid))
+  event('identity_changed', w, { 'hash', h, 'created_ms', ts, 'source', src })
+  if defer then return set, del end
 end
 
--- An identity observation o = { h, t (ms, 0: none), src, ack, mid } for record w.
+-- An identity observation o = { h, t (ms, 0: none), ts (t as the string it came as), src, ack,
+-- mid } for record w.
 -- Returns the outcome ('first', 'newer', 'acknowledged', 'resolved', 'known', 'duplicate',
 -- 'late', or 'old': late, and a hash seen before), and whether its time was in the future.
 function identity.observe(w, o)
   local k = K.user(w)
   local cur = redis.call('HMGET', k, F.HASH, F.TS, F.RX, F.STATE)
-  local h, t, future = o.h, o.t, false
-  if t == 0 then t = NOW end
+  local h, t, ts, future = o.h, o.t, o.ts, false
+  if t == 0 then t, ts = NOW, NOW_S end
   if t > NOW + FUTURE_MS then
     -- a skewed WABA host or a unit mix-up would hide every real change after it
-    event('identity_future', w, { 'hash', h, 'created_ms', t })
-    t, future = NOW, true
+    event('identity_future', w, { 'hash', h, 'created_ms', ts })
+    t, ts, future = NOW, NOW_S, true
   end
   local state = cur[4]
   if not cur[1] then
@@ -264,22 +279,22 @@ function identity.observe(w, o)
     if state then
       -- closed with no hash known yet (a refused send, a user id change): the first
       -- hash never seen fills it in (I2)
-      record(w, h, t, future, o.src, o.mid, true, o.ack)
+      local set, del = record(w, h, ts, future, o.src, o.mid, true, o.ack, not o.ack)
       if o.ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
-      else identity.pending(w, true) end
+      else identity.pending(w, true, set, del) end
       return 'newer', future
     end
     -- the first hash seen for this user: a system message is always a change; a hash a
     -- message carries is trusted when the WABA client says it is acknowledged, a Cloud
     -- one when [identity] first_seen = trust
     local trusted = CTX.first_seen == 'trust' and (o.ack or o.src == 'cloud')
-    record(w, h, t, future, o.src, o.mid, o.src == 'system', trusted)
+    local set, del = record(w, h, ts, future, o.src, o.mid, o.src == 'system', trusted, not trusted)
     if trusted then
       identity.acknowledged(w, h, o.ack and 'whatsapp' or 'first_seen',
                             o.ack and 'the WABA client reported it acknowledged'
                             or 'the first hash seen for this user ([identity] first_seen = trust)')
     else
-      identity.pending(w, false)
+      identity.pending(w, false, set, del)
     end
     return 'first', future
   end
@@ -313,22 +328,19 @@ function identity.observe(w, o)
     -- as old as the newest, to the millisecond (Cloud times are whole seconds): which key
     -- the user holds now cannot be told, so the newest waits for an acknowledgement again
     -- (the order between the two stays the hashes', the same whatever arrives first)
-    redis.call('LPUSH', K.history(w), cjson.encode({ hash = h, source = o.src, received_at = NOW,
-                                                     created_timestamp = t, acknowledged = false,
-                                                     message_id = o.mid, tied_with = cur[1] }))
-    redis.call('LTRIM', K.history(w), 0, 49)
+    push_history(w, history_entry(h, o.src, ts, false, o.mid, 'tied_with', cur[1]))
     identity.reacknowledge(w, nil)
     return 'tied', future
   end
   -- as old as the one it replaces (it sorts after it): which key the user holds cannot be
   -- told, so a flag that says acknowledged does not answer it (the tie rule above)
   local ack = o.ack and t ~= at
-  record(w, h, t, future, o.src, o.mid, true, ack)
+  local set, del = record(w, h, ts, future, o.src, o.mid, true, ack, not ack)
   if ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
   else
     -- the hash the worker fetched for a refused send (hash_unknown) ends the same episode:
     -- an operator's request to acknowledge stands
-    identity.pending(w, state == STATE.HASH_UNKNOWN and (o.src == 'lookup' or o.src == 'reconcile'))
+    identity.pending(w, state == STATE.HASH_UNKNOWN and (o.src == 'lookup' or o.src == 'reconcile'), set, del)
   end
   return 'newer', future
 end
@@ -346,7 +358,8 @@ end
 -- a dead worker's lease runs out and another takes over.  Returns the jobs (CLAIM_JOB
 -- each); a job's hash is '' when it is not known (the worker asks the WABA client).
 function identity.claim(lease, max)
-  local due = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', NOW_S, 'LIMIT', 0, max)
+  local due = redis.call('ZRANGEBYSCORE', QUEUE, '-inf', NOW_S, 'LIMIT', '0', max)
+  local until_s                 -- the lease's end as a string, written at the first job
   local out = {}
   for _, w in ipairs(due) do
     local k = K.user(w)
@@ -354,16 +367,17 @@ function identity.claim(lease, max)
     if not workable(v[2]) then
       redis.call('ZREM', QUEUE, w)
     else
-      local until_ = NOW + lease
+      local until_ = until_s or tostring(NOW + lease)      -- written once a call
+      until_s = until_
       redis.call('ZADD', QUEUE, until_, w)
       redis.call('HSET', k, F.LEASE, until_)
       local job = {}
       job[CLAIM_JOB.W] = w
       job[CLAIM_JOB.HASH] = (v[2] == STATE.HASH_UNKNOWN) and '' or (v[1] or '')
-      job[CLAIM_JOB.ATTEMPTS] = redis.call('HINCRBY', k, F.ATTEMPTS, 1)
+      job[CLAIM_JOB.ATTEMPTS] = redis.call('HINCRBY', k, F.ATTEMPTS, '1')
       job[CLAIM_JOB.TS] = v[3] or '0'
       job[CLAIM_JOB.WHO] = v[4] or 'auto'
-      job[CLAIM_JOB.LEASE] = tostring(until_)
+      job[CLAIM_JOB.LEASE] = until_
       for i = 1, CLAIM_JOB.N do out[#out + 1] = job[i] end
     end
   end
@@ -424,7 +438,7 @@ function identity.request(w, who, reason)
     -- acknowledging the hash on record would let sends through to whoever holds the new key
     return REQ.WAITS_FOR_HASH
   end
-  redis.call('HSET', k, F.REQUESTED_BY, who, F.ATTEMPTS, 0)
+  redis.call('HSET', k, F.REQUESTED_BY, who, F.ATTEMPTS, '0')
   audit(w, v[1] or '', who, 'requested', nz(reason) and reason or 'asked to acknowledge now')
   if v[2] == STATE.HASH_UNKNOWN then
     set_state(w, STATE.HASH_UNKNOWN, true)        -- the worker fetches the new hash first
@@ -447,9 +461,9 @@ function identity.moved(from, to, how)
   local a = redis.call('HMGET', kf, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT, F.ERR, F.REQUESTED_BY)
   local b = redis.call('HMGET', kt, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT)
   redis.call('SUNIONSTORE', K.hashes(to), K.hashes(to), K.hashes(from))
-  local hist = redis.call('LRANGE', K.history(from), 0, 49)
+  local hist = redis.call('LRANGE', K.history(from), '0', '49')
   for i = #hist, 1, -1 do redis.call('LPUSH', K.history(to), hist[i]) end
-  redis.call('LTRIM', K.history(to), 0, 49)
+  redis.call('LTRIM', K.history(to), '0', '49')
   if a[1] or a[4] then
     local state
     if not (b[1] or b[4]) then
@@ -487,7 +501,7 @@ function identity.moved(from, to, how)
       changed_now(to)
       redis.call('HSET', kt, F.REACK, redis.call('HGET', kt, F.HASH) or '')
     end
-    redis.call('HSET', kt, F.ATTEMPTS, 0)
+    redis.call('HSET', kt, F.ATTEMPTS, '0')
     set_state(to, state, nz(redis.call('HGET', kt, F.REQUESTED_BY)))
   end
   -- the old record holds no identity any more
