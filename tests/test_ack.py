@@ -9,7 +9,7 @@ import pytest
 
 from daemon import ADMIN_TOKEN, API_TOKEN, KEY_PREFIX, WABA_PASSWORD, WABA_USER
 from helpers import (body, identity_change, identity_change_msg, metric_value, new_msg_id, new_wa_id,
-                     now_s, wait_for)
+                     now_s, wait_for, world_wa_id)
 from waba_sim import make_test_ca, make_wrong_cert, make_wrong_host_cert
 
 QUEUE = KEY_PREFIX + ":ack:queue"
@@ -327,6 +327,26 @@ def test_unknown_to_waba_client_is_parked_failed(procs):
     wait_acked(wg, w, h, sim=sim)
     assert w not in {i["wa_id"] for i in wg.identities("failed")}
     assert wg.metric("waguard_identities_failed") == 0
+
+
+def test_a_new_hash_takes_a_failed_identity_out_of_the_failed_list(procs):
+    """An identity whose acknowledgement was given up waits again when a new hash arrives:
+    it leaves the failed index for the pending one (the library skips the index commands
+    a state does not need, so this pins that failed -> pending still moves it)."""
+    r, sim, wg = procs.stack()
+    w, t = world_wa_id("PH"), t_old()
+    wg.webhook_ok(identity_change(w, "NoSuChUsEr=", t))      # the simulator has no identity: 404
+    wait_for(lambda: wg.identity(w)["identity"]["state"] == "failed", 10, "state failed")
+    assert w in {i["wa_id"] for i in wg.identities("failed")}
+    # the next PUT for this user is held for two seconds: the new hash stays pending meanwhile
+    sim.delay(2000, count=5, path_prefix="/v1/contacts/%s" % w)
+    wg.webhook_ok(identity_change(w, "Bm5ld0hhc2g=", t + 60))
+    j = wg.identity(w)
+    assert j["identity"]["state"] == "pending" and j["identity"]["hash"] == "Bm5ld0hhc2g=", j
+    assert w not in {i["wa_id"] for i in wg.identities("failed")}
+    assert w in {i["wa_id"] for i in wg.identities("pending")}
+    assert wg.metric("waguard_identities_failed") == 0
+    assert gate_json(wg, w)[0] == 423
 
 
 # --------------------------------------------------------------------------- crashes

@@ -122,8 +122,11 @@ end
 -- policy says).  more: further (field, value, …) the transition writes with the state,
 -- in the same HSET.  set, del: a record()'s HSET and HDEL of the same record, not sent
 -- yet: the state goes into that HSET, and the HDEL is sent after it (two commands
--- where there were four).
-local function set_state(w, s, requested, more, set, del)
+-- where there were four).  prev: the state the record was in, read in this call ('': no
+-- state), when the caller knows it: a record in pending or hash_unknown is in the
+-- indexes a pending one needs, with its episode's start, and one in no state or
+-- acknowledged is not among the failed (the indexes are this function's alone).
+local function set_state(w, s, requested, more, set, del, prev)
   local k = K.user(w)
   local a = set or { 'HSET', k }
   local n = #a
@@ -139,11 +142,13 @@ local function set_state(w, s, requested, more, set, del)
     redis.call('ZREM', PENDING, w)
     redis.call('ZREM', SINCE, w)
     redis.call('ZADD', FAILED, '0', w)
-  else
+  elseif prev ~= STATE.PENDING and prev ~= STATE.HASH_UNKNOWN then
     redis.call('ZADD', PENDING, '0', w)
-    redis.call('ZREM', FAILED, w)
+    if prev ~= '' and prev ~= STATE.ACKNOWLEDGED then redis.call('ZREM', FAILED, w) end
     redis.call('ZADD', SINCE, 'NX', NOW_S, w)
-    if workable(s) and (CTX.ack == 'auto' or requested) then queue(w) end
+  end
+  if s ~= STATE.ACKNOWLEDGED and s ~= STATE.FAILED and workable(s) and (CTX.ack == 'auto' or requested) then
+    queue(w)
   end
 end
 
@@ -173,8 +178,9 @@ end
 
 -- The newest hash h (recorded by record()) waits for its acknowledgement.  keep_request:
 -- the same episode goes on (hash_unknown resolved), so an operator's request stands.
--- set, del: record()'s commands, when it left them to this (set_state).
-function identity.pending(w, keep_request, set, del)
+-- set, del, prev: record()'s commands, when it left them to this, and the state before
+-- (set_state).
+function identity.pending(w, keep_request, set, del, prev)
   local k = K.user(w)
   local requested = false
   if keep_request then
@@ -184,7 +190,7 @@ function identity.pending(w, keep_request, set, del)
   else
     redis.call('HDEL', k, F.REQUESTED_BY)
   end
-  set_state(w, STATE.PENDING, requested, { F.ATTEMPTS, '0', F.ERR, '' }, set, del)
+  set_state(w, STATE.PENDING, requested, { F.ATTEMPTS, '0', F.ERR, '' }, set, del, prev)
 end
 
 -- The newest hash h is acknowledged (by who, with the WABA client's answer).  The
@@ -281,7 +287,7 @@ function identity.observe(w, o)
       -- hash never seen fills it in (I2)
       local set, del = record(w, h, ts, future, o.src, o.mid, true, o.ack, not o.ack)
       if o.ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
-      else identity.pending(w, true, set, del) end
+      else identity.pending(w, true, set, del, state) end
       return 'newer', future
     end
     -- the first hash seen for this user: a system message is always a change; a hash a
@@ -294,7 +300,7 @@ function identity.observe(w, o)
                             o.ack and 'the WABA client reported it acknowledged'
                             or 'the first hash seen for this user ([identity] first_seen = trust)')
     else
-      identity.pending(w, false, set, del)
+      identity.pending(w, false, set, del, '')
     end
     return 'first', future
   end
@@ -340,7 +346,8 @@ function identity.observe(w, o)
   else
     -- the hash the worker fetched for a refused send (hash_unknown) ends the same episode:
     -- an operator's request to acknowledge stands
-    identity.pending(w, state == STATE.HASH_UNKNOWN and (o.src == 'lookup' or o.src == 'reconcile'), set, del)
+    identity.pending(w, state == STATE.HASH_UNKNOWN and (o.src == 'lookup' or o.src == 'reconcile'), set, del,
+                     state or '')
   end
   return 'newer', future
 end
