@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "log.h"
+#include "secret.h"
 
 enum ack_policy { ACK_AUTO = 0, ACK_MANUAL = 1 };
 enum first_seen { FIRST_SEEN_TRUST = 0, FIRST_SEEN_HOLD = 1 };
@@ -25,6 +26,7 @@ enum secnot_policy { SECNOT_ENSURE = 0, SECNOT_CHECK = 1, SECNOT_OFF = 2 };
 struct token {
     char *name;
     char *value;
+    unsigned char digest[SECRET_DIGEST_LEN];   /* of value, made when the file is read */
 };
 
 struct token_list {
@@ -89,6 +91,7 @@ struct config {
     /* [webhook] */
     char *webhook_path;
     char *webhook_token;       /* from token_file, or NULL */
+    unsigned char webhook_token_digest[SECRET_DIGEST_LEN];   /* of webhook_token, when there is one */
     char *hmac_secret;         /* from hmac_secret_file, or NULL */
     char *verify_token;        /* from verify_token_file, or NULL */
 

@@ -87,7 +87,4 @@ void request_reply_unavailable(struct request *r, const char *why);
 /* A trace id for this request (Graph's fbtrace_id, and the log). */
 void request_trace(const struct request *r, char *buf, size_t len);
 
-/* Compares a presented secret with a known one in constant time. */
-bool request_secret_equal(const char *presented, size_t plen, const char *known);
-
 #endif

@@ -504,6 +504,7 @@ static int parse_tokens(const char *text, struct token_list *out, char *why, siz
         out->v = nv;
         out->v[out->n].name = name;
         out->v[out->n].value = value;
+        secret_digest(value, strlen(value), out->v[out->n].digest);
         out->n++;
     }
     return 0;
@@ -863,6 +864,8 @@ static void validate(struct parse_state *ps, struct config *cfg)
     const char *gv = cfg->graph_version;
     if (gv[0] != 'v' || strspn(gv + 1, "0123456789.") != strlen(gv + 1) || !gv[1])
         bad_value(ps, key_index("upstream", "graph_version"), "'%s' is not a Graph API version such as v21.0", gv);
+    if (cfg->webhook_token)
+        secret_digest(cfg->webhook_token, strlen(cfg->webhook_token), cfg->webhook_token_digest);
     if (cfg->auth == AUTH_LOGIN && !cfg->password)
         bad_value(ps, i_auth, "auth = login needs [upstream] password_file");
     if ((cfg->auth == AUTH_BEARER || cfg->auth == AUTH_HEADER) && !cfg->upstream_token)

@@ -11,8 +11,6 @@
 
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
 
 #include "envelope.h"
 
@@ -101,20 +99,12 @@ void request_add_header(struct request *r, const char *name, const char *value)
 
 /* ---- who asks ---------------------------------------------------------------------- */
 
-bool request_secret_equal(const char *presented, size_t plen, const char *known)
-{
-    /* Hashing both sides first makes the comparison independent of their lengths. */
-    unsigned char a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)presented, plen, a);
-    SHA256((const unsigned char *)known, strlen(known), b);
-    return CRYPTO_memcmp(a, b, sizeof a) == 0;
-}
-
-static const struct token *find_token(const struct token_list *tl, const char *tok, size_t len)
+/* The token of tl whose digest is d, or NULL. */
+static const struct token *find_token(const struct token_list *tl, const unsigned char d[SECRET_DIGEST_LEN])
 {
     const struct token *found = NULL;
     for (size_t i = 0; i < tl->n; i++)      /* no early exit: every token is compared */
-        if (request_secret_equal(tok, len, tl->v[i].value))
+        if (secret_digest_equal(d, tl->v[i].digest))
             found = &tl->v[i];
     return found;
 }
@@ -147,17 +137,18 @@ int request_authorize(struct request *r, enum role need)
     }
     /* A token presented is always checked, even where none is needed: a wrong one says
      * so (the console's sign-in), and the caller is named by its own. */
-    size_t len = strlen(tok);
-    const struct token *t = find_token(&cfg->admin_tokens, tok, len);
+    unsigned char d[SECRET_DIGEST_LEN];
+    secret_digest(tok, strlen(tok), d);              /* once, whatever the number of tokens */
+    const struct token *t = find_token(&cfg->admin_tokens, d);
     r->caller_role = ROLE_ADMIN;
-    if (!t && (t = find_token(&cfg->api_tokens, tok, len)) != NULL)
+    if (!t && (t = find_token(&cfg->api_tokens, d)) != NULL)
         r->caller_role = anyone_acts ? ROLE_ADMIN : ROLE_API;
     if (t && (need == ROLE_API || r->caller_role == ROLE_ADMIN)) {
         snprintf(r->caller, sizeof r->caller, "%s", t->name);
         return 0;
     }
     r->caller_role = ROLE_NONE;
-    bool other_role = t || (cfg->webhook_token && request_secret_equal(tok, len, cfg->webhook_token));
+    bool other_role = t || (cfg->webhook_token && secret_digest_equal(d, cfg->webhook_token_digest));
     if (other_role && manual_ack)
         request_reply_error(r, 403, "Forbidden", "[identity] ack = manual: only an operator (an admin token) "
                             "acknowledges an identity change");

@@ -10,6 +10,7 @@
 #include <openssl/hmac.h>
 
 #include "jsonx.h"
+#include "secret.h"
 #include "schema.h"
 #include "store.h"
 #include "webhook_parse.h"
@@ -43,6 +44,14 @@ bool webhook_signature_ok(const char *header, const char *body, size_t len, cons
     return maclen == 32 && CRYPTO_memcmp(mac, given, 32) == 0;
 }
 
+/* Whether tok is the webhook's token (compared by its digest, made when the file was read). */
+static bool token_ok(const struct config *cfg, const char *tok)
+{
+    unsigned char d[SECRET_DIGEST_LEN];
+    secret_digest(tok, strlen(tok), d);
+    return secret_digest_equal(d, cfg->webhook_token_digest);
+}
+
 /* The webhook's credentials (include/webhook.h).  Returns NULL, or why they are refused. */
 static const char *refused(struct request *r, const char *body, size_t len)
 {
@@ -55,14 +64,14 @@ static const char *refused(struct request *r, const char *body, size_t len)
         /* a token presented beside it must be right too */
         if (auth && cfg->webhook_token) {
             const char *tok = request_bearer(r);
-            if (!tok || !request_secret_equal(tok, strlen(tok), cfg->webhook_token))
+            if (!tok || !token_ok(cfg, tok))
                 return "the webhook token is wrong";
         }
         return NULL;
     }
     if (cfg->webhook_token) {
         const char *tok = request_bearer(r);
-        if (!tok || !request_secret_equal(tok, strlen(tok), cfg->webhook_token))
+        if (!tok || !token_ok(cfg, tok))
             return "the webhook needs Authorization: Bearer <[webhook] token_file's token>";
     }
     return NULL;
@@ -136,7 +145,7 @@ void webhook_verify(struct request *r)
         return;
     }
     if (!m || strcmp(m, "subscribe") != 0 || !t || !c || !*c ||
-        !request_secret_equal(t, strlen(t), cfg->verify_token)) {
+        !secret_equal(t, strlen(t), cfg->verify_token)) {
         request_reply_error(r, 403, "Forbidden", "hub.mode, hub.verify_token or hub.challenge is wrong");
         return;
     }

@@ -169,6 +169,13 @@ START_TEST(secrets_and_tokens)
     ck_assert_str_eq(cfg.api_tokens.v[0].name, "billing");
     ck_assert_str_eq(cfg.api_tokens.v[0].value, "abcdefgh12345678");
     ck_assert_str_eq(cfg.api_tokens.v[1].value, "plainplaintoken1");
+    /* each token's digest is made as it is read: a request compares digests only */
+    unsigned char d[SECRET_DIGEST_LEN];
+    secret_digest("abcdefgh12345678", 16, d);
+    ck_assert(secret_digest_equal(d, cfg.api_tokens.v[0].digest));
+    ck_assert(!secret_digest_equal(d, cfg.api_tokens.v[1].digest));
+    ck_assert(secret_equal("plainplaintoken1", 16, cfg.api_tokens.v[1].value));
+    ck_assert(!secret_equal("plainplaintoken", 15, cfg.api_tokens.v[1].value));
     config_free(&cfg);
     unsetenv("CREDENTIALS_DIRECTORY");
     ck_assert_int_eq(load("[upstream]\nauth = login\npassword_file = waba_password\n"), 0);
