@@ -93,6 +93,7 @@ struct config {
     char *webhook_token;       /* from token_file, or NULL */
     unsigned char webhook_token_digest[SECRET_DIGEST_LEN];   /* of webhook_token, when there is one */
     char *hmac_secret;         /* from hmac_secret_file, or NULL */
+    struct secret_mac *hmac_key;   /* hmac_secret made ready (secret.h), when there is one; owned */
     char *verify_token;        /* from verify_token_file, or NULL */
 
     /* [api] */

@@ -18,4 +18,15 @@ bool secret_digest_equal(const unsigned char a[SECRET_DIGEST_LEN], const unsigne
 /* presented (plen bytes) against a known secret given as text (both are hashed). */
 bool secret_equal(const char *presented, size_t plen, const char *known);
 
+/* An HMAC-SHA256 key made ready once (Meta's X-Hub-Signature-256 signs each webhook body
+ * with the app secret): OpenSSL looks the MAC and the digest up and takes the key when the
+ * configuration is read, not for every body (HMAC() does both each call, twice the cost
+ * of the MAC itself).  Owned by whoever made it; secret_mac_free. */
+struct secret_mac;
+/* NULL when OpenSSL (or memory) fails. */
+struct secret_mac *secret_mac_new(const char *key);
+/* The MAC of body (len bytes) into out; false when OpenSSL fails.  m is not changed. */
+bool secret_mac_sum(const struct secret_mac *m, const char *body, size_t len, unsigned char out[SECRET_DIGEST_LEN]);
+void secret_mac_free(struct secret_mac *m);
+
 #endif

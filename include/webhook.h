@@ -13,11 +13,13 @@
 #include <stddef.h>
 
 #include "request.h"
+#include "secret.h"
 
 void webhook_post(struct request *r);
 void webhook_verify(struct request *r);
 
-/* Checks X-Hub-Signature-256 ("sha256=<hex>") over body with secret, in constant time. */
-bool webhook_signature_ok(const char *header, const char *body, size_t len, const char *secret);
+/* Checks X-Hub-Signature-256 ("sha256=<hex>") over body with the app secret's key (made
+ * ready when the configuration was read: config.h hmac_key), in constant time. */
+bool webhook_signature_ok(const char *header, const char *body, size_t len, const struct secret_mac *key);
 
 #endif

@@ -866,6 +866,9 @@ static void validate(struct parse_state *ps, struct config *cfg)
         bad_value(ps, key_index("upstream", "graph_version"), "'%s' is not a Graph API version such as v21.0", gv);
     if (cfg->webhook_token)
         secret_digest(cfg->webhook_token, strlen(cfg->webhook_token), cfg->webhook_token_digest);
+    if (cfg->hmac_secret && !(cfg->hmac_key = secret_mac_new(cfg->hmac_secret)))
+        bad_value(ps, key_index("webhook", "hmac_secret_file"), "OpenSSL could not make an HMAC-SHA256 key of "
+                  "it (is libcrypto's default provider there?)");
     if (cfg->auth == AUTH_LOGIN && !cfg->password)
         bad_value(ps, i_auth, "auth = login needs [upstream] password_file");
     if ((cfg->auth == AUTH_BEARER || cfg->auth == AUTH_HEADER) && !cfg->upstream_token)
@@ -996,6 +999,8 @@ void config_free(struct config *cfg)
     }
     memset(cfg->holds, 0, sizeof cfg->holds);
     cfg->nholds = 0;
+    secret_mac_free(cfg->hmac_key);
+    cfg->hmac_key = NULL;
     free(cfg->path);
     cfg->path = NULL;
 }

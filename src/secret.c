@@ -1,9 +1,13 @@
 /* secret — see include/secret.h */
 #include "secret.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 #include <openssl/sha.h>
 
 void secret_digest(const char *s, size_t len, unsigned char out[SECRET_DIGEST_LEN])
@@ -22,4 +26,45 @@ bool secret_equal(const char *presented, size_t plen, const char *known)
     secret_digest(presented, plen, a);
     secret_digest(known, strlen(known), b);
     return secret_digest_equal(a, b);
+}
+
+struct secret_mac {
+    EVP_MAC *mac;
+    EVP_MAC_CTX *keyed;       /* initialised with the key: each sum works on a copy */
+};
+
+struct secret_mac *secret_mac_new(const char *key)
+{
+    struct secret_mac *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                            OSSL_PARAM_construct_end() };
+    m->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    m->keyed = m->mac ? EVP_MAC_CTX_new(m->mac) : NULL;
+    if (!m->keyed || !EVP_MAC_init(m->keyed, (const unsigned char *)key, strlen(key), params)) {
+        secret_mac_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+bool secret_mac_sum(const struct secret_mac *m, const char *body, size_t len, unsigned char out[SECRET_DIGEST_LEN])
+{
+    EVP_MAC_CTX *c = EVP_MAC_CTX_dup(m->keyed);
+    size_t n = 0;
+    bool ok = c && EVP_MAC_update(c, (const unsigned char *)body, len) &&
+              EVP_MAC_final(c, out, &n, SECRET_DIGEST_LEN) && n == SECRET_DIGEST_LEN;
+    EVP_MAC_CTX_free(c);
+    return ok;
+}
+
+void secret_mac_free(struct secret_mac *m)
+{
+    if (!m)
+        return;
+    EVP_MAC_CTX_free(m->keyed);
+    EVP_MAC_free(m->mac);
+    free(m);
 }

@@ -6,8 +6,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "jsonx.h"
 #include "secret.h"
@@ -27,13 +25,12 @@ static int hexval(char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
-bool webhook_signature_ok(const char *header, const char *body, size_t len, const char *secret)
+bool webhook_signature_ok(const char *header, const char *body, size_t len, const struct secret_mac *key)
 {
     if (!header || strncmp(header, "sha256=", 7) != 0 || strlen(header + 7) != 64)
         return false;
-    unsigned char mac[EVP_MAX_MD_SIZE], given[32];
-    unsigned int maclen = 0;
-    if (!HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, len, mac, &maclen))
+    unsigned char mac[SECRET_DIGEST_LEN], given[32];
+    if (!secret_mac_sum(key, body, len, mac))
         return false;
     for (int i = 0; i < 32; i++) {
         int hi = hexval(header[7 + 2 * i]), lo = hexval(header[8 + 2 * i]);
@@ -41,7 +38,7 @@ bool webhook_signature_ok(const char *header, const char *body, size_t len, cons
             return false;
         given[i] = (unsigned char)(hi << 4 | lo);
     }
-    return maclen == 32 && CRYPTO_memcmp(mac, given, 32) == 0;
+    return CRYPTO_memcmp(mac, given, 32) == 0;
 }
 
 /* Whether tok is the webhook's token (compared by its digest, made when the file was read). */
@@ -58,7 +55,7 @@ static const char *refused(struct request *r, const char *body, size_t len)
     const struct config *cfg = r->app->cfg;
     const char *auth = request_header(r, "Authorization");
     if (cfg->hmac_secret) {
-        if (!webhook_signature_ok(request_header(r, "X-Hub-Signature-256"), body, len, cfg->hmac_secret))
+        if (!webhook_signature_ok(request_header(r, "X-Hub-Signature-256"), body, len, cfg->hmac_key))
             return "the body needs Meta's valid X-Hub-Signature-256 ([webhook] hmac_secret_file is set: a token "
                    "does not stand in for it)";
         /* a token presented beside it must be right too */

@@ -147,11 +147,17 @@ START_TEST(signature)
     char hdr[80] = "sha256=";
     for (int i = 0; i < 32; i++)
         snprintf(hdr + 7 + 2 * i, 3, "%02x", mac[i]);
-    ck_assert(webhook_signature_ok(hdr, body, strlen(body), "secret"));
-    ck_assert(!webhook_signature_ok(hdr, body, strlen(body), "other"));
-    ck_assert(!webhook_signature_ok(hdr, body, strlen(body) - 1, "secret"));
-    ck_assert(!webhook_signature_ok("sha256=zz", body, strlen(body), "secret"));
-    ck_assert(!webhook_signature_ok(NULL, body, strlen(body), "secret"));
+    struct secret_mac *key = secret_mac_new("secret"), *other = secret_mac_new("other");
+    ck_assert(key && other);
+    ck_assert(webhook_signature_ok(hdr, body, strlen(body), key));
+    ck_assert(webhook_signature_ok(hdr, body, strlen(body), key));   /* a key serves every body */
+    ck_assert(!webhook_signature_ok(hdr, body, strlen(body), other));
+    ck_assert(!webhook_signature_ok(hdr, body, strlen(body) - 1, key));
+    ck_assert(webhook_signature_ok(hdr, body, strlen(body), key));   /* unchanged by a wrong one */
+    ck_assert(!webhook_signature_ok("sha256=zz", body, strlen(body), key));
+    ck_assert(!webhook_signature_ok(NULL, body, strlen(body), key));
+    secret_mac_free(key);
+    secret_mac_free(other);
 }
 END_TEST
 
