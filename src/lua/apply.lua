@@ -116,9 +116,11 @@ handlers.id = function(op)
   local part = nz(op.part)
   if part and nz(op.mid) and dup_msgs[op.mid] then return end
   local w = users.who(op.w, op.u)
+  -- the time as C wrote it (digits) is kept as the string it came as; anything else that
+  -- reads as a number is written again (it is stored and put into JSON as it is)
   local t = tonumber(op.t)
-  local o = { h = op.h, t = t or 0, ts = t and op.t or '0', src = op.src, ack = nz(op.ack),
-              mid = nz(op.mid) and op.mid or nil }
+  local ts = t and (string.find(op.t, '^%d+$') and op.t or string.format('%d', t)) or '0'
+  local o = { h = op.h, t = t or 0, ts = ts, src = op.src, ack = nz(op.ack), mid = nz(op.mid) and op.mid or nil }
   local outcome, future = identity.observe(w, o)
   if future then n_future = n_future + 1 end
   if outcome == 'duplicate' then
