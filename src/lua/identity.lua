@@ -244,9 +244,12 @@ end
 -- Records hash h (time ts: ms as a string; rx: not believed) as the newest of w.  changed: the identity
 -- changed (a hash replaced another, or WhatsApp said so): the time it reached us starts
 -- the holds of [hold] and answers the identity-change check.  mid: the message that
--- carried it (kept in the history: a repeat of it is a duplicate).  defer: the record's
--- HSET and HDEL are returned instead of sent (identity.pending sends them with the state).
-local function record(w, h, ts, rx, src, mid, changed, acked, defer)
+-- carried it (kept in the history: a repeat of it is a duplicate).  wait: nil when the
+-- caller acknowledges the hash next; else { keep = keep_request, prev = the state before }:
+-- the hash waits for its acknowledgement, and identity.pending sends the record's HSET and
+-- HDEL with the state, before anything else is written (a write that failed after them
+-- would leave the gate closed, never open on the hash it replaced).
+local function record(w, h, ts, rx, src, mid, changed, acked, wait)
   local k = K.user(w)
   -- one HSET and one HDEL: the hash (not believed: rx), the change (changed_fields), and
   -- who acknowledged the hash it replaces, and when, which is in the trail (K.acks), not
@@ -255,14 +258,15 @@ local function record(w, h, ts, rx, src, mid, changed, acked, defer)
   local del = { 'HDEL', k, F.REACK, F.ACKED_BY, F.ACKED_AT }
   if rx then set[7], set[8] = F.RX, '1' else del[6] = F.RX end
   if changed then changed_fields(w, set, del) end
-  if not defer then
+  if wait then
+    identity.pending(w, wait.keep, set, del, wait.prev)
+  else
     redis.call(unpack(set))
     redis.call(unpack(del))
   end
   remember(w, h)
   push_history(w, history_entry(h, src, ts, acked, mid))
   event('identity_changed', w, { 'hash', h, 'created_ms', ts, 'source', src })
-  if defer then return set, del end
 end
 
 -- An identity observation o = { h, t (ms, 0: none), ts (t as the string it came as), src, ack,
@@ -285,22 +289,20 @@ function identity.observe(w, o)
     if state then
       -- closed with no hash known yet (a refused send, a user id change): the first
       -- hash never seen fills it in (I2)
-      local set, del = record(w, h, ts, future, o.src, o.mid, true, o.ack, not o.ack)
-      if o.ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
-      else identity.pending(w, true, set, del, state) end
+      record(w, h, ts, future, o.src, o.mid, true, o.ack, not o.ack and { keep = true, prev = state } or nil)
+      if o.ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged') end
       return 'newer', future
     end
     -- the first hash seen for this user: a system message is always a change; a hash a
     -- message carries is trusted when the WABA client says it is acknowledged, a Cloud
     -- one when [identity] first_seen = trust
     local trusted = CTX.first_seen == 'trust' and (o.ack or o.src == 'cloud')
-    local set, del = record(w, h, ts, future, o.src, o.mid, o.src == 'system', trusted, not trusted)
+    record(w, h, ts, future, o.src, o.mid, o.src == 'system', trusted,
+           not trusted and { keep = false, prev = '' } or nil)
     if trusted then
       identity.acknowledged(w, h, o.ack and 'whatsapp' or 'first_seen',
                             o.ack and 'the WABA client reported it acknowledged'
                             or 'the first hash seen for this user ([identity] first_seen = trust)')
-    else
-      identity.pending(w, false, set, del, '')
     end
     return 'first', future
   end
@@ -341,14 +343,11 @@ function identity.observe(w, o)
   -- as old as the one it replaces (it sorts after it): which key the user holds cannot be
   -- told, so a flag that says acknowledged does not answer it (the tie rule above)
   local ack = o.ack and t ~= at
-  local set, del = record(w, h, ts, future, o.src, o.mid, true, ack, not ack)
-  if ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged')
-  else
-    -- the hash the worker fetched for a refused send (hash_unknown) ends the same episode:
-    -- an operator's request to acknowledge stands
-    identity.pending(w, state == STATE.HASH_UNKNOWN and (o.src == 'lookup' or o.src == 'reconcile'), set, del,
-                     state or '')
-  end
+  -- the hash the worker fetched for a refused send (hash_unknown) ends the same episode:
+  -- an operator's request to acknowledge stands
+  record(w, h, ts, future, o.src, o.mid, true, ack, not ack and {
+    keep = state == STATE.HASH_UNKNOWN and (o.src == 'lookup' or o.src == 'reconcile'), prev = state or '' } or nil)
+  if ack then identity.acknowledged(w, h, 'whatsapp', 'the WABA client reported it acknowledged') end
   return 'newer', future
 end
 
