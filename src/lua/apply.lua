@@ -99,9 +99,9 @@ end
 
 -- A sender's profile waits for the inbound message after it (a webhook's contacts come
 -- before its messages), whose own HSET writes it: one command fewer a message.  Any
--- other operation and the body's end write it first (a message from another user leaves
--- it waiting: nothing it does reads the name).
+-- other operation, a message that names another user, and the body's end write it first.
 local prof_w, prof_name, prof_uname          -- prof_w nil: no profile waiting
+local prof_of                                -- the name the profile's op gave (op.w)
 local function prof_flush()
   if not prof_w then return end
   hset_some(K.user(prof_w), F.NAME, prof_name, F.USERNAME, prof_uname)
@@ -255,7 +255,7 @@ end
 -- with the message (prof_flush above).
 handlers.prof = function(op)
   local w = users.who(op.w, op.u, op.pu)
-  if nz(op.name) or nz(op.uname) then prof_w, prof_name, prof_uname = w, op.name, op.uname end
+  if nz(op.name) or nz(op.uname) then prof_w, prof_name, prof_uname, prof_of = w, op.name, op.uname, op.w end
 end
 
 handlers.st = function(op)
@@ -438,7 +438,7 @@ FN.apply = function(keys, args)
         -- a dead letter with the reason; the rest of the body stands and is answered 200
         -- a profile waiting for its message is written before any other operation
         local ok, err = true, nil
-        if prof_w and kind ~= 'in' then ok, err = pcall(prof_flush) end
+        if prof_w and (kind ~= 'in' or op.w ~= prof_of) then ok, err = pcall(prof_flush) end
         if ok then ok, err = pcall(handlers[kind], op) end
         if not ok then
           if transient(err) then
