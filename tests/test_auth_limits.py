@@ -1,6 +1,7 @@
 """Credentials per role, the webhook's bearer/HMAC check, the Cloud API handshake, the body
 limit, and the open routes (/healthz, /readyz, /metrics)."""
 import json
+import signal
 import socket
 
 import pytest
@@ -9,7 +10,7 @@ import requests
 from daemon import (ADMIN_TOKEN, API_TOKEN, HMAC_SECRET, VERIFY_TOKEN, WEBHOOK_TOKEN)
 from helpers import (assert_error_body, check_gate_response, errors_body, hmac_sig,
                      identity_change, metric_present, metric_value, new_wa_id,
-                     wait_for)
+                     wait_for, world_wa_id)
 
 T0 = 1602535238
 
@@ -145,6 +146,24 @@ def test_webhook_hmac(hmac_wg):
     r = wg.webhook(raw, token=None, hmac_secret=HMAC_SECRET)
     assert r.status_code == 200, r.text
     assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "HMAC="
+
+
+def test_webhook_hmac_key_follows_a_reload(hmac_wg):
+    """The signing key is made ready when the configuration is read: a reload with a new app
+    secret takes it at once, and a body signed with the old one is refused from then on."""
+    wg = hmac_wg
+    w = world_wa_id("ID")
+    raw = json.dumps(errors_body()).encode()
+    assert wg.webhook(raw, token=None, hmac_secret=HMAC_SECRET).status_code == 200
+    (wg.workdir / "hmac_secret").write_text("a-rotated-app-secret-2026\n")
+    wg.send_signal(signal.SIGHUP)
+    wait_for(lambda: wg.webhook(raw, token=None, hmac_secret="a-rotated-app-secret-2026").status_code == 200,
+             10, what="the rotated app secret accepted after SIGHUP")
+    assert wg.webhook(raw, token=None, hmac_secret=HMAC_SECRET).status_code == 401
+    body_ = json.dumps(identity_change(w, "Um90YXRlZA==", T0)).encode()
+    assert wg.webhook(body_, token=None, hmac_secret="a-rotated-app-secret-2026").status_code == 200
+    assert check_gate_response(wg.gate(w, type="template"))["identity"]["hash"] == "Um90YXRlZA=="
+    assert wg.alive()
 
 
 def test_webhook_hmac_over_raw_bytes(hmac_wg):
