@@ -13,8 +13,10 @@
 
 /* The digest a secret of len bytes is compared by. */
 void secret_digest(const char *s, size_t len, unsigned char out[SECRET_DIGEST_LEN]);
-/* Whether two digests are the same, in constant time. */
+/* Whether two digests (or MACs) are the same, in constant time. */
 bool secret_digest_equal(const unsigned char a[SECRET_DIGEST_LEN], const unsigned char b[SECRET_DIGEST_LEN]);
+/* presented (plen bytes) against a known secret given by its digest. */
+bool secret_matches(const char *presented, size_t plen, const unsigned char known[SECRET_DIGEST_LEN]);
 /* presented (plen bytes) against a known secret given as text (both are hashed). */
 bool secret_equal(const char *presented, size_t plen, const char *known);
 

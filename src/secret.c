@@ -20,12 +20,18 @@ bool secret_digest_equal(const unsigned char a[SECRET_DIGEST_LEN], const unsigne
     return CRYPTO_memcmp(a, b, SECRET_DIGEST_LEN) == 0;
 }
 
+bool secret_matches(const char *presented, size_t plen, const unsigned char known[SECRET_DIGEST_LEN])
+{
+    unsigned char d[SECRET_DIGEST_LEN];
+    secret_digest(presented, plen, d);
+    return secret_digest_equal(d, known);
+}
+
 bool secret_equal(const char *presented, size_t plen, const char *known)
 {
-    unsigned char a[SECRET_DIGEST_LEN], b[SECRET_DIGEST_LEN];
-    secret_digest(presented, plen, a);
-    secret_digest(known, strlen(known), b);
-    return secret_digest_equal(a, b);
+    unsigned char k[SECRET_DIGEST_LEN];
+    secret_digest(known, strlen(known), k);
+    return secret_matches(presented, plen, k);
 }
 
 struct secret_mac {
@@ -52,7 +58,7 @@ struct secret_mac *secret_mac_new(const char *key)
 
 bool secret_mac_sum(const struct secret_mac *m, const char *body, size_t len, unsigned char out[SECRET_DIGEST_LEN])
 {
-    EVP_MAC_CTX *c = EVP_MAC_CTX_dup(m->keyed);
+    EVP_MAC_CTX *c = m ? EVP_MAC_CTX_dup(m->keyed) : NULL;     /* no key: no MAC, refused */
     size_t n = 0;
     bool ok = c && EVP_MAC_update(c, (const unsigned char *)body, len) &&
               EVP_MAC_final(c, out, &n, SECRET_DIGEST_LEN) && n == SECRET_DIGEST_LEN;

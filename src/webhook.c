@@ -5,11 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
 #include "jsonx.h"
-#include "secret.h"
 #include "schema.h"
+#include "secret.h"
 #include "store.h"
 #include "webhook_parse.h"
 
@@ -29,7 +27,7 @@ bool webhook_signature_ok(const char *header, const char *body, size_t len, cons
 {
     if (!header || strncmp(header, "sha256=", 7) != 0 || strlen(header + 7) != 64)
         return false;
-    unsigned char mac[SECRET_DIGEST_LEN], given[32];
+    unsigned char mac[SECRET_DIGEST_LEN], given[SECRET_DIGEST_LEN];
     if (!secret_mac_sum(key, body, len, mac))
         return false;
     for (int i = 0; i < 32; i++) {
@@ -38,15 +36,7 @@ bool webhook_signature_ok(const char *header, const char *body, size_t len, cons
             return false;
         given[i] = (unsigned char)(hi << 4 | lo);
     }
-    return CRYPTO_memcmp(mac, given, 32) == 0;
-}
-
-/* Whether tok is the webhook's token (compared by its digest, made when the file was read). */
-static bool token_ok(const struct config *cfg, const char *tok)
-{
-    unsigned char d[SECRET_DIGEST_LEN];
-    secret_digest(tok, strlen(tok), d);
-    return secret_digest_equal(d, cfg->webhook_token_digest);
+    return secret_digest_equal(mac, given);
 }
 
 /* The webhook's credentials (include/webhook.h).  Returns NULL, or why they are refused. */
@@ -61,14 +51,14 @@ static const char *refused(struct request *r, const char *body, size_t len)
         /* a token presented beside it must be right too */
         if (auth && cfg->webhook_token) {
             const char *tok = request_bearer(r);
-            if (!tok || !token_ok(cfg, tok))
+            if (!tok || !secret_matches(tok, strlen(tok), cfg->webhook_token_digest))
                 return "the webhook token is wrong";
         }
         return NULL;
     }
     if (cfg->webhook_token) {
         const char *tok = request_bearer(r);
-        if (!tok || !token_ok(cfg, tok))
+        if (!tok || !secret_matches(tok, strlen(tok), cfg->webhook_token_digest))
             return "the webhook needs Authorization: Bearer <[webhook] token_file's token>";
     }
     return NULL;
