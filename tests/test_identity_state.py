@@ -437,6 +437,37 @@ def test_a_reacknowledgement_is_not_given_by_an_old_messages_flag(procs):
     wait_for(lambda: gate(wg, w)["allowed"], 5, "acknowledged again")
 
 
+
+@pytest.mark.parametrize("wa_record", ["none", "same_hash_acknowledged"])
+def test_a_reacknowledgement_waits_on_when_the_user_id_is_linked_to_its_wa_id(procs, wa_record):
+    """A user known by a user id alone changes user id: the identity waits for an
+    acknowledgement again.  When the new id is then seen with its wa_id, the two records
+    become one, and the hash still waits: an old message's flag does not give it under the
+    wa_id either (the promise test found it: seed 599179022)."""
+    r = procs.redis()
+    wg = procs.daemon(r, None, overrides={"upstream": {"api": "cloud"}, "identity": {"ack": "manual"}})
+    w, u1, u2 = world_wa_id("AR"), "AR.5410210201256848", "AR.277771046691"
+    ident = identity_obj("ARK=", (NOW - 4000) * 1000, True)
+    old = cloud_inbound(uid=u1, ts=NOW - 3000)
+    old["entry"][0]["changes"][0]["value"]["messages"][0]["identity"] = ident
+    wg.webhook_ok(old)
+    opened(wg, u1)
+    if wa_record == "same_hash_acknowledged":
+        # the wa_id has a record of its own already, holding the same hash acknowledged
+        wg.webhook_ok(body(messages=[inbound_text_msg(w, ts=NOW - 2900, identity=ident)]))
+        opened(wg, w)
+    wg.webhook_ok(cloud({"messages": [{"from_user_id": u1, "id": new_msg_id("wamid."), "timestamp": str(NOW - 60),
+                                       "type": "system", "system": {"type": "user_changed_user_id", "body": "x",
+                                                                    "user_id": u2, "previous_user_id": u1}}]}))
+    closed(wg, u2)
+    wg.webhook_ok(cloud_inbound(w, uid=u2, ts=NOW - 30))                 # the new id seen with its wa_id
+    closed(wg, w)
+    # a message from the wa_id carrying the old flag: no acknowledgement
+    wg.webhook_ok(body(messages=[inbound_text_msg(w, ts=NOW - 20, identity=ident)]))
+    for who in (w, "+" + w, u2):
+        assert closed(wg, who)["identity"]["hash"] == "ARK="
+    assert wg.ack_now(w).status_code == 202                                # an operator does
+    wait_for(lambda: gate(wg, u2)["allowed"], 5, "acknowledged again")
 @pytest.mark.parametrize("first,second", [("AAAtie1=", "zzztie2="), ("zzztie2=", "AAAtie1=")])
 def test_two_hashes_in_the_same_second_close_the_gate_whichever_comes_first(procs, first, second):
     """Cloud times are whole seconds: a user whose key changed within the second of their last

@@ -28,7 +28,8 @@
 --       holds every hash either had seen and the stricter state; after a number or user
 --       id change an acknowledged identity waits for an acknowledgement again, which an
 --       old message's acknowledged flag for that hash does not give (F.REACK): the
---       worker's PUT, the Cloud API's local record or an operator does.
+--       worker's PUT, the Cloud API's local record or an operator does; F.REACK goes
+--       with the hash when two records become one.
 -- The policies of the call, set by the function that runs (apply, claim, outcome, …).
 local CTX = { ack = 'auto', api = 'onprem', first_seen = 'trust' }
 identity.queued = 0           -- acknowledgements made due by this call (the worker is kicked)
@@ -464,8 +465,8 @@ local STRICT = { [STATE.HASH_UNKNOWN] = 4, [STATE.PENDING] = 3, [STATE.FAILED] =
 -- holding `from` finds its hash gone there and its outcome does nothing.
 function identity.moved(from, to, how)
   local kf, kt = K.user(from), K.user(to)
-  local a = redis.call('HMGET', kf, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT, F.ERR, F.REQUESTED_BY)
-  local b = redis.call('HMGET', kt, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT)
+  local a = redis.call('HMGET', kf, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT, F.ERR, F.REQUESTED_BY, F.REACK)
+  local b = redis.call('HMGET', kt, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT, F.REACK)
   redis.call('SUNIONSTORE', K.hashes(to), K.hashes(to), K.hashes(from))
   local hist = redis.call('LRANGE', K.history(from), '0', '49')
   for i = #hist, 1, -1 do redis.call('LPUSH', K.history(to), hist[i]) end
@@ -479,6 +480,7 @@ function identity.moved(from, to, how)
       if a[3] then redis.call('HSET', kt, F.RX, a[3]) end
       if a[6] then redis.call('HSET', kt, F.ERR, a[6]) end
       if a[7] then redis.call('HSET', kt, F.REQUESTED_BY, a[7]) end
+      if a[8] then redis.call('HSET', kt, F.REACK, a[8]) end
     else
       local sa, sb = a[4] or STATE.PENDING, b[4] or STATE.PENDING
       local take = a[1] and (not b[1] or (a[1] ~= b[1] and
@@ -498,6 +500,10 @@ function identity.moved(from, to, how)
         state = (STRICT[sa] or 3) > (STRICT[sb] or 3) and sa or sb
       end
       if sa == STATE.HASH_UNKNOWN or sb == STATE.HASH_UNKNOWN then state = STATE.HASH_UNKNOWN end
+      -- a hash that waits for its acknowledgement again goes on waiting for it whichever
+      -- record named it: an old message's flag does not answer it here either (I5)
+      local kept = take and a[1] or b[1]
+      if kept and a[8] == kept and b[6] ~= kept then redis.call('HSET', kt, F.REACK, kept) end
     end
     local at = math.max(tonumber(a[5]) or 0, tonumber(b[5]) or 0)
     if at > 0 then redis.call('HSET', kt, F.CHANGED_AT, at) end
