@@ -552,3 +552,29 @@ def test_an_identity_change_delivered_again_is_a_duplicate_whatever_its_id(wagua
     again = waguard.webhook_ok(first)
     assert again["duplicates"] == 1, again
     assert waguard.webhook_ok(body(messages=[identity_change_msg(w, "DUP1=", NOW - 100, msg_id=mid + "x")]))["duplicates"] == 0
+
+
+def test_the_history_and_trail_keep_the_newest_50_and_are_trimmed_in_steps(procs):
+    """A user's identity history (and the trail of acknowledgements) is read as its newest
+    50 entries; the list is trimmed back to 50 once 64 are held (docs/data-model.md), so
+    what a reader sees never changes and the list never grows past 64."""
+    r = procs.redis()
+    wg = procs.daemon(r, None, overrides=MANUAL)
+    c = r.client()
+    w = world_wa_id("NG")
+    hashes = ["NGH%03d=" % i for i in range(80)]
+    lengths = []
+    for i, h in enumerate(hashes):
+        wg.webhook_ok(identity_change(w, h, NOW - 90000 + i * 60))
+        lengths.append(c.llen(wg.user_key(w) + ":history"))
+    assert max(lengths) == 63 and min(lengths[60:]) == 50, lengths
+    hist = [e["hash"] for e in wg.identity(w)["history"]]
+    assert hist == hashes[::-1][:50], hist
+    closed(wg, w)
+    assert wg.identity(w)["identity"]["hash"] == hashes[-1]
+    trail = []
+    for _ in range(70):                                     # the trail: an operator's requests
+        assert wg.ack_now(w).status_code in (202, 409)
+        trail.append(c.llen(wg.user_key(w) + ":acks"))
+    assert max(trail) == 63 and trail[-1] < 64 and 50 <= min(trail[63:]), trail
+    assert len(wg.identity(w)["acks"]) == 50

@@ -117,14 +117,21 @@ end
 -- a number), where a string alone costs it a few hundred.
 local function json_str(s) return cjson.encode(s or '') end
 
+-- A user's lists of JSON entries (the identity history, the trail) keep their newest
+-- LIST_KEEP, which is all any reader reads (LRANGE 0 49); the oldest are trimmed once
+-- LIST_TRIM_AT are held, not on every push: trimming a full list rewrites its listpack
+-- (about as dear as the push), so a long history is trimmed once every 14 entries.
+local LIST_KEEP_LAST, LIST_TRIM_AT = '49', 64
+local function push_capped(k, entry)
+  if redis.call('LPUSH', k, entry) >= LIST_TRIM_AT then redis.call('LTRIM', k, '0', LIST_KEEP_LAST) end
+end
+
 -- Who did what to an identity: the audit stream and the user's own trail.
 local function audit(w, h, who, result, answer)
   redis.call('XADD', AUDIT, 'MAXLEN', '~', AUDIT_MAXLEN, '*', 'wa_id', w, 'hash', h or '', 'who', who,
              'result', result, 'answer', answer or '', 'at', NOW_S)
-  local k = K.acks(w)
-  redis.call('LPUSH', k, '{"hash":' .. json_str(h) .. ',"who":' .. json_str(who) .. ',"result":' ..
-             json_str(result) .. ',"answer":' .. json_str(answer) .. ',"at":' .. NOW_S .. '}')
-  redis.call('LTRIM', k, '0', '49')
+  push_capped(K.acks(w), '{"hash":' .. json_str(h) .. ',"who":' .. json_str(who) .. ',"result":' ..
+              json_str(result) .. ',"answer":' .. json_str(answer) .. ',"at":' .. NOW_S .. '}')
 end
 
 local function dead_letter(reason, item)

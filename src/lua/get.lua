@@ -43,5 +43,5 @@ FN.get = function(keys, args)
   rec[GET_RECORD.SINCE] = since or false
   local flat = {}
   for i = 1, GET_RECORD.N do flat[i] = rec[i] or false end
-  return { st, flat, redis.call('LRANGE', K.history(w), '0', '49'), redis.call('LRANGE', K.acks(w), '0', '49') }
+  return { st, flat, redis.call('LRANGE', K.history(w), '0', LIST_KEEP_LAST), redis.call('LRANGE', K.acks(w), '0', LIST_KEEP_LAST) }
 end

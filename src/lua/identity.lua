@@ -65,7 +65,7 @@ end
 local function history_has(w, mid, h)
   if not nz(mid) then return false end
   local plain = not string.find(mid, '[%c"/\\]')
-  for _, e in ipairs(redis.call('LRANGE', K.history(w), '0', '49')) do
+  for _, e in ipairs(redis.call('LRANGE', K.history(w), '0', LIST_KEEP_LAST)) do
     if not plain or string.find(e, mid, 1, true) then
       local ok, d = pcall(cjson.decode, e)
       if ok and d.message_id == mid and (h == nil or d.hash == h) then return true end
@@ -87,11 +87,7 @@ local function history_entry(h, src, ts, acked, mid, k2, v2)
          (nz(mid) and ',"message_id":' or '') .. (nz(mid) and json_str(mid) or '') .. more .. '}'
 end
 
-local function push_history(w, entry)
-  local k = K.history(w)
-  redis.call('LPUSH', k, entry)
-  redis.call('LTRIM', k, '0', '49')
-end
+local function push_history(w, entry) push_capped(K.history(w), entry) end
 
 -- ---- the indexes and the queue, kept by the state alone ----------------------------
 
@@ -468,9 +464,9 @@ function identity.moved(from, to, how)
   local a = redis.call('HMGET', kf, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT, F.ERR, F.REQUESTED_BY, F.REACK)
   local b = redis.call('HMGET', kt, F.HASH, F.TS, F.RX, F.STATE, F.CHANGED_AT, F.REACK)
   redis.call('SUNIONSTORE', K.hashes(to), K.hashes(to), K.hashes(from))
-  local hist = redis.call('LRANGE', K.history(from), '0', '49')
+  local hist = redis.call('LRANGE', K.history(from), '0', LIST_KEEP_LAST)
   for i = #hist, 1, -1 do redis.call('LPUSH', K.history(to), hist[i]) end
-  redis.call('LTRIM', K.history(to), '0', '49')
+  redis.call('LTRIM', K.history(to), '0', LIST_KEEP_LAST)
   if a[1] or a[4] then
     local state
     if not (b[1] or b[4]) then
