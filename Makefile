@@ -101,7 +101,7 @@ $(BUILD)/waguard: $(OBJ)
 
 # waguardctl, the operator's command line (ctl/): it reads waguard's configuration with
 # the daemon's own reader and speaks its admin API.
-CTL_OBJ := $(BUILD)/obj/config.o $(BUILD)/obj/business.o $(BUILD)/obj/log.o $(BUILD)/obj/secret.o
+CTL_OBJ := $(BUILD)/obj/config.o $(BUILD)/obj/business.o $(BUILD)/obj/log.o $(BUILD)/obj/secret.o $(BUILD)/obj/text.o
 $(BUILD)/waguardctl: $(wildcard ctl/*.c) $(CTL_OBJ) $(wildcard include/*.h)
 	$(CC) $(BASE_CFLAGS) $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) -o $@ $(wildcard ctl/*.c) $(CTL_OBJ) $(LDFLAGS) $(PKG_LIBS) -lm
 

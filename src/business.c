@@ -1,8 +1,9 @@
 /* business — see include/business.h */
 #include "business.h"
 
-#include <stdio.h>
 #include <string.h>
+
+#include "text.h"
 
 int business_numbers(const struct config *cfg, char (*out)[BUSINESS_NUMBER_MAX], int max)
 {
@@ -23,9 +24,9 @@ void business_number_default(const struct config *cfg, char *out, size_t len)
 void business_number_for(const struct config *cfg, const char *named, char *out, size_t len)
 {
     if (named && *named)
-        snprintf(out, len, "%s", named);
+        text_copy(out, len, named);
     else if (cfg->api == API_ONPREM)
-        snprintf(out, len, "-");
+        text_copy(out, len, "-");
     else
         business_number_default(cfg, out, len);
 }

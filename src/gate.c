@@ -8,6 +8,7 @@
 #include "business.h"
 #include "jsonx.h"
 #include "store.h"
+#include "text.h"
 
 enum {
 #define GATE_GU_(n) GU_##n,
@@ -447,8 +448,8 @@ static int plain_ask(struct app *app, struct check *c)
     char ukey[RECIPIENT_FORMS][PLAIN_KEY_MAX], ckey[RECIPIENT_FORMS][PLAIN_KEY_MAX];
     c->per_number = strcmp(c->number, "-") != 0;
     if (c->per_number) {
-        snprintf(window, sizeof window, "%s" SCHEMA_NUMBER_SEP "%s", record_field[RF_LAST_IN], c->number);
-        snprintf(block, sizeof block, "%s" SCHEMA_NUMBER_SEP "%s", record_field[RF_BLOCKED], c->number);
+        text_join(window, sizeof window, record_field[RF_LAST_IN], SCHEMA_NUMBER_SEP, c->number, (char *)NULL);
+        text_join(block, sizeof block, record_field[RF_BLOCKED], SCHEMA_NUMBER_SEP, c->number, (char *)NULL);
     }
     enum { MAXCMDS = RECIPIENT_FORMS * 3 };
     int argc[MAXCMDS];
@@ -465,7 +466,7 @@ static int plain_ask(struct app *app, struct check *c)
             continue;
         int m = c->nmapped++;
         c->mapped_key[m] = f->key;
-        snprintf(ckey[m], sizeof ckey[m], "%s:" SCHEMA_KEY_CONTACT ":{%s}", prefix, f->key);
+        text_join(ckey[m], sizeof ckey[m], prefix, ":" SCHEMA_KEY_CONTACT ":{", f->key, "}", (char *)NULL);
         args[n][0] = "HGET";
         args[n][1] = ckey[m];
         args[n][2] = SCHEMA_CONTACT_WA_ID;
@@ -480,7 +481,7 @@ static int plain_ask(struct app *app, struct check *c)
             continue;
         int k = c->nkeys++;
         c->key[k] = key;
-        snprintf(ukey[k], sizeof ukey[k], "%s:" SCHEMA_KEY_USER ":{%s}", prefix, key);
+        text_join(ukey[k], sizeof ukey[k], prefix, ":" SCHEMA_KEY_USER ":{", key, "}", (char *)NULL);
         args[n][0] = "HMGET";
         args[n][1] = ukey[k];
         int a = 2;
@@ -504,7 +505,7 @@ static int plain_ask(struct app *app, struct check *c)
 
 static int ask(struct app *app, struct check *c, const char *number)
 {
-    snprintf(c->number, sizeof c->number, "%s", number);
+    text_copy(c->number, sizeof c->number, number);
     if ((plain_fits(app, c) ? plain_ask(app, c) : ask_function(app, c)) == 0)
         return 0;
     free(c);
@@ -520,7 +521,7 @@ int gate_check(struct app *app, const struct recipient *rcpt, const struct gate_
     c->arg = arg;
     c->rcpt = *rcpt;
     c->hold = q->hold;
-    snprintf(c->type, sizeof c->type, "%s", q->type ? q->type : "text");
+    text_copy(c->type, sizeof c->type, q->type ? q->type : "text");
     return ask(app, c, q->number ? q->number : "");
 }
 

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "text.h"
+
 /* A national number with its country code: 7 to 15 digits, the first not 0 (E.164). */
 static bool e164_ok(const char *d)
 {
@@ -80,7 +82,7 @@ int phone_dial(const char *in, const char *home_cc, char *out, size_t outlen, co
 static void add(char out[PHONE_READINGS][PHONE_MAX], int *n, const char *a, const char *b)
 {
     char x[PHONE_MAX];
-    if (snprintf(x, sizeof x, "%s%s", a, b) >= (int)sizeof x || !e164_ok(x) || *n >= PHONE_READINGS)
+    if (text_join(x, sizeof x, a, b, (char *)NULL) >= sizeof x || !e164_ok(x) || *n >= PHONE_READINGS)
         return;
     for (int i = 0; i < *n; i++)
         if (strcmp(out[i], x) == 0)

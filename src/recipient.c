@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "phone.h"
+#include "text.h"
 
 static bool alnum_run(const char *p)
 {
@@ -56,7 +57,7 @@ int recipient_from_whatsapp(const char *raw, char out[RECIPIENT_MAX], const char
         return -1;
     }
     if (recipient_is_user_id(raw)) {
-        snprintf(out, RECIPIENT_MAX, "%s", raw);
+        text_copy(out, RECIPIENT_MAX, raw);
         return 0;
     }
     const char *d = raw[0] == '+' ? raw + 1 : raw;
@@ -117,7 +118,7 @@ static void add_form(struct recipient *out, enum recipient_form_kind kind, const
     if (out->n >= RECIPIENT_FORMS)
         return;
     out->form[out->n].kind = kind;
-    snprintf(out->form[out->n].key, RECIPIENT_MAX, "%s", key);
+    text_copy(out->form[out->n].key, RECIPIENT_MAX, key);
     out->n++;
 }
 

@@ -13,6 +13,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "envelope.h"
+#include "text.h"
 
 struct request *request_new(struct app *app, struct evhttp_request *req, const struct request_hooks *hooks)
 {
@@ -24,7 +25,7 @@ struct request *request_new(struct app *app, struct evhttp_request *req, const s
     r->hooks = hooks;
     r->route = ROUTE_OTHER;
     r->start_ms = app_mono_ms();
-    snprintf(r->caller, sizeof r->caller, "anonymous");
+    text_copy(r->caller, sizeof r->caller, "anonymous");
     return r;
 }
 
@@ -116,7 +117,7 @@ int request_authorize(struct request *r, enum role need)
     if (need == ROLE_ACK)
         need = manual_ack ? ROLE_ADMIN : ROLE_API;
     if (need == ROLE_NONE) {
-        snprintf(r->caller, sizeof r->caller, "anonymous");
+        text_copy(r->caller, sizeof r->caller, "anonymous");
         r->caller_role = ROLE_NONE;
         return 0;
     }
@@ -127,7 +128,7 @@ int request_authorize(struct request *r, enum role need)
     const char *tok = request_bearer(r);
     if (!tok) {
         if (need == ROLE_ADMIN ? anyone_acts : anyone_reads) {
-            snprintf(r->caller, sizeof r->caller, "anonymous");
+            text_copy(r->caller, sizeof r->caller, "anonymous");
             r->caller_role = anyone_acts ? ROLE_ADMIN : ROLE_API;
             return 0;
         }
@@ -144,7 +145,7 @@ int request_authorize(struct request *r, enum role need)
     if (!t && (t = find_token(&cfg->api_tokens, d)) != NULL)
         r->caller_role = anyone_acts ? ROLE_ADMIN : ROLE_API;
     if (t && (need == ROLE_API || r->caller_role == ROLE_ADMIN)) {
-        snprintf(r->caller, sizeof r->caller, "%s", t->name);
+        text_copy(r->caller, sizeof r->caller, t->name);
         return 0;
     }
     r->caller_role = ROLE_NONE;

@@ -1,0 +1,20 @@
+/* text — bounded string building at the cost of a copy.
+ *
+ * snprintf(dst, n, "%s", s) runs printf's whole machine for a copy: about 500
+ * instructions a call, and a gate decision builds a dozen names (its keys, its forms, the
+ * caller).  These copy and join with memcpy, and say, as snprintf does, how long the
+ * whole would have been: the result was cut when that is size or more. */
+#ifndef WAGUARD_TEXT_H
+#define WAGUARD_TEXT_H
+
+#include <stddef.h>
+
+/* Copies src into dst (size bytes, size > 0), cut to fit and always terminated; returns
+ * strlen(src). */
+size_t text_copy(char *dst, size_t size, const char *src);
+
+/* Writes the strings given, up to a NULL, one after another into dst (size bytes, size >
+ * 0), cut to fit and always terminated; returns the length of them all. */
+size_t text_join(char *dst, size_t size, ...) __attribute__((sentinel));
+
+#endif

@@ -1,0 +1,35 @@
+/* text — bounded string building at the cost of a copy (include/text.h). */
+#include "text.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+/* Appends the n bytes of s at dst + *at, as many as fit before the terminator's byte. */
+static void put(char *dst, size_t size, size_t *at, const char *s, size_t n)
+{
+    if (*at < size - 1) {
+        size_t room = size - 1 - *at;
+        memcpy(dst + *at, s, n < room ? n : room);
+    }
+    *at += n;
+}
+
+size_t text_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src), at = 0;
+    put(dst, size, &at, src, n);
+    dst[n < size ? n : size - 1] = '\0';
+    return n;
+}
+
+size_t text_join(char *dst, size_t size, ...)
+{
+    va_list ap;
+    size_t at = 0;
+    va_start(ap, size);
+    for (const char *s = va_arg(ap, const char *); s; s = va_arg(ap, const char *))
+        put(dst, size, &at, s, strlen(s));
+    va_end(ap);
+    dst[at < size ? at : size - 1] = '\0';
+    return at;
+}

@@ -1,0 +1,53 @@
+/* Unit tests: text_copy and text_join write exactly what snprintf's "%s" would, for every
+ * size from 1 to past the whole (cut to fit, always terminated), and return the length
+ * snprintf returns. */
+#include <check.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "text.h"
+#include "unit.h"
+
+START_TEST(copy_as_snprintf_for_every_size)
+{
+    static const char *const inputs[] = { "", "a", "anonymous", "waguard:user:{5491156122934}" };
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
+        for (size_t size = 1; size <= strlen(inputs[i]) + 3; size++) {
+            char got[64], want[64];
+            memset(got, 'x', sizeof got);
+            size_t n = text_copy(got, size, inputs[i]);
+            int w = snprintf(want, size, "%s", inputs[i]);
+            ck_assert_uint_eq(n, (size_t)w);
+            ck_assert_str_eq(got, want);
+            ck_assert_int_eq(got[size], 'x');              /* nothing written past size */
+        }
+    }
+}
+END_TEST
+
+START_TEST(join_as_snprintf_for_every_size)
+{
+    for (size_t size = 1; size <= 40; size++) {
+        char got[64], want[64];
+        memset(got, 'x', sizeof got);
+        size_t n = text_join(got, size, "wg", ":user:{", "", "919876543210", "}", (char *)NULL);
+        int w = snprintf(want, size, "%s%s%s%s%s", "wg", ":user:{", "", "919876543210", "}");
+        ck_assert_uint_eq(n, (size_t)w);
+        ck_assert_str_eq(got, want);
+        ck_assert_int_eq(got[size], 'x');
+    }
+    char one[8];
+    ck_assert_uint_eq(text_join(one, sizeof one, (char *)NULL), 0);
+    ck_assert_str_eq(one, "");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("text");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, copy_as_snprintf_for_every_size);
+    tcase_add_test(tc, join_as_snprintf_for_every_size);
+    suite_add_tcase(s, tc);
+    return unit_run(s);
+}
