@@ -29,8 +29,9 @@ size_t http_edge_head_end(const char *buf, size_t len, size_t from);
 int http_edge_check_head(const char *head, size_t len, size_t max_body, char *why, size_t whylen)
     __attribute__((warn_unused_result));
 
-/* Checks request headers as libevent parsed them (the second line of defence, and what the
- * header rules are stated on):
+/* Checks request headers as libevent parsed them (what the header rules are stated on;
+ * the server checks a head with it when the raw head was not seen whole before libevent
+ * read it, as a pipelined one; http_edge_check_head holds every rule below too):
  *   - every name is an RFC 9110 token (so "Transfer-Encoding " with its space is refused);
  *   - no value holds a control character other than a tab;
  *   - at most one Content-Length, and only digits;

@@ -55,6 +55,8 @@ struct conn {
     bool rewriting;                  /* we are changing the input buffer ourselves */
     long long since_ms;              /* when it began waiting for its current request */
     size_t scanned;                  /* bytes of the head scanned without finding its end */
+    bool head_checked;               /* the head libevent reads next passed conn_inspect whole,
+                                        while libevent was held back from it */
     int reject_code;                 /* its head broke a rule: answer this, then close */
     bool reject_graph;               /* ... in Graph's envelope: the head named a Cloud path */
     char reject_why[192];
@@ -147,6 +149,7 @@ static void conn_wait(struct conn *c)
     wait_unlink(c);
     c->state = CONN_HEAD;
     c->scanned = 0;
+    c->head_checked = false;
     c->since_ms = app_mono_ms();
     c->wprev = sv->wtail;
     if (sv->wtail)
@@ -275,6 +278,8 @@ static void conn_inspect(struct conn *c, bool hold)
         conn_reject(c, in, p, end, code, why);
         return;
     }
+    /* held back until now, libevent reads exactly these bytes as the next head */
+    c->head_checked = hold;
     c->state = CONN_BODY;
 }
 
@@ -464,12 +469,15 @@ static void dispatch(struct evhttp_request *req, void *arg)
     }
     wait_unlink(c);
     c->state = CONN_BUSY;
+    bool checked = c->head_checked;
+    c->head_checked = false;
     int code = c->reject_code;
     char why[192];
     if (code) {
         snprintf(why, sizeof why, "%s", c->reject_why);
-    } else {
-        /* What libevent parsed, checked again: a pipelined head was not seen whole before. */
+    } else if (!checked) {
+        /* What libevent parsed, checked: a pipelined head was not seen whole before (one
+         * that was, with libevent held back from it, is not checked twice). */
         code = http_edge_check_path(evhttp_request_get_uri(req), why, sizeof why);
         if (!code)
             code = http_edge_check_headers(evhttp_request_get_input_headers(req),
