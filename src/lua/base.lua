@@ -117,8 +117,8 @@ end
 -- a number), where a string alone costs it a few hundred.
 local function json_str(s) return cjson.encode(s or '') end
 
--- A user's lists of JSON entries (the identity history, the trail) keep their newest
--- LIST_KEEP, which is all any reader reads (LRANGE 0 49); the oldest are trimmed once
+-- A user's lists of JSON entries (the identity history, the trail) keep their newest 50
+-- (0 to LIST_KEEP_LAST), which is all any reader reads; the oldest are trimmed once
 -- LIST_TRIM_AT are held, not on every push: trimming a full list rewrites its listpack
 -- (about as dear as the push), so a long history is trimmed once every 14 entries.
 local LIST_KEEP_LAST, LIST_TRIM_AT = '49', 64
