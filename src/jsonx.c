@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text.h"
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -91,16 +93,9 @@ cJSON *jsonx_parse(const char *body, size_t len, char *why, size_t whylen)
 
 cJSON *jsonx_add_int(cJSON *obj, const char *name, long long v)
 {
-    char buf[24], *p = buf + sizeof buf;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    *--p = '\0';
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *--p = '-';
-    cJSON *item = cJSON_CreateRaw(p);
+    char buf[24];
+    text_int(buf, sizeof buf, v);
+    cJSON *item = cJSON_CreateRaw(buf);
     if (item && !cJSON_AddItemToObjectCS(obj, name, item)) {
         cJSON_Delete(item);
         item = NULL;

@@ -19,6 +19,7 @@
 #include "ops.h"
 #include "recipient.h"
 #include "store.h"
+#include "text.h"
 
 /* Meta's Graph error for a BSUID recipient a message type does not take (2026). */
 #define GRAPH_BSUID_UNSUPPORTED 131062
@@ -136,7 +137,7 @@ static int read_body(struct request *r, struct fwd *f, struct send *s)
         bad(r, "%s", "the message's \"type\" is over 31 bytes: no WhatsApp message type is that long");
     } else {
         const char *type = t ? t->valuestring : "text";
-        snprintf(s->type, sizeof s->type, "%s", type);
+        text_copy(s->type, sizeof s->type, type);
         bool is_template = strcmp(type, "template") == 0, is_hsm = strcmp(type, "hsm") == 0;
         const cJSON *name = is_template ? cJSON_GetObjectItemCaseSensitive(tp, "name")
                           : is_hsm ? cJSON_GetObjectItemCaseSensitive(hsm, "element_name") : NULL;
@@ -276,9 +277,9 @@ static void on_decided(struct app *app, const char *wa_id, const struct gate_fac
         refuse(r, wa_id, facts, d);
         return;
     }
-    snprintf(s->decided, sizeof s->decided, "%s", wa_id);
+    text_copy(s->decided, sizeof s->decided, wa_id);
     if (s->pin && facts->state == GATE_ID_ACKNOWLEDGED && facts->hash) {
-        snprintf(s->pinned, sizeof s->pinned, "%s", facts->hash);
+        text_copy(s->pinned, sizeof s->pinned, facts->hash);
         if (pin(r, f, facts->hash) != 0)
             return;
     }

@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "resp.h"
 #include "sentinel.h"
+#include "text.h"
 
 extern const char store_library[];
 
@@ -635,7 +636,7 @@ int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, c
 {
     struct store *st = app->store;
     char maxlen[24];
-    snprintf(maxlen, sizeof maxlen, "%ld", app->cfg->events_maxlen);
+    text_int(maxlen, sizeof maxlen, app->cfg->events_maxlen);
     /* FCALL name 0 prefix maxlen args… */
     const char *fixed[] = { "FCALL", st->fn[fn], "0", app->cfg->key_prefix, maxlen };
     enum { FIXED = sizeof fixed / sizeof fixed[0] };
@@ -996,8 +997,8 @@ static void flush_batch(struct app *app)
     char nbodies[16], ttl[24];
     int rc = -1;
     if (argv && lens && counts) {
-        snprintf(nbodies, sizeof nbodies, "%d", nb);
-        snprintf(ttl, sizeof ttl, "%ld", app->cfg->sent_ttl_s);
+        text_int(nbodies, sizeof nbodies, nb);
+        text_int(ttl, sizeof ttl, app->cfg->sent_ttl_s);
         size_t a = 0;
         argv[a++] = app->cfg->first_seen == FIRST_SEEN_TRUST ? "trust" : "hold";
         argv[a++] = app->cfg->api == API_CLOUD ? "cloud" : "onprem";
@@ -1005,7 +1006,7 @@ static void flush_batch(struct app *app)
         argv[a++] = nbodies;
         int b = 0;
         for (struct apply_item *it = items; it; it = it->next, b++) {
-            snprintf(counts[b], sizeof counts[b], "%d", it->ops.count);
+            text_int(counts[b], sizeof counts[b], it->ops.count);
             argv[a++] = it->policy;
             argv[a++] = counts[b];
             for (size_t i = 0; i < it->ops.n; i++)

@@ -33,3 +33,17 @@ size_t text_join(char *dst, size_t size, ...)
     dst[at < size ? at : size - 1] = '\0';
     return at;
 }
+
+size_t text_int(char *dst, size_t size, long long v)
+{
+    char buf[24], *p = buf + sizeof buf;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    *--p = '\0';
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return text_copy(dst, size, p);
+}

@@ -26,6 +26,7 @@
 #include <openssl/x509v3.h>
 
 #include "metrics.h"
+#include "text.h"
 
 #define MAX_RESPONSE_BYTES (16L << 20)
 
@@ -50,6 +51,7 @@ struct gen {
     bool https;
     char host[256];
     int port;
+    char hostport[300];          /* the Host header: host:port, an IPv6 host in brackets */
     char base_path[256];
 };
 
@@ -140,6 +142,7 @@ static int parse_url(struct gen *up, const char *url, char *err, size_t errlen)
         }
         up->port = up->https ? 443 : 80;
     }
+    snprintf(up->hostport, sizeof up->hostport, strchr(up->host, ':') ? "[%s]:%d" : "%s:%d", up->host, up->port);
     snprintf(up->base_path, sizeof up->base_path, "%s", slash ? slash : "");
     size_t bl = strlen(up->base_path);
     if (bl && up->base_path[bl - 1] == '/')
@@ -444,12 +447,12 @@ static void add_auth(struct upstream *up, struct ureq *u, struct evkeyvalq *h)
     case AUTH_NONE:
         break;
     case AUTH_BEARER:
-        snprintf(buf, sizeof buf, "Bearer %s", cfg->upstream_token);
+        text_join(buf, sizeof buf, "Bearer ", cfg->upstream_token, (char *)NULL);
         evhttp_add_header(h, "Authorization", buf);
         break;
     case AUTH_LOGIN:
-        snprintf(u->token_used, sizeof u->token_used, "%s", up->token ? up->token : "");
-        snprintf(buf, sizeof buf, "Bearer %s", u->token_used);
+        text_copy(u->token_used, sizeof u->token_used, up->token ? up->token : "");
+        text_join(buf, sizeof buf, "Bearer ", u->token_used, (char *)NULL);
         evhttp_add_header(h, "Authorization", buf);
         break;
     case AUTH_HEADER:
@@ -473,9 +476,7 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s, long lo
         return -1;
     evhttp_request_set_error_cb(req, on_error);
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    char hostport[300];
-    snprintf(hostport, sizeof hostport, strchr(g->host, ':') ? "[%s]:%d" : "%s:%d", g->host, g->port);
-    evhttp_add_header(h, "Host", hostport);
+    evhttp_add_header(h, "Host", g->hostport);
     evhttp_add_header(h, "Accept", "application/json");
     evhttp_add_header(h, "User-Agent", "waguard/" WAGUARD_VERSION);
     add_auth(up, u, h);
@@ -498,7 +499,7 @@ static int dispatch(struct upstream *up, struct ureq *u, struct slot *s, long lo
         evhttp_request_free(req);
         return -1;
     }
-    snprintf(full, fl, "%s%s", g->base_path, u->path);
+    text_join(full, fl, g->base_path, u->path, (char *)NULL);
     u->slot = s;
     s->busy = true;
     s->gen->busy++;

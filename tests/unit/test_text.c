@@ -1,6 +1,6 @@
-/* Unit tests: text_copy and text_join write exactly what snprintf's "%s" would, for every
- * size from 1 to past the whole (cut to fit, always terminated), and return the length
- * snprintf returns. */
+/* Unit tests: text_copy, text_join and text_int write exactly what snprintf's "%s" and
+ * "%lld" would, for every size from 1 to past the whole (cut to fit, always terminated),
+ * and return the length snprintf returns. */
 #include <check.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,12 +42,31 @@ START_TEST(join_as_snprintf_for_every_size)
 }
 END_TEST
 
+START_TEST(integers_as_printf)
+{
+    static const long long values[] = { 0, 7, -7, 10, 99, -100, 100000, 1796175075, 1796175075123LL,
+                                        9223372036854775807LL, -9223372036854775807LL - 1 };
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        for (size_t size = 1; size <= 24; size++) {
+            char got[32], want[32];
+            memset(got, 'x', sizeof got);
+            size_t n = text_int(got, size, values[i]);
+            int w = snprintf(want, size, "%lld", values[i]);
+            ck_assert_uint_eq(n, (size_t)w);
+            ck_assert_str_eq(got, want);
+            ck_assert_int_eq(got[size], 'x');
+        }
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("text");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, copy_as_snprintf_for_every_size);
     tcase_add_test(tc, join_as_snprintf_for_every_size);
+    tcase_add_test(tc, integers_as_printf);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }
