@@ -10,16 +10,16 @@
 
 #include <stddef.h>
 
-/* Copies src into dst (size bytes, size > 0), cut to fit and always terminated; returns
- * strlen(src). */
+/* Copies src into dst (size bytes), cut to fit and always terminated (size 0: nothing
+ * written, as snprintf); returns strlen(src). */
 size_t text_copy(char *dst, size_t size, const char *src);
 
-/* Writes the strings given, up to a NULL, one after another into dst (size bytes, size >
- * 0), cut to fit and always terminated; returns the length of them all. */
+/* Writes the strings given, up to a NULL, one after another into dst (size bytes), cut to
+ * fit and always terminated (size 0: nothing written); returns the length of them all. */
 size_t text_join(char *dst, size_t size, ...) __attribute__((sentinel));
 
-/* Writes v in decimal into dst (size bytes, size > 0), as printf's "%lld" does, cut to
- * fit and always terminated; returns its length. */
+/* Writes v in decimal into dst (size bytes), as printf's "%lld" does, cut to fit and
+ * always terminated (size 0: nothing written); returns its length. */
 size_t text_int(char *dst, size_t size, long long v);
 
 #endif

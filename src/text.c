@@ -17,6 +17,8 @@ static void put(char *dst, size_t size, size_t *at, const char *s, size_t n)
 size_t text_copy(char *dst, size_t size, const char *src)
 {
     size_t n = strlen(src), at = 0;
+    if (size == 0)
+        return n;
     put(dst, size, &at, src, n);
     dst[n < size ? n : size - 1] = '\0';
     return n;
@@ -27,10 +29,15 @@ size_t text_join(char *dst, size_t size, ...)
     va_list ap;
     size_t at = 0;
     va_start(ap, size);
-    for (const char *s = va_arg(ap, const char *); s; s = va_arg(ap, const char *))
-        put(dst, size, &at, s, strlen(s));
+    for (const char *s = va_arg(ap, const char *); s; s = va_arg(ap, const char *)) {
+        if (size)
+            put(dst, size, &at, s, strlen(s));
+        else
+            at += strlen(s);
+    }
     va_end(ap);
-    dst[at < size ? at : size - 1] = '\0';
+    if (size)
+        dst[at < size ? at : size - 1] = '\0';
     return at;
 }
 

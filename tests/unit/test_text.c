@@ -8,6 +8,15 @@
 #include "text.h"
 #include "unit.h"
 
+/* got (a buffer filled with 'x' before the call, which returned n) holds what snprintf
+ * wrote to want (returning w) into size bytes, and nothing past them. */
+static void same_as_snprintf(const char *got, size_t n, const char *want, int w, size_t size)
+{
+    ck_assert_uint_eq(n, (size_t)w);
+    ck_assert_str_eq(got, want);
+    ck_assert_int_eq(got[size], 'x');
+}
+
 START_TEST(copy_as_snprintf_for_every_size)
 {
     static const char *const inputs[] = { "", "a", "anonymous", "waguard:user:{5491156122934}" };
@@ -16,10 +25,7 @@ START_TEST(copy_as_snprintf_for_every_size)
             char got[64], want[64];
             memset(got, 'x', sizeof got);
             size_t n = text_copy(got, size, inputs[i]);
-            int w = snprintf(want, size, "%s", inputs[i]);
-            ck_assert_uint_eq(n, (size_t)w);
-            ck_assert_str_eq(got, want);
-            ck_assert_int_eq(got[size], 'x');              /* nothing written past size */
+            same_as_snprintf(got, n, want, snprintf(want, size, "%s", inputs[i]), size);
         }
     }
 }
@@ -31,14 +37,18 @@ START_TEST(join_as_snprintf_for_every_size)
         char got[64], want[64];
         memset(got, 'x', sizeof got);
         size_t n = text_join(got, size, "wg", ":user:{", "", "919876543210", "}", (char *)NULL);
-        int w = snprintf(want, size, "%s%s%s%s%s", "wg", ":user:{", "", "919876543210", "}");
-        ck_assert_uint_eq(n, (size_t)w);
-        ck_assert_str_eq(got, want);
-        ck_assert_int_eq(got[size], 'x');
+        same_as_snprintf(got, n, want, snprintf(want, size, "%s%s%s%s%s", "wg", ":user:{", "", "919876543210", "}"),
+                         size);
     }
     char one[8];
     ck_assert_uint_eq(text_join(one, sizeof one, (char *)NULL), 0);
     ck_assert_str_eq(one, "");
+    /* size 0 writes nothing and still says how long the whole is, as snprintf does */
+    memset(one, 'x', sizeof one);
+    ck_assert_uint_eq(text_join(one, 0, "abc", "de", (char *)NULL), 5);
+    ck_assert_uint_eq(text_copy(one, 0, "abc"), 3);
+    ck_assert_uint_eq(text_int(one, 0, -42), 3);
+    ck_assert_int_eq(one[0], 'x');
 }
 END_TEST
 
@@ -51,10 +61,7 @@ START_TEST(integers_as_printf)
             char got[32], want[32];
             memset(got, 'x', sizeof got);
             size_t n = text_int(got, size, values[i]);
-            int w = snprintf(want, size, "%lld", values[i]);
-            ck_assert_uint_eq(n, (size_t)w);
-            ck_assert_str_eq(got, want);
-            ck_assert_int_eq(got[size], 'x');
+            same_as_snprintf(got, n, want, snprintf(want, size, "%lld", values[i]), size);
         }
     }
 }
