@@ -857,9 +857,11 @@ def security_notifications_off_answers(d, procs):
     s = requests.Session()
 
     def off():
+        # the setting's reason, not "connecting to Redis", which a slow start shows first
         r = s.get(wg.url + "/readyz", timeout=2)
-        return r.status_code == 503 and r.json().get("security_notifications", {}).get("state") == "off"
-    wait_for(off, 10, what="/readyz 503: show_security_notifications is off")
+        return (r.status_code == 503 and r.json().get("security_notifications", {}).get("state") == "off"
+                and "show_security_notifications" in r.json().get("reason", ""))
+    wait_for(off, 10, what="/readyz 503 naming show_security_notifications")
     rd = d.check(s.get(wg.url + "/readyz"), "/readyz", status=503)
     assert rd["security_notifications"]["policy"] == "check" and "show_security_notifications" in rd["reason"], rd
     ov = d.check(s.get(wg.url + "/v1/overview", headers=api()), "/v1/overview", status=200)
