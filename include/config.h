@@ -88,6 +88,10 @@ struct config {
     enum secnot_policy security_notifications;
     long settings_check_s;     /* read show_security_notifications again this often */
 
+    struct secret_sha *sha;    /* SHA-256 made ready (secret.h): every token's digest, the
+                                  known ones here and the ones presented to this config;
+                                  owned */
+
     /* [webhook] */
     char *webhook_path;
     char *webhook_token;       /* from token_file, or NULL */

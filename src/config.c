@@ -457,7 +457,7 @@ static char *read_secret(const char *cfgpath, const char *name, char *why, size_
 }
 
 /* Parses a token file: one token a line, optionally NAME:TOKEN; '#' starts a comment. */
-static int parse_tokens(const char *text, struct token_list *out, char *why, size_t whylen)
+static int parse_tokens(struct secret_sha *sha, const char *text, struct token_list *out, char *why, size_t whylen)
 {
     out->v = NULL;
     out->n = 0;
@@ -504,8 +504,12 @@ static int parse_tokens(const char *text, struct token_list *out, char *why, siz
         out->v = nv;
         out->v[out->n].name = name;
         out->v[out->n].value = value;
-        secret_digest(value, strlen(value), out->v[out->n].digest);
         out->n++;
+        if (!secret_digest(sha, value, strlen(value), out->v[out->n - 1].digest)) {
+            snprintf(why, whylen, "OpenSSL could not hash the token on line %d (is libcrypto's default "
+                     "provider there?)", lineno);
+            return -1;
+        }
     }
     return 0;
 }
@@ -616,7 +620,7 @@ static void convert(struct parse_state *ps, size_t i, struct config *cfg)
             }
             *(char **)field = text;
         } else {
-            if (parse_tokens(text, (struct token_list *)field, why, sizeof why) != 0)
+            if (parse_tokens(cfg->sha, text, (struct token_list *)field, why, sizeof why) != 0)
                 bad_value(ps, i, "%s: %s", used, why);
             else if (((struct token_list *)field)->n == 0)
                 bad_value(ps, i, "%s holds no token", used);
@@ -864,8 +868,10 @@ static void validate(struct parse_state *ps, struct config *cfg)
     const char *gv = cfg->graph_version;
     if (gv[0] != 'v' || strspn(gv + 1, "0123456789.") != strlen(gv + 1) || !gv[1])
         bad_value(ps, key_index("upstream", "graph_version"), "'%s' is not a Graph API version such as v21.0", gv);
-    if (cfg->webhook_token)
-        secret_digest(cfg->webhook_token, strlen(cfg->webhook_token), cfg->webhook_token_digest);
+    if (cfg->webhook_token && !secret_digest(cfg->sha, cfg->webhook_token, strlen(cfg->webhook_token),
+                                             cfg->webhook_token_digest))
+        bad_value(ps, key_index("webhook", "token_file"), "OpenSSL could not hash it (is libcrypto's default "
+                  "provider there?)");
     if (cfg->hmac_secret && !(cfg->hmac_key = secret_mac_new(cfg->hmac_secret)))
         bad_value(ps, key_index("webhook", "hmac_secret_file"), "OpenSSL could not make an HMAC-SHA256 key of "
                   "it (is libcrypto's default provider there?)");
@@ -916,10 +922,17 @@ static int load(const char *path, const struct config *running, struct config *c
     memset(cfg, 0, sizeof *cfg);
     struct parse_state ps = { .path = path, .err = err, .errlen = errlen };
     err[0] = '\0';
+    if (!(cfg->sha = secret_sha_new())) {
+        snprintf(err, errlen, "%s: OpenSSL could not make SHA-256 ready for the tokens (is libcrypto's "
+                 "default provider there?)", path);
+        return -1;
+    }
 
     ps.fp = fopen(path, "r");
     if (!ps.fp) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        secret_sha_free(cfg->sha);
+        cfg->sha = NULL;
         return -1;
     }
     int rc = ini_parse_stream(reader, &ps, handler, &ps);
@@ -1001,6 +1014,8 @@ void config_free(struct config *cfg)
     cfg->nholds = 0;
     secret_mac_free(cfg->hmac_key);
     cfg->hmac_key = NULL;
+    secret_sha_free(cfg->sha);
+    cfg->sha = NULL;
     free(cfg->path);
     cfg->path = NULL;
 }

@@ -139,7 +139,12 @@ int request_authorize(struct request *r, enum role need)
     /* A token presented is always checked, even where none is needed: a wrong one says
      * so (the console's sign-in), and the caller is named by its own. */
     unsigned char d[SECRET_DIGEST_LEN];
-    secret_digest(tok, strlen(tok), d);              /* once, whatever the number of tokens */
+    if (!secret_digest(cfg->sha, tok, strlen(tok), d)) {   /* once, whatever the number of tokens */
+        r->caller_role = ROLE_NONE;
+        request_reply_error(r, 500, "Internal Server Error", "the token could not be checked: OpenSSL "
+                            "failed to hash it (is libcrypto's default provider there?)");
+        return -1;
+    }
     const struct token *t = find_token(&cfg->admin_tokens, d);
     r->caller_role = ROLE_ADMIN;
     if (!t && (t = find_token(&cfg->api_tokens, d)) != NULL)

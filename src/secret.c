@@ -8,11 +8,43 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
-#include <openssl/sha.h>
 
-void secret_digest(const char *s, size_t len, unsigned char out[SECRET_DIGEST_LEN])
+struct secret_sha {
+    EVP_MD *md;            /* SHA-256, fetched once */
+    EVP_MD_CTX *ctx;       /* set up again for each digest */
+};
+
+struct secret_sha *secret_sha_new(void)
 {
-    SHA256((const unsigned char *)s, len, out);
+    struct secret_sha *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    h->ctx = h->md ? EVP_MD_CTX_new() : NULL;
+    if (!h->ctx) {
+        secret_sha_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void secret_sha_free(struct secret_sha *h)
+{
+    if (!h)
+        return;
+    EVP_MD_CTX_free(h->ctx);
+    EVP_MD_free(h->md);
+    free(h);
+}
+
+bool secret_digest(struct secret_sha *h, const char *s, size_t len, unsigned char out[SECRET_DIGEST_LEN])
+{
+    unsigned int n = 0;
+    if (h && EVP_DigestInit_ex2(h->ctx, h->md, NULL) && EVP_DigestUpdate(h->ctx, s, len) &&
+        EVP_DigestFinal_ex(h->ctx, out, &n) && n == SECRET_DIGEST_LEN)
+        return true;
+    memset(out, 0, SECRET_DIGEST_LEN);
+    return false;
 }
 
 bool secret_digest_equal(const unsigned char a[SECRET_DIGEST_LEN], const unsigned char b[SECRET_DIGEST_LEN])
@@ -20,18 +52,16 @@ bool secret_digest_equal(const unsigned char a[SECRET_DIGEST_LEN], const unsigne
     return CRYPTO_memcmp(a, b, SECRET_DIGEST_LEN) == 0;
 }
 
-bool secret_matches(const char *presented, size_t plen, const unsigned char known[SECRET_DIGEST_LEN])
+bool secret_matches(struct secret_sha *h, const char *presented, size_t plen, const unsigned char known[SECRET_DIGEST_LEN])
 {
     unsigned char d[SECRET_DIGEST_LEN];
-    secret_digest(presented, plen, d);
-    return secret_digest_equal(d, known);
+    return secret_digest(h, presented, plen, d) && secret_digest_equal(d, known);
 }
 
-bool secret_equal(const char *presented, size_t plen, const char *known)
+bool secret_equal(struct secret_sha *h, const char *presented, size_t plen, const char *known)
 {
     unsigned char k[SECRET_DIGEST_LEN];
-    secret_digest(known, strlen(known), k);
-    return secret_matches(presented, plen, k);
+    return secret_digest(h, known, strlen(known), k) && secret_matches(h, presented, plen, k);
 }
 
 struct secret_mac {

@@ -51,14 +51,14 @@ static const char *refused(struct request *r, const char *body, size_t len)
         /* a token presented beside it must be right too */
         if (auth && cfg->webhook_token) {
             const char *tok = request_bearer(r);
-            if (!tok || !secret_matches(tok, strlen(tok), cfg->webhook_token_digest))
+            if (!tok || !secret_matches(cfg->sha, tok, strlen(tok), cfg->webhook_token_digest))
                 return "the webhook token is wrong";
         }
         return NULL;
     }
     if (cfg->webhook_token) {
         const char *tok = request_bearer(r);
-        if (!tok || !secret_matches(tok, strlen(tok), cfg->webhook_token_digest))
+        if (!tok || !secret_matches(cfg->sha, tok, strlen(tok), cfg->webhook_token_digest))
             return "the webhook needs Authorization: Bearer <[webhook] token_file's token>";
     }
     return NULL;
@@ -132,7 +132,7 @@ void webhook_verify(struct request *r)
         return;
     }
     if (!m || strcmp(m, "subscribe") != 0 || !t || !c || !*c ||
-        !secret_equal(t, strlen(t), cfg->verify_token)) {
+        !secret_equal(cfg->sha, t, strlen(t), cfg->verify_token)) {
         request_reply_error(r, 403, "Forbidden", "hub.mode, hub.verify_token or hub.challenge is wrong");
         return;
     }

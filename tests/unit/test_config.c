@@ -171,11 +171,27 @@ START_TEST(secrets_and_tokens)
     ck_assert_str_eq(cfg.api_tokens.v[1].value, "plainplaintoken1");
     /* each token's digest is made as it is read: a request compares digests only */
     unsigned char d[SECRET_DIGEST_LEN];
-    secret_digest("abcdefgh12345678", 16, d);
+    ck_assert(cfg.sha != NULL);
+    ck_assert(secret_digest(cfg.sha, "abcdefgh12345678", 16, d));
     ck_assert(secret_digest_equal(d, cfg.api_tokens.v[0].digest));
     ck_assert(!secret_digest_equal(d, cfg.api_tokens.v[1].digest));
-    ck_assert(secret_equal("plainplaintoken1", 16, cfg.api_tokens.v[1].value));
-    ck_assert(!secret_equal("plainplaintoken", 15, cfg.api_tokens.v[1].value));
+    ck_assert(secret_equal(cfg.sha, "plainplaintoken1", 16, cfg.api_tokens.v[1].value));
+    ck_assert(!secret_equal(cfg.sha, "plainplaintoken", 15, cfg.api_tokens.v[1].value));
+    /* the kept context gives SHA-256 itself, digest after digest (FIPS 180-2's "abc") */
+    static const unsigned char abc[SECRET_DIGEST_LEN] = {
+        0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+        0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad };
+    for (int i = 0; i < 3; i++) {
+        ck_assert(secret_digest(cfg.sha, "abc", 3, d));
+        ck_assert(secret_digest_equal(d, abc));
+    }
+    ck_assert(secret_matches(cfg.sha, "abc", 3, abc));
+    ck_assert(!secret_matches(cfg.sha, "abd", 3, abc));
+    /* no SHA-256 ready: nothing matches, and the digest is no digest of anything */
+    ck_assert(!secret_digest(NULL, "abc", 3, d));
+    ck_assert(!secret_matches(NULL, "abc", 3, abc));
+    static const unsigned char zero[SECRET_DIGEST_LEN];
+    ck_assert(secret_digest_equal(d, zero));
     config_free(&cfg);
     unsetenv("CREDENTIALS_DIRECTORY");
     ck_assert_int_eq(load("[upstream]\nauth = login\npassword_file = waba_password\n"), 0);
