@@ -106,7 +106,7 @@
     X(ACKED_AT, id_acked_at) X(LAST_IN, last_in) X(BLOCKED, blocked) X(MOVED_TO, moved_to) \
     X(MOVED_AT, moved_at) X(CONTACT, contact) X(CONTACT_AT, contact_at) X(NAME, name) \
     X(USER_ID, user_id) X(PARENT, parent_user_id) X(USERNAME, username) \
-    X(HOLD_RELEASED, hold_released) X(REACK, id_reack)
+    X(HOLD_RELEASED, hold_released) X(REACK, id_reack) X(SEEN_IN, seen_in)
 /* X(ENUM): the fields a send decision reads, in the order the gate reads them (then, for
  * one business number, its window and its block) */
 #define SCHEMA_GATE_FIELDS(X) X(HASH) X(TS) X(STATE) X(LAST_IN) X(BLOCKED) X(MOVED_TO) \

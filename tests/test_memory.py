@@ -39,9 +39,9 @@ def test_known_users_webhooks_add_no_keys(waguard_factory, private_redis):
 
 
 def test_the_rings_expiry_is_written_once_a_day(waguard_factory, private_redis):
-    """The duplicate rings live at least a week after a user's last item, and the expiry is
-    written by the day's first item only (field d holds that day): the items after it cost
-    no EXPIRE of their own."""
+    """The statuses' duplicate ring lives at least a week after a user's last item, and the
+    expiry is written by the day's first item only (field d holds that day): the items after
+    it cost no EXPIRE of their own.  Inbound messages write none: their ring is the record's."""
     wg = waguard_factory(redis=private_redis)
     c = private_redis.client()
     users = [world_wa_id(cc) for cc in ("BR", "IN", "GB", "US")]
@@ -51,6 +51,9 @@ def test_the_rings_expiry_is_written_once_a_day(waguard_factory, private_redis):
 
     for w in users:
         answer(wg, inbound_text(w))
+    assert expires() == 0 and not c.keys("waguard:seen:*")
+    for w in users:
+        answer(wg, statuses(status_item(new_msg_id(), w, "sent")))
     first = expires()
     assert first == len(users)
     for i in range(3):
@@ -67,10 +70,56 @@ def test_the_rings_expiry_is_written_once_a_day(waguard_factory, private_redis):
     c.hset(k, "d", int(today) - 1)
     c.expire(k, 3600)
     before = expires()
-    assert answer(wg, inbound_text(users[1]))["items"] == 1
+    assert answer(wg, statuses(status_item(new_msg_id(), users[1], "read")))["items"] == 1
     assert expires() == before + 1
     assert c.hget(k, "d") == today
     assert 7 * 86400 < c.ttl(k) <= 8 * 86400
+
+
+def test_the_inbound_ring_is_a_text_field_of_the_record(waguard_factory, private_redis):
+    """An inbound message's fingerprint is kept in the sender's record (seen_in), which the
+    window's write updates anyway: no key of its own, text any client can read (8 characters
+    a message, 8 messages), and the record stays a listpack."""
+    wg = waguard_factory(redis=private_redis)
+    c = private_redis.client()
+    for cc in ("NG", "PH", "DE", "MX"):
+        w = world_wa_id(cc)
+        k = "waguard:user:{%s}" % w
+        mids = [new_msg_id() for _ in range(10)]
+        for i, mid in enumerate(mids):
+            assert answer(wg, inbound_text(w, msg_id=mid))["items"] == 1
+            ring = c.hget(k, "seen_in")                 # decodes: printable ASCII
+            assert len(ring) == 8 * min(i + 1, 8), ring
+            assert all(ch.isalnum() or ch in "+/" for ch in ring), ring
+        assert c.object("encoding", k) == "listpack"
+        assert not c.exists("waguard:seen:{%s}" % w)
+        assert c.hgetall(k)                             # the whole record reads as text
+        n = c.xlen("waguard:events")
+        for mid in mids[2:]:                            # the 8 newest: repeats
+            j = answer(wg, inbound_text(w, msg_id=mid))
+            assert j["duplicates"] == 1 and j["items"] == 0, j
+        assert c.xlen("waguard:events") == n
+        j = answer(wg, inbound_text(w, msg_id=mids[0]))  # past the horizon: applied again
+        assert j["duplicates"] == 0 and j["items"] == 1, j
+
+
+def test_the_inbound_ring_goes_with_a_user_id_into_its_wa_id_record(waguard_factory, private_redis):
+    """Cloud, 2026: a user first known by a user id alone, then seen with its wa_id: the
+    id's record is merged into the wa_id's, and a message the id's record had seen is still
+    a repeat when it comes again with the wa_id."""
+    from helpers import cloud_inbound
+    wg = waguard_factory(redis=private_redis)
+    c = private_redis.client()
+    for cc in ("BR", "IN"):
+        w, uid = world_wa_id(cc), cc + ".1" + new_wa_id()[-12:]
+        mid = new_msg_id("wamid.")
+        assert answer(wg, cloud_inbound(uid=uid, mid=mid))["items"] == 1
+        assert c.hget("waguard:user:{%s}" % uid, "seen_in")
+        answer(wg, cloud_inbound(w=w, uid=uid))            # linked: the records merge
+        assert not c.exists("waguard:user:{%s}" % uid)
+        assert len(c.hget("waguard:user:{%s}" % w, "seen_in")) == 16
+        j = answer(wg, cloud_inbound(w=w, uid=uid, mid=mid))
+        assert j["duplicates"] == 1, j
 
 
 def test_duplicates_within_the_horizon(waguard_factory, private_redis):

@@ -88,12 +88,13 @@ end
 -- HSET k with the pairs whose value is not empty (nothing when none is): one command
 -- for what would be several.  hs is kept from call to call.
 local hs = { 'HSET' }
-local function hset_some(k, f1, v1, f2, v2, f3, v3)
+local function hset_some(k, f1, v1, f2, v2, f3, v3, f4, v4)
   hs[2] = k
   local n = 2
   if nz(v1) then hs[n + 1], hs[n + 2], n = f1, v1, n + 2 end
   if nz(v2) then hs[n + 1], hs[n + 2], n = f2, v2, n + 2 end
   if nz(v3) then hs[n + 1], hs[n + 2], n = f3, v3, n + 2 end
+  if nz(v4) then hs[n + 1], hs[n + 2], n = f4, v4, n + 2 end
   if n > 2 then redis.call(unpack(hs, 1, n)) end
 end
 
@@ -139,21 +140,26 @@ end
 
 -- An inbound message moves last_in forward (and lifts a number change it follows)
 -- whether or not it was seen before; only its event and its count depend on the ring.
+-- Its ring is the record's own field (seen_in, docs/data-model.md): the record is read
+-- and written for the window anyway, so the duplicate check costs no command of its own.
 handlers['in'] = function(op)
   local w = users.who(op.w, op.u, op.pu)
   local t, ts = ms_to_s(op.t)
   local k, f = K.user(w), win_field(op.n)
   if nz(op.n) then redis.call('SADD', NUMBERS, op.n) end
-  local cur = redis.call('HMGET', k, f, F.MOVED_AT)
+  local cur = redis.call('HMGET', k, f, F.MOVED_AT, F.SEEN_IN)
   local win = t > (tonumber(cur[1]) or 0) and ts or nil
+  -- the ring with this message put in front; nil: a repeat (no id: nothing to remember)
+  local ring = nz(op.mid) and seen.push_in(cur[3] or '', op.mid) or nil
+  local fresh = ring ~= nil or not nz(op.mid)
   if prof_w == w then
-    hset_some(k, f, win, F.NAME, prof_name, F.USERNAME, prof_uname)
+    hset_some(k, f, win, F.SEEN_IN, ring, F.NAME, prof_name, F.USERNAME, prof_uname)
     prof_w = nil
-  elseif win then
-    redis.call('HSET', k, f, win)
+  else
+    hset_some(k, f, win, F.SEEN_IN, ring)
   end
   if cur[2] and t >= tonumber(cur[2]) then redis.call('HDEL', k, F.MOVED_TO, F.MOVED_AT) end
-  if not seen.fresh(w, 'i', op.mid) then
+  if not fresh then
     n_dup = n_dup + 1
     dup_msgs[op.mid], dups_seen = true, true
     return

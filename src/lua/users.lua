@@ -98,7 +98,7 @@ function users.merge(from, to, how)
   if a[F.PARENT] and not cur[3] then redis.call('HSET', kt, F.PARENT, a[F.PARENT]) end
   if how ~= 'number' then
     -- the duplicate check's rings: a retry of an item the old name brought is a retry
-    seen.merge(from, to)
+    seen.merge(from, to, a[F.SEEN_IN])
     redis.call('DEL', K.user(from), K.history(from), K.acks(from), K.hashes(from))
     event('linked', to, { 'user_id', from, 'merged', 1, 'how', how })
   end
