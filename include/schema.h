@@ -99,6 +99,15 @@
 #define SCHEMA_KEY_CONTACT "contact"
 #define SCHEMA_CONTACT_WA_ID "wa_id"
 #define SCHEMA_NUMBER_SEP ":"
+/* A send waguard forwarded is remembered for [proxy] sent_ttl_s by the message id its
+ * answer gave: the string KEY_PREFIX ":" SCHEMA_KEY_SENT ":{" MID "}" holds the record the
+ * send went to, the business number and the pinned hash, SCHEMA_SENT_SEP between them
+ * (src/sentmem.c writes it, and apply's SENT operation; apply reads it for a failed status
+ * that names nobody).  KEY_PREFIX ":" SCHEMA_KEY_CHECKS is the sorted set of the numbers
+ * checked and never sent to ([contacts] check_budget): a send takes its numbers off it. */
+#define SCHEMA_KEY_SENT "sent"
+#define SCHEMA_SENT_SEP "\n"
+#define SCHEMA_KEY_CHECKS "checks"
 #define SCHEMA_RECORD_FIELDS(X) \
     X(HASH, id_hash) X(TS, id_ts) X(RX, id_rx) X(ACK, id_ack) X(STATE, id_state) \
     X(ATTEMPTS, id_attempts) X(ERR, id_err) X(NEXT, id_next) X(LEASE, id_lease) \

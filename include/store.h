@@ -58,13 +58,14 @@ int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, c
 int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...)
     __attribute__((warn_unused_result));
 
-/* Plain reads as one transaction (MULTI, the commands, EXEC): Redis runs them together,
- * as it runs a function.  Command i is argc[i] strings argv[i] (copied before the call
- * returns).  cb gets EXEC's answer (an array of the commands' replies), an error reply,
- * or NULL; the same contract as store_call.  Only for reads: nothing here is confirmed
- * to replicas. */
-int store_read(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb,
-               void *arg) __attribute__((warn_unused_result));
+/* Plain commands as one transaction (MULTI, the commands, EXEC): Redis runs them
+ * together, as it runs a function.  Command i is argc[i] strings argv[i] (copied before
+ * the call returns).  cb gets EXEC's answer (an array of the commands' replies, any of
+ * them an error), an error reply, or NULL; the same contract as store_call.  Nothing here
+ * is confirmed to replicas: reads, and writes only with [redis] min_replicas = 0 (with
+ * replicas to confirm, a write goes through store_apply). */
+int store_plain(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb,
+                void *arg) __attribute__((warn_unused_result));
 
 /* Applies one body's operations with the running policies; with force_auto the
  * acknowledgement is queued whatever [identity] ack says (a newer identity the worker

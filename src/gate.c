@@ -440,7 +440,7 @@ static void on_plain(struct app *app, redisReply *reply, void *arg)
 }
 
 /* Sends the transaction; returns 0, or -1 (out of memory: nothing sent, c not freed).
- * The key names live only until store_read returns (hiredis copies the commands). */
+ * The key names live only until store_plain returns (hiredis copies the commands). */
 static int plain_ask(struct app *app, struct check *c)
 {
     const char *prefix = app->cfg->key_prefix;
@@ -500,7 +500,7 @@ static int plain_ask(struct app *app, struct check *c)
     }
     for (int i = 0; i < n; i++)
         argv[i] = args[i];
-    return store_read(app, n, argc, argv, on_plain, c);
+    return store_plain(app, n, argc, argv, on_plain, c);
 }
 
 static int ask(struct app *app, struct check *c, const char *number)

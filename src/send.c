@@ -18,6 +18,7 @@
 #include "jsonx.h"
 #include "ops.h"
 #include "recipient.h"
+#include "sentmem.h"
 #include "store.h"
 #include "text.h"
 
@@ -211,9 +212,14 @@ static void on_answer(struct request *r, struct fwd *f)
         const cJSON *mid = cJSON_GetObjectItemCaseSensitive(m, "id");
         const char *id = cJSON_IsString(mid) && strlen(mid->valuestring) < 256 ? mid->valuestring : NULL;
         /* the message id is what ties a failed status that names nobody to the user */
-        if (spec[0] || (id && app->cfg->sent_ttl_s > 0))
-            ops_sent(&ops, spec, s->decided, app->cfg->sent_ttl_s > 0 ? id : NULL, number,
-                     s->pinned[0] ? s->pinned : NULL);
+        if (spec[0] || (id && app->cfg->sent_ttl_s > 0)) {
+            struct sentmem mem = { .w = s->decided, .mid = id, .number = number,
+                                   .hash = s->pinned[0] ? s->pinned : NULL, .spec = spec };
+            ops_free(&ops);
+            if (sentmem_record(app, &mem, on_recorded, r) != 0)
+                forward_reply(r, f);
+            return;
+        }
     }
     if (ops.count == 0 && !ops.oom) {
         ops_free(&ops);

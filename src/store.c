@@ -690,7 +690,7 @@ int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...
     return 0;
 }
 
-int store_read(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb, void *arg)
+int store_plain(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb, void *arg)
 {
     struct store *st = app->store;
     struct call *c = calloc(1, sizeof *c);

@@ -132,3 +132,43 @@ def test_forwarded_routes_need_an_api_token(procs):
     assert wg.post("/v1/contacts/+16315551234/block").status_code == 401
     wait_for(lambda: not sim.calls_matching(path="/v1/messages"), 1, what="nothing forwarded")
     assert not sim.calls_matching(path="/v1/contacts/16315551234/block")
+
+
+def test_a_send_is_remembered_and_takes_its_numbers_off_the_budget(procs):
+    """A forwarded send is remembered by the message id of its answer (the record, the
+    business number, the pinned hash: a failed status may name nobody), for [proxy]
+    sent_ttl_s, and its numbers stop counting as checked and never sent to.  With nothing
+    on the budget this is plain commands; with numbers on it, apply takes the send's off."""
+    from helpers import world_wa_id
+    r, sim, wg = procs.stack(overrides={"contacts": {"check_budget": "3"}, "proxy": {"sent_ttl_s": "3600"}})
+    c = r.client()
+    users = [world_wa_id(cc) for cc in ("BR", "IN", "NG", "GB")]
+    for w in users:
+        wg.webhook_ok(inbound_text(w))
+
+    def send(w):
+        res = wg.post("/v1/messages", token=API_TOKEN, json={"to": w, "type": "text", "text": {"body": "hi"}})
+        assert res.status_code in (200, 201), res.text
+        return res.json()["messages"][0]["id"]
+
+    def sent_items():
+        return wg.metric("waguard_webhook_items_total", kind="sent") or 0
+
+    # nothing checked: the memory alone
+    before = sent_items()
+    mid = send(users[3])
+    assert c.get("waguard:sent:{%s}" % mid) == users[3] + "\n\n"
+    assert 3500 < c.ttl("waguard:sent:{%s}" % mid) <= 3600
+    assert not c.exists("waguard:checks")
+    assert sent_items() == before + 1
+    # three numbers checked and not sent to: the budget is full
+    ok = wg.post("/v1/contacts", token=API_TOKEN, json={"blocking": "wait", "contacts": ["+" + w for w in users[:3]]})
+    assert ok.status_code == 200, ok.text
+    full = wg.post("/v1/contacts", token=API_TOKEN, json={"blocking": "wait", "contacts": ["+" + users[3]]})
+    assert full.status_code == 429, full.text
+    # a send to one of them takes it off: one more number fits
+    mid = send(users[0])
+    assert c.get("waguard:sent:{%s}" % mid) == users[0] + "\n\n"
+    assert sent_items() == before + 2
+    again = wg.post("/v1/contacts", token=API_TOKEN, json={"blocking": "wait", "contacts": ["+" + users[3]]})
+    assert again.status_code == 200, again.text

@@ -38,13 +38,14 @@ local function identity_codes(codes)
   return false
 end
 
--- What waguard remembers of a send it forwarded (the SENT op): its record, business
--- number and pinned hash, or nil.
+-- What waguard remembers of a send it forwarded (the SENT op, or src/sentmem.c): its
+-- record, business number and pinned hash, SENT_SEP between them, or nil.
+local SENT_PATTERN = '^([^' .. SENT_SEP .. ']*)' .. SENT_SEP .. '([^' .. SENT_SEP .. ']*)' .. SENT_SEP .. '(.*)$'
 local function sent_memory(mid)
   if not nz(mid) then return nil end
   local v = redis.call('GET', K.sent(mid))
   if not v then return nil end
-  local w, n, h = string.match(v, '^([^\n]*)\n([^\n]*)\n(.*)$')
+  local w, n, h = string.match(v, SENT_PATTERN)
   if not w then return nil end
   return { w = w, n = n, h = h }
 end
@@ -322,7 +323,7 @@ handlers.sent = function(op)
     end
   end
   if nz(op.mid) and nz(op.w) and SENT_TTL > 0 then
-    redis.call('SET', K.sent(op.mid), users.canon(op.w) .. '\n' .. (op.n or '') .. '\n' .. (op.h or ''),
+    redis.call('SET', K.sent(op.mid), users.canon(op.w) .. SENT_SEP .. (op.n or '') .. SENT_SEP .. (op.h or ''),
                'EX', SENT_TTL_ARG)          -- the argument: a number would be written with printf
   end
 end

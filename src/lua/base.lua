@@ -36,7 +36,8 @@ function K.contact_rev(w) return P .. ':contact_rev:{' .. w .. '}' end
 function K.alias(u) return P .. ':alias:{' .. u .. '}' end
 function K.retired(u) return P .. ':retired:{' .. u .. '}' end
 function K.blocks(n) return P .. ':blocks:{' .. (n or '') .. '}' end
-function K.sent(mid) return P .. ':sent:{' .. mid .. '}' end
+local SENT_ = ':' .. KEY_SENT .. ':{'
+function K.sent(mid) return P .. SENT_ .. mid .. '}' end
 -- Keys without a user, named once a call (they depend on the prefix).
 local QUEUE, SINCE, PENDING, FAILED, NUMBERS, EVENTS, AUDIT, DEADLETTER, CHECKS, CHANGES, REFUSALS
 
@@ -83,7 +84,7 @@ local function begin(args, clockless)
   QUEUE, SINCE = P .. ':ack:queue', P .. ':ack:since'
   PENDING, FAILED = P .. ':identities:pending', P .. ':identities:failed'
   NUMBERS, EVENTS, AUDIT, DEADLETTER = P .. ':numbers', P .. ':events', P .. ':audit', P .. ':deadletter'
-  CHECKS, CHANGES, REFUSALS = P .. ':checks', P .. ':changes', P .. ':refusals'
+  CHECKS, CHANGES, REFUSALS = P .. ':' .. KEY_CHECKS, P .. ':changes', P .. ':refusals'
 end
 
 -- A count an argument carries (of bodies, of operations), as a number: the strings of
