@@ -14,7 +14,7 @@
 /* SHA-256 made ready once, as the MAC below: OpenSSL looks the digest up when the
  * configuration is read, and its context is kept from digest to digest.  SHA256() looks
  * it up and makes a context on every call: for a token, that is more than the hashing
- * (about 5,600 instructions a token against 2,500).  A digest changes its context: one
+ * (about 5,600 instructions a token against 3,000).  A digest changes its context: one
  * loop uses it, one digest at a time.  Owned by whoever made it; secret_sha_free. */
 struct secret_sha;
 /* NULL when OpenSSL (or memory) fails. */

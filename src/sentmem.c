@@ -13,21 +13,15 @@
 #define SENTMEM_KEY_MAX 512
 
 /* A transaction in flight: the caller's callback, and what apply needs when the budget's
- * set turns out to exist (owned copies). */
+ * set turns out to exist.  One allocation: w, number and spec are copies in text, after
+ * the memory's value, which lives only until store_plain returns. */
 struct pending {
     store_cb *cb;
     void *arg;
     bool budget;            /* EXISTS of the budget's set is the transaction's last reply */
-    char *w, *number, *spec;
+    const char *w, *number, *spec;   /* in text */
+    char text[];
 };
-
-static void pending_free(struct pending *p)
-{
-    free(p->w);
-    free(p->number);
-    free(p->spec);
-    free(p);
-}
 
 /* The whole of it as apply's SENT operation (mid NULL: only the budget's part). */
 static int via_apply(struct app *app, const char *spec, const char *w, const char *mid, const char *number,
@@ -59,18 +53,13 @@ static void on_plain(struct app *app, redisReply *reply, void *arg)
          * (and counts the operation) */
         if (via_apply(app, p->spec, p->w, NULL, p->number, NULL, p->cb, p->arg) != 0)
             p->cb(app, NULL, p->arg);
-        pending_free(p);
+        free(p);
         return;
     }
     if (ok)
         app->metrics->items[OP_SENT]++;
     p->cb(app, ok ? reply : bad, p->arg);
-    pending_free(p);
-}
-
-static char *dup_or_empty(const char *s)
-{
-    return strdup(s ? s : "");
+    free(p);
 }
 
 int sentmem_record(struct app *app, const struct sentmem *s, store_cb *cb, void *arg)
@@ -85,17 +74,19 @@ int sentmem_record(struct app *app, const struct sentmem *s, store_cb *cb, void 
     if (cfg->redis_min_replicas > 0 || !fits)        /* (a name too long for here: apply makes it) */
         return via_apply(app, spec, s->w, mid, s->number, s->hash, cb, arg);
 
-    size_t vlen = strlen(s->w) + strlen(s->number ? s->number : "") + strlen(s->hash ? s->hash : "") + 3;
-    char *value = malloc(vlen);
-    struct pending *p = calloc(1, sizeof *p);
-    if (!value || !p) {
-        free(value);
-        free(p);
+    const char *w = s->w ? s->w : "", *number = s->number ? s->number : "", *hash = s->hash ? s->hash : "";
+    size_t lw = strlen(w), ln = strlen(number), ls = strlen(spec);
+    size_t vlen = lw + ln + strlen(hash) + 2 * (sizeof SCHEMA_SENT_SEP - 1) + 1;
+    struct pending *p = malloc(sizeof *p + vlen + lw + 1 + ln + 1 + ls + 1);
+    if (!p)
         return -1;
-    }
+    *p = (struct pending){ .cb = cb, .arg = arg, .budget = spec[0] != '\0' };
     /* the record, the number and the hash, as apply's SENT writes them (and reads them) */
-    text_join(value, vlen, s->w, SCHEMA_SENT_SEP, s->number ? s->number : "", SCHEMA_SENT_SEP,
-              s->hash ? s->hash : "", (char *)NULL);
+    char *value = p->text, *at = value + vlen;
+    text_join(value, vlen, w, SCHEMA_SENT_SEP, number, SCHEMA_SENT_SEP, hash, (char *)NULL);
+    p->w = memcpy(at, w, lw + 1);
+    p->number = memcpy(at += lw + 1, number, ln + 1);
+    p->spec = memcpy(at += ln + 1, spec, ls + 1);
     const char *set[] = { "SET", key, value, "EX", ttl };
     const char *exists[] = { "EXISTS", checks };
     const char *const *argv[2];
@@ -105,24 +96,12 @@ int sentmem_record(struct app *app, const struct sentmem *s, store_cb *cb, void 
         argv[n] = set;
         argc[n++] = 5;
     }
-    p->cb = cb;
-    p->arg = arg;
-    p->budget = spec[0] != '\0';
     if (p->budget) {
         argv[n] = exists;
         argc[n++] = 2;
-        p->w = dup_or_empty(s->w);
-        p->number = dup_or_empty(s->number);
-        p->spec = dup_or_empty(spec);
-        if (!p->w || !p->number || !p->spec) {
-            pending_free(p);
-            free(value);
-            return -1;
-        }
     }
     int rc = store_plain(app, n, argc, argv, on_plain, p);
-    free(value);
     if (rc != 0)
-        pending_free(p);
+        free(p);
     return rc;
 }

@@ -6,8 +6,8 @@
 -- items of a kind.  The inbound messages' ring is a field of the user's record (seen_in:
 -- the record is read and written for the window anyway, so the check costs no command);
 -- the system messages' (`i`) and the statuses' (`s`, id:status) are in one small hash,
--- P:seen:{W}, kept at least a week after the user's last item (field d: below), so that
--- a status names no record into being.  A retry of an item older than that is applied
+-- P:seen:{W}, kept at least a week after the user's last item of those kinds (field d:
+-- below), so that a status names no record into being.  A retry of an item older than that is applied
 -- again (no harm) and counted as new; a fingerprint collision (about 3 in 10^14 items)
 -- only leaves out that item's event.  An identity change needs no ring: its message id
 -- is kept in the identity history.
