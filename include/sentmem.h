@@ -3,9 +3,10 @@
  * sent_ttl_s (a failed status may name nobody else: include/schema.h, SCHEMA_KEY_SENT);
  * and the send's numbers taken off the contact-check budget (SCHEMA_KEY_CHECKS).
  *
- * The common case calls no function: with [redis] min_replicas = 0 it is one
- * transaction of plain commands (store_plain), the memory's SET … EX and, when the
- * budget counts, EXISTS of the budget's set.  Only when that set exists (a number was
+ * The common case calls no function: with [redis] min_replicas = 0 it is two plain
+ * commands one after the other (store_pipeline, no transaction: the SET may be repeated
+ * and neither needs the other's result), the memory's SET … EX and, when the budget
+ * counts, EXISTS of the budget's set.  Only when that set exists (a number was
  * checked and not sent to) does apply's SENT operation follow, to take the send's numbers
  * off it (its rule stays apply's: src/lua/apply.lua).  With replicas to confirm, the whole
  * of it is apply's SENT operation (store_apply, then WAIT). */

@@ -67,6 +67,17 @@ int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...
 int store_plain(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb,
                 void *arg) __attribute__((warn_unused_result));
 
+/* Plain commands one after the other on the connection, not a transaction: for commands
+ * that need no other's result and no isolation from other clients' (a write that may be
+ * repeated, a read of a flag).  At most STORE_PIPELINE_MAX; command i is argc[i] strings
+ * argv[i] (copied before the call returns).  cb, once, after the last reply: the last
+ * command's reply; an error reply with Redis's words when any command was refused (the
+ * others still ran); or NULL when any got no answer.  Otherwise the same contract as
+ * store_plain (no replica confirms it). */
+#define STORE_PIPELINE_MAX 8
+int store_pipeline(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb,
+                   void *arg) __attribute__((warn_unused_result));
+
 /* Applies one body's operations with the running policies; with force_auto the
  * acknowledgement is queued whatever [identity] ack says (a newer identity the worker
  * learnt).  Bodies given in one loop turn go to Redis as one call (group commit); cb gets

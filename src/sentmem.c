@@ -12,13 +12,13 @@
 
 #define SENTMEM_KEY_MAX 512
 
-/* A transaction in flight: the caller's callback, and what apply needs when the budget's
+/* A memory in flight: the caller's callback, and what apply needs when the budget's
  * set turns out to exist.  One allocation: w, number and spec are copies in text, after
- * the memory's value, which lives only until store_plain returns. */
+ * the memory's value, which lives only until store_pipeline returns. */
 struct pending {
     store_cb *cb;
     void *arg;
-    bool budget;            /* EXISTS of the budget's set is the transaction's last reply */
+    bool budget;            /* EXISTS of the budget's set is the pipeline's last command */
     const char *w, *number, *spec;   /* in text */
     char text[];
 };
@@ -35,30 +35,27 @@ static int via_apply(struct app *app, const char *spec, const char *w, const cha
     return rc;
 }
 
-static void on_plain(struct app *app, redisReply *reply, void *arg)
+/* The pipeline's answer: EXISTS's (the last command) when the budget counts, else SET's;
+ * an error reply, or NULL. */
+static void on_recorded(struct app *app, redisReply *reply, void *arg)
 {
     struct pending *p = arg;
-    redisReply *bad = NULL;
-    bool ok = reply && reply->type == REDIS_REPLY_ARRAY;
-    if (!ok)
-        bad = reply;                              /* NULL (no answer) or Redis's error */
-    for (size_t i = 0; ok && i < reply->elements; i++)
-        if (reply->element[i]->type == REDIS_REPLY_ERROR) {
-            bad = reply->element[i];
-            ok = false;
-        }
-    if (ok && p->budget && reply->elements > 0 && reply->element[reply->elements - 1]->type == REDIS_REPLY_INTEGER &&
-        reply->element[reply->elements - 1]->integer == 1) {
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        p->cb(app, reply, p->arg);
+    } else if (reply && p->budget && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
         /* numbers were checked and not sent to: apply takes this send's off the budget
          * (and counts the operation) */
         if (via_apply(app, p->spec, p->w, NULL, p->number, NULL, p->cb, p->arg) != 0)
             p->cb(app, NULL, p->arg);
-        free(p);
-        return;
-    }
-    if (ok)
+    } else if (reply) {
         app->metrics->items[OP_SENT]++;
-    p->cb(app, ok ? reply : bad, p->arg);
+        /* recorded: told as an array, as apply's counts are */
+        redisReply *one[1] = { reply };
+        redisReply all = { .type = REDIS_REPLY_ARRAY, .elements = 1, .element = one };
+        p->cb(app, &all, p->arg);
+    } else {
+        p->cb(app, NULL, p->arg);
+    }
     free(p);
 }
 
@@ -100,7 +97,11 @@ int sentmem_record(struct app *app, const struct sentmem *s, store_cb *cb, void 
         argv[n] = exists;
         argc[n++] = 2;
     }
-    int rc = store_plain(app, n, argc, argv, on_plain, p);
+    if (n == 0) {                /* nothing of its own to write (no record was named) */
+        free(p);
+        return via_apply(app, spec, s->w, mid, s->number, s->hash, cb, arg);
+    }
+    int rc = store_pipeline(app, n, argc, argv, on_recorded, p);
     if (rc != 0)
         free(p);
     return rc;

@@ -725,6 +725,81 @@ int store_plain(struct app *app, int ncmds, const int *argc, const char *const *
     return 0;
 }
 
+/* The commands of one store_pipeline, answered one by one: the caller hears once, at the
+ * last, of the first failure or else of the last reply. */
+struct pipeline {
+    store_cb *cb;
+    void *arg;
+    int left;                    /* replies still to come */
+    bool lost;                   /* one got no answer */
+    bool failed;                 /* one was refused: err holds Redis's words */
+    char err[256];
+};
+
+static void on_piped(struct app *app, redisReply *reply, void *arg)
+{
+    struct pipeline *pl = arg;
+    if (!reply) {
+        pl->lost = true;
+    } else if (reply->type == REDIS_REPLY_ERROR && !pl->failed) {
+        pl->failed = true;
+        text_copy(pl->err, sizeof pl->err, reply->str ? reply->str : "ERR");
+    }
+    if (--pl->left > 0)
+        return;
+    if (pl->lost) {
+        pl->cb(app, NULL, pl->arg);
+    } else if (pl->failed) {
+        /* the first refusal, in Redis's words */
+        redisReply e = { .type = REDIS_REPLY_ERROR, .str = pl->err, .len = strlen(pl->err) };
+        pl->cb(app, &e, pl->arg);
+    } else {
+        pl->cb(app, reply, pl->arg);
+    }
+    free(pl);
+}
+
+int store_pipeline(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb,
+                   void *arg)
+{
+    struct store *st = app->store;
+    if (ncmds < 1)
+        return -1;
+    struct pipeline *pl = malloc(sizeof *pl);
+    struct call *calls[STORE_PIPELINE_MAX];
+    int n = 0;
+    if (!pl || ncmds > STORE_PIPELINE_MAX)
+        goto oom;
+    for (; n < ncmds; n++)
+        if (!(calls[n] = calloc(1, sizeof *calls[n])))
+            goto oom;
+    *pl = (struct pipeline){ .cb = cb, .arg = arg, .left = ncmds };
+    /* every command is answered once: by Redis, or, when it could not be sent, from the
+     * loop (unsent); either way through on_piped */
+    for (int i = 0; i < ncmds; i++) {
+        *calls[i] = (struct call){ .app = app, .cb = on_piped, .arg = pl };
+        char small[1024], *cmd = small;
+        size_t len = resp_format(small, sizeof small, (size_t)argc[i], argv[i], NULL);
+        bool ok = store_ready(app);
+        if (ok && len >= sizeof small && (!(cmd = malloc(len + 1)) ||
+                                         resp_format(cmd, len + 1, (size_t)argc[i], argv[i], NULL) != len))
+            ok = false;
+        ok = ok && redisAsyncFormattedCommand(st->ac, on_reply, calls[i], cmd, len) == REDIS_OK;
+        if (cmd != small)
+            free(cmd);
+        if (ok)
+            sent_one(st);
+        else
+            unsent(app, calls[i]);
+    }
+    return 0;
+oom:
+    while (n > 0)
+        free(calls[--n]);
+    free(pl);
+    return -1;
+}
+
 const char *store_failure(const struct app *app, const redisReply *reply, size_t min)
 {
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= min)

@@ -172,3 +172,34 @@ def test_a_send_is_remembered_and_takes_its_numbers_off_the_budget(procs):
     assert sent_items() == before + 2
     again = wg.post("/v1/contacts", token=API_TOKEN, json={"blocking": "wait", "contacts": ["+" + users[3]]})
     assert again.status_code == 200, again.text
+
+
+def test_a_send_redis_cannot_remember_is_still_answered_as_the_waba_client_did(procs):
+    """The memory of a send is two commands one after the other (SET of the message id,
+    EXISTS of the budget's set), not a transaction: when Redis refuses the SET (here an ACL
+    that takes SET away; the gate's reads still run) the other still runs, the send (which
+    went out) is answered as the WABA client answered it, the refusal is logged in Redis's
+    words, and nothing is counted as sent."""
+    from helpers import world_wa_id
+    r, sim, wg = procs.stack(overrides={"proxy": {"sent_ttl_s": "3600"}})
+    c = r.client()
+    w = world_wa_id("ID")
+    wg.webhook_ok(inbound_text(w))
+    before = wg.metric("waguard_webhook_items_total", kind="sent") or 0
+    mark = len(wg.log())
+    c.config_resetstat()
+    c.execute_command("ACL", "SETUSER", "default", "-set")
+    try:
+        res = wg.post("/v1/messages", token=API_TOKEN, json={"to": w, "type": "text", "text": {"body": "hi"}})
+        sent = sim.calls_matching(method="POST", path="/v1/messages")
+        assert len(sent) == 1, (res.status_code, res.text)
+        assert res.status_code == sent[0]["status"] and res.json() == sent[0]["answer"], res.text
+        mid = res.json()["messages"][0]["id"]
+        wg.wait_log("could not record the answer to a send to %s: NOPERM" % w, start=mark)
+    finally:
+        c.execute_command("ACL", "SETUSER", "default", "+set")
+    assert not c.exists("waguard:sent:{%s}" % mid)
+    assert (wg.metric("waguard_webhook_items_total", kind="sent") or 0) == before
+    # the SET was refused on its own and the budget's EXISTS after it still ran
+    stats = c.info("commandstats")
+    assert stats["cmdstat_set"]["rejected_calls"] >= 1 and stats["cmdstat_exists"]["calls"] >= 1, stats
