@@ -8,7 +8,8 @@
  * call is sent again.
  *
  * Every call's callback runs exactly once and always later, from the event loop, never
- * inside the call that asked: a reply lives only inside its callback; a NULL reply means
+ * inside the call that asked: a reply lives only inside its callback (its elements are
+ * made in its top's blocks, reply.h: never keep or free one alone); a NULL reply means
  * Redis did not answer (the connection is down, went down, or the call could not be
  * made): the caller treats the write as not confirmed.
  *

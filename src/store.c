@@ -23,6 +23,7 @@
 #include <openssl/sha.h>
 
 #include "metrics.h"
+#include "reply.h"
 #include "resp.h"
 #include "sentinel.h"
 #include "text.h"
@@ -389,6 +390,8 @@ static void connect_now(struct app *app)
         return;
     }
     ac->data = app;
+    /* replies made in a block or two each, not two allocations an element (reply.h) */
+    ac->c.reader->fn = reply_functions();
     redisLibeventAttach(ac, app->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);

@@ -112,6 +112,18 @@ def config_seeds():
     return out
 
 
+def reply_seeds():
+    """What Redis answers waguard: a transaction's replies, a function's lines, errors,
+    nil and empty arrays, nesting; fed whole (first byte 0) or in pieces of 1 and 7."""
+    wires = [b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n$-1\r\n*4\r\n$10\r\nQmsk1hashA\r\n$-1\r\n"
+             b"$12\r\nacknowledged\r\n:1\r\n",
+             b"$13\r\n1 0 0 0 0 0 0\r\n", b"-NOPERM no permissions to run the 'set' command\r\n",
+             b":0\r\n:-42\r\n$-1\r\n*-1\r\n*0\r\n$0\r\n\r\n",
+             b"*3\r\n-ERR wrong number of arguments\r\n:7\r\n*2\r\n*1\r\n$1\r\nx\r\n*0\r\n",
+             b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n", b"*2\r\n$3\r\nabc\r\n!bad\r\n"]
+    return [bytes([step]) + w for w in wires for step in (0, 1, 7)]
+
+
 def write(target, blobs):
     d = HERE / "corpus" / target
     d.mkdir(parents=True, exist_ok=True)
@@ -127,3 +139,4 @@ def write(target, blobs):
 if __name__ == "__main__":
     write("webhook_parse", webhook_seeds())
     write("config", config_seeds())
+    write("reply", reply_seeds())
