@@ -280,6 +280,24 @@ def test_slow_head_closed_after_timeout_s(waguard_factory):
     assert closed_after < 3.0, closed_after
 
 
+def reap_closed(open_socks):
+    """Closes and forgets the sockets of open_socks (fd -> socket) that the daemon has
+    closed (poll: select stops at fd 1024); returns how many are still open."""
+    p = select.poll()
+    for fd in open_socks:
+        p.register(fd, select.POLLIN)
+    for fd, _ in p.poll(0):
+        s = open_socks[fd]
+        try:
+            gone = s.recv(1) == b""
+        except OSError:
+            gone = True
+        if gone:
+            del open_socks[fd]
+            s.close()
+    return len(open_socks)
+
+
 def accept_queue(port):
     """How many connections wait in the kernel's queue of the socket listening on
     127.0.0.1:port for the daemon to accept them (/proc/net/tcp: a listening socket's
@@ -321,20 +339,8 @@ def test_slowloris_2000_leave_a_normal_client_served(waguard_factory):
         open_socks = {s.fileno(): s for s in socks}
 
         def closed_by_daemon():
-            """How many of the 2,000 the daemon has closed (poll: select stops at fd 1024)."""
-            p = select.poll()
-            for fd in open_socks:
-                p.register(fd, select.POLLIN)
-            for fd, _ in p.poll(0):
-                s = open_socks[fd]
-                try:
-                    gone = s.recv(1) == b""
-                except OSError:
-                    gone = True
-                if gone:
-                    del open_socks[fd]
-                    s.close()
-            return 2000 - len(open_socks)
+            """How many of the 2,000 the daemon has closed."""
+            return 2000 - reap_closed(open_socks)
 
         def most_closed():
             return closed_by_daemon() >= 2000 - 200 - 1
@@ -438,19 +444,7 @@ def test_a_burst_beyond_max_connections_makes_room_at_once(waguard_factory):
         open_socks = {s.fileno(): s for s in socks}
 
         def closed_by_daemon():
-            p = select.poll()
-            for fd in open_socks:
-                p.register(fd, select.POLLIN)
-            for fd, _ in p.poll(0):
-                s = open_socks[fd]
-                try:
-                    gone = s.recv(1) == b""
-                except OSError:
-                    gone = True
-                if gone:
-                    del open_socks[fd]
-                    s.close()
-            return 400 - len(open_socks)
+            return 400 - reap_closed(open_socks)
 
         # timeout_s is 60: anything closed within this wait was closed to make room
         wait_for(lambda: closed_by_daemon() >= 400 - 50 - 16, 15,
