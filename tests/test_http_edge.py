@@ -280,6 +280,15 @@ def test_slow_head_closed_after_timeout_s(waguard_factory):
     assert closed_after < 3.0, closed_after
 
 
+def slow_client(port, i):
+    """The i-th connection of a flood: the odd ones send part of a head, the even ones
+    nothing."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if i % 2:
+        s.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    return s
+
+
 def reap_closed(open_socks):
     """Closes and forgets the sockets of open_socks (fd -> socket) that the daemon has
     closed (poll: select stops at fd 1024); returns how many are still open."""
@@ -326,10 +335,7 @@ def test_slowloris_2000_leave_a_normal_client_served(waguard_factory):
     t_open = time.monotonic()
     try:
         for i in range(2000):
-            s = socket.create_connection(("127.0.0.1", wg.port), timeout=5)
-            if i % 2:
-                s.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-            socks.append(s)
+            socks.append(slow_client(wg.port, i))
             if i % 100 == 99:
                 max_fds = max(max_fds, len(os.listdir("/proc/%d/fd" % wg.pid)))
                 # a sanitizer build accepts slower than this loop connects: past the listen
@@ -434,10 +440,7 @@ def test_a_burst_beyond_max_connections_makes_room_at_once(waguard_factory):
     os.kill(wg.pid, signal.SIGSTOP)
     try:
         for i in range(400):
-            s = socket.create_connection(("127.0.0.1", wg.port), timeout=5)
-            if i % 2:
-                s.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-            socks.append(s)
+            socks.append(slow_client(wg.port, i))
     finally:
         os.kill(wg.pid, signal.SIGCONT)
     try:
