@@ -163,7 +163,8 @@ bool config_number_valid(const char *n);
 bool config_category_valid(const char *c);
 /* The [hold] category named name, or NULL. */
 const struct hold_category *config_hold(const struct config *cfg, const char *name);
-/* The [hold] category whose templates include template_name, or NULL. */
+/* The [hold] category whose templates include template_name (spaces around it and case
+ * ignored), or NULL. */
 const struct hold_category *config_hold_for_template(const struct config *cfg, const char *template_name);
 
 /* True when listen names a loopback address (127.0.0.0/8, ::1, localhost) or a unix socket. */

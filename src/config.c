@@ -262,6 +262,8 @@ static void hold_convert(struct parse_state *ps, struct config *cfg)
                 free(name);
                 continue;
             }
+            for (char *q = name; *q; q++) /* matched as config_hold_for_template matches */
+                *q = (char)tolower((unsigned char)*q);
             char **nt = realloc(c->templates, (c->ntemplates + 1) * sizeof *nt);
             if (!nt) {
                 free(name);
@@ -310,12 +312,22 @@ const struct hold_category *config_hold(const struct config *cfg, const char *na
     return NULL;
 }
 
+/* A template name as [hold] names it: without spaces around, in any case (Meta's template
+ * names are lower case; "OTP_Login " names the same template as otp_login).  The configured
+ * names are kept lower case and trimmed (hold_key's list), so one side needs the work. */
 const struct hold_category *config_hold_for_template(const struct config *cfg, const char *template_name)
 {
+    while (isspace((unsigned char)*template_name))
+        template_name++;
+    size_t n = strlen(template_name);
+    while (n && isspace((unsigned char)template_name[n - 1]))
+        n--;
     for (size_t i = 0; i < cfg->nholds; i++)
-        for (size_t j = 0; j < cfg->holds[i].ntemplates; j++)
-            if (strcmp(cfg->holds[i].templates[j], template_name) == 0)
+        for (size_t j = 0; j < cfg->holds[i].ntemplates; j++) {
+            const char *t = cfg->holds[i].templates[j];
+            if (strlen(t) == n && strncasecmp(t, template_name, n) == 0)
                 return &cfg->holds[i];
+        }
     return NULL;
 }
 

@@ -40,22 +40,6 @@ struct send {
 
 /* ---- reading the body -------------------------------------------------------------- */
 
-/* A template name as it is matched against [hold]: without spaces around, lower case
- * (Meta's template names are lower case; "OTP_LOGIN " names the same template). */
-static void canonical_name(const char *in, char *out, size_t len)
-{
-    while (isspace((unsigned char)*in))
-        in++;
-    size_t n = strlen(in);
-    while (n && isspace((unsigned char)in[n - 1]))
-        n--;
-    if (n >= len)
-        n = len - 1;
-    for (size_t i = 0; i < n; i++)
-        out[i] = (char)tolower((unsigned char)in[i]);
-    out[n] = '\0';
-}
-
 /* A Cloud API read receipt and nothing else: {"messaging_product","status":"read",
  * "message_id"} (with an optional typing_indicator).  Nobody is sent anything. */
 static bool is_read_receipt(const cJSON *msg)
@@ -147,11 +131,8 @@ static int read_body(struct request *r, struct fwd *f, struct send *s)
         } else if ((is_template || is_hsm) && !cJSON_IsString(name)) {
             bad(r, "%s", is_template ? "a template send needs template.name" : "an hsm send needs hsm.element_name");
         } else {
-            if (cJSON_IsString(name)) {
-                char canon[128];
-                canonical_name(name->valuestring, canon, sizeof canon);
-                s->hold = config_hold_for_template(cfg, canon);
-            }
+            if (cJSON_IsString(name))
+                s->hold = config_hold_for_template(cfg, name->valuestring);
             if (rc_) {
                 /* "to" wins at Meta when both are given: both are gated, the strictest decides */
                 struct recipient u;

@@ -120,6 +120,24 @@ def camara(wg, route, body, token=API_TOKEN):
     return wg.post("/identity-change/" + route, token=token, json=body)
 
 
+def test_configured_template_names_match_in_any_case(procs):
+    """[hold] names its templates as an operator types them ("OTP_Login", " Password_Reset"):
+    each is held however a send writes it, and the list's own case never lets one through."""
+    _, sim, wg = procs.stack(overrides={"hold": {"authentication_s": "600",
+                                                 "authentication_templates": "OTP_Login,  Password_Reset "}})
+    w = world_wa_id("BR")
+    wg.webhook_ok(inbound_text(w))
+    change(sim, wg, w, "BRHASH=", int(time.time()))
+    wait_for(lambda: acknowledged(wg, w), 5, what="the change acknowledged by the worker")
+    sent_before = len(sim.calls_matching(method="POST", path="/v1/messages"))
+    for name in ("OTP_Login", "otp_login", " OTP_LOGIN ", "password_reset", "PASSWORD_RESET"):
+        r = template(wg, w, name)
+        assert r.status_code == 423, (name, r.text)
+        assert r.json()["decision"]["reasons"] == ["identity_recently_changed"], (name, r.text)
+    assert template(wg, w, "otp_login_v2").status_code < 300       # another template: not held
+    assert len(sim.calls_matching(method="POST", path="/v1/messages")) == sent_before + 1
+
+
 def test_identity_change_check_and_retrieve_date(held):
     _, _, wg = held
     w = world_wa_id("DE")
