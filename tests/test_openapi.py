@@ -819,6 +819,12 @@ def cloud_answers(d, procs):
     assert "number_changed" in dec["reasons"] and dec["new_user_id"] == u2, dec
     rec = d.check(s.get(u + "/v1/identities/" + u2, headers=api()), "/v1/identities/{wa_id}", status=200)
     assert set(rec["last_inbound_by_number"]) == {"PNID"} and rec["last_inbound"], rec   # the window per number
+    # a block through one business number is that number's: the record shows it per number
+    d.check(s.post(u + "/v21.0/PNID/block_users", headers=api(),
+                   json={"messaging_product": "whatsapp", "block_users": [{"user": w2}]}),
+            "/{version}/{phone_number_id}/block_users", status=200)
+    rec = d.check(s.get(u + "/v1/identities/" + w2, headers=api()), "/v1/identities/{wa_id}", status=200)
+    assert rec["blocked"] is True and rec["blocked_by_number"] == {"PNID": True}, rec
 
     # -- the Calling API is refused; other Cloud paths are forwarded
     for m in ("post", "get"):
