@@ -120,7 +120,8 @@ static const struct route_def *resolve(const struct config *cfg, const char *pat
                                    int *path_methods)
 {
     *path_methods = 0;
-    if (strcmp(path, cfg->webhook_path) == 0) {
+    size_t wl = strlen(cfg->webhook_path);  /* the webhook's path, with a final '/' as every route */
+    if (strncmp(path, cfg->webhook_path, wl) == 0 && (path[wl] == '\0' || (path[wl] == '/' && path[wl + 1] == '\0'))) {
         if (method == POST)
             return &webhook_post_route;
         if (method == GET)

@@ -98,6 +98,16 @@ def test_identity_change_closes_gate(waguard, redis_client):
     assert xlen(redis_client, waguard, "events") >= 1
 
 
+def test_webhook_path_with_a_final_slash(waguard):
+    """The webhook's path takes a final / as every route does: a change posted there closes the
+    gate (a 404 would have left the WABA client retrying while sends still flowed)."""
+    w = new_wa_id()
+    ok_answer(waguard.webhook(identity_change(w, "SLASH0A=", T0), path=waguard.webhook_path + "/"), items=1)
+    d = check_gate_response(waguard.gate(w, type="template"), w)
+    assert d["reasons"] == ["identity_unacknowledged"], d
+    assert waguard.webhook(identity_change(w, "SLASH0B=", T0), path=waguard.webhook_path + "//").status_code == 404
+
+
 def test_identity_change_without_body_field(waguard):
     w = new_wa_id()
     ok_answer(waguard.webhook(identity_change(w, "NoBody==", T0, with_body=False)), items=1)
