@@ -19,7 +19,7 @@
 #include <ini.h>
 
 
-enum ktype { K_STR, K_INT, K_BOOL, K_ENUM, K_SECRET, K_TOKENS, K_LEVEL, K_FORMAT };
+enum ktype { K_STR, K_INT, K_BOOL, K_ENUM, K_SECRET, K_TOKENS, K_PATH, K_LEVEL, K_FORMAT };
 
 struct key {
     const char *section;
@@ -63,7 +63,7 @@ static const struct key keys[] = {
     { "upstream", "password_file", K_SECRET, F(password), "", 0, 0, NULL },
     { "upstream", "token_file", K_SECRET, F(upstream_token), "", 0, 0, NULL },
     { "upstream", "header_name", K_STR, F(header_name), "D360-API-KEY", 0, 0, NULL },
-    { "upstream", "ca_file", K_STR, F(ca_file), "", 0, 0, NULL },
+    { "upstream", "ca_file", K_PATH, F(ca_file), "", 0, 0, NULL },
     { "upstream", "timeout_ms", K_INT, F(timeout_ms), "5000", 10, 600000, NULL },
     { "upstream", "max_in_flight", K_INT, F(max_in_flight), "16", 1, 1024, NULL },
     { "upstream", "queue_max", K_INT, F(queue_max), "1000", 1, 1000000, NULL },
@@ -411,35 +411,44 @@ static char *trim_dup(const char *s)
 /* Reads a secret file whole; a relative name is looked up in $CREDENTIALS_DIRECTORY
  * first, then beside the configuration file.  Returns a trimmed copy, or NULL with
  * errno's text in why. */
-static char *read_secret(const char *cfgpath, const char *name, char *why, size_t whylen,
-                         char *used, size_t usedlen)
+/* The file a `_file` key names, opened: an absolute name as it is; a relative one in
+ * $CREDENTIALS_DIRECTORY first (systemd LoadCredential=), then beside the configuration
+ * file cfgpath.  The path tried last is in path; NULL with why set when none opens. */
+static FILE *open_named(const char *cfgpath, const char *name, char *path, size_t pathlen, char *why, size_t whylen)
 {
-    char path[PATH_MAX];
     const char *cred = getenv("CREDENTIALS_DIRECTORY");
     FILE *fp = NULL;
     if (name[0] == '/') {
-        snprintf(path, sizeof path, "%s", name);
+        snprintf(path, pathlen, "%s", name);
         fp = fopen(path, "r");
     } else {
         if (cred && *cred) {
-            snprintf(path, sizeof path, "%s/%s", cred, name);
+            snprintf(path, pathlen, "%s/%s", cred, name);
             fp = fopen(path, "r");
         }
         if (!fp) {
             const char *slash = strrchr(cfgpath, '/');
             if (slash)
-                snprintf(path, sizeof path, "%.*s/%s", (int)(slash - cfgpath), cfgpath, name);
+                snprintf(path, pathlen, "%.*s/%s", (int)(slash - cfgpath), cfgpath, name);
             else
-                snprintf(path, sizeof path, "%s", name);
+                snprintf(path, pathlen, "%s", name);
             fp = fopen(path, "r");
         }
     }
-    snprintf(used, usedlen, "%s", path);
-    if (!fp) {
+    if (!fp)
         snprintf(why, whylen, "cannot read %s: %s%s", path, strerror(errno),
-                 (cred && name[0] != '/') ? " (looked in $CREDENTIALS_DIRECTORY first)" : "");
+                 (cred && *cred && name[0] != '/') ? " (looked in $CREDENTIALS_DIRECTORY first)" : "");
+    return fp;
+}
+
+static char *read_secret(const char *cfgpath, const char *name, char *why, size_t whylen,
+                         char *used, size_t usedlen)
+{
+    char path[PATH_MAX];
+    FILE *fp = open_named(cfgpath, name, path, sizeof path, why, whylen);
+    snprintf(used, usedlen, "%s", path);
+    if (!fp)
         return NULL;
-    }
     char *buf = NULL;
     size_t cap = 0, len = 0;
     char chunk[4096];
@@ -615,6 +624,23 @@ static void convert(struct parse_state *ps, size_t i, struct config *cfg)
         else
             bad_value(ps, i, "'%s' is not text or json", v);
         break;
+    case K_PATH: {
+        /* a file read by another module later (ca_file: the TLS context): found now as a
+         * secret is, and kept by the path that opened (waguard never changes its working
+         * directory), so that a relative name never means the working directory's file */
+        if (v[0] == '\0') {
+            *(char **)field = strdup("");
+            return;
+        }
+        FILE *fp = open_named(ps->path, v, used, sizeof used, why, sizeof why);
+        if (!fp) {
+            bad_value(ps, i, "%s", why);
+            return;
+        }
+        fclose(fp);
+        *(char **)field = strdup(used);
+        break;
+    }
     case K_SECRET:
     case K_TOKENS: {
         if (v[0] == '\0')
@@ -1009,7 +1035,7 @@ void config_free(struct config *cfg)
 {
     for (size_t i = 0; i < NKEYS; i++) {
         char *field = (char *)cfg + keys[i].off;
-        if (keys[i].type == K_STR || keys[i].type == K_SECRET) {
+        if (keys[i].type == K_STR || keys[i].type == K_SECRET || keys[i].type == K_PATH) {
             free(*(char **)field);
             *(char **)field = NULL;
         } else if (keys[i].type == K_TOKENS) {

@@ -219,6 +219,34 @@ def test_bad_ca_file_refused_by_check_config_and_at_start(tmp_path):
     assert "ca_file" in r.stderr, r.stderr
 
 
+def test_relative_ca_file_is_found_as_every_file_key(tmp_path):
+    """A relative ca_file is looked up as the other *_file keys are: $CREDENTIALS_DIRECTORY
+    first, then beside the configuration file; never in the working directory (/ under
+    systemd), and a missing one is named with the file, line and key."""
+    ca, _, _ = make_test_ca(str(tmp_path / "pki"))
+    pem = open(ca).read()
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (conf / "waba-ca.pem").write_text(pem)
+    (creds / "cred-ca.pem").write_text(pem)
+    url = "https://127.0.0.1:%d" % free_port()
+
+    def check(name, env_extra=None):
+        p = _write_config(conf, {"upstream": {"url": url, "ca_file": name}})
+        env = dict(clean_env(), **(env_extra or {}))
+        return subprocess.run([str(WAGUARD_BIN), "--check-config", "--config", str(p)], capture_output=True,
+                              text=True, timeout=20, env=env, cwd="/")
+    r = check("waba-ca.pem")                                   # beside the configuration
+    assert r.returncode == 0 and "is valid" in r.stdout, (r.returncode, r.stderr)
+    r = check("cred-ca.pem", {"CREDENTIALS_DIRECTORY": str(creds)})      # systemd's credentials
+    assert r.returncode == 0 and "is valid" in r.stdout, (r.returncode, r.stderr)
+    r = check("cred-ca.pem")                                   # not beside the configuration
+    assert r.returncode == EX_CONFIG, (r.returncode, r.stdout, r.stderr)
+    assert re.search(r"waguard\.conf:\d+: .*ca_file", r.stderr) and str(conf / "cred-ca.pem") in r.stderr, r.stderr
+
+
 def test_bad_ca_file_reload_refused_and_https_upstream_kept(procs, tmp_path):
     ca, crt, key = make_test_ca(str(tmp_path / "pki"))
     _, sim, wg = procs.stack(sim_options=dict(tls_cert=crt, tls_key=key),
