@@ -113,9 +113,11 @@ def test_configuration_reference_is_the_configuration_table():
 
 
 def test_restart_lists_in_the_prose_are_the_tables():
-    """Every sentence listing the keys that need a restart names exactly those keys."""
+    """Every sentence listing the keys that need a restart (the docs, the man page, the unit's
+    and the example configurations' comments) names exactly those keys."""
     restart = {"%s" % k for (s, k), (_, c) in list_keys().items() if c == "restart"}
-    texts = {p: p.read_text(encoding="utf-8") for p in DOCS + [MAN]}
+    units = [TOP / "systemd" / "waguard.service"] + sorted((TOP / "deploy").glob("*.conf"))
+    texts = {p: p.read_text(encoding="utf-8") for p in DOCS + [MAN] + units}
     texts[MAN] = texts[MAN].replace("\\-", "-").replace("\\fB", "").replace("\\fR", "")
     checked = 0
     for path, text in texts.items():
