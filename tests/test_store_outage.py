@@ -149,6 +149,22 @@ def test_probes_while_redis_is_down_are_not_redis_errors(waguard_factory, privat
     assert wg.metric("waguard_redis_errors_total") == 0
 
 
+def test_a_second_instance_on_one_redis_is_no_redis_error(waguard_factory, private_redis):
+    """Several waguards share one Redis: the second finds the library the first loaded (the
+    same SHA-1, the same code). That is no Redis error: not counted in
+    waguard_redis_errors_total (an alert's input), not a warning in the log, and a restart of
+    either changes nothing."""
+    wg1 = waguard_factory(redis=private_redis)
+    wg2 = waguard_factory(redis=private_redis)
+    w = new_wa_id()
+    assert wg2.webhook(identity_change(w, "TWO1=", T0)).status_code == 200
+    assert check_gate_response(wg1.gate(w, type="template"), w)["reasons"] == ["identity_unacknowledged"]
+    assert len(private_redis.client().execute_command("FUNCTION", "LIST")) == 1
+    for wg in (wg1, wg2):
+        assert wg.metric("waguard_redis_errors_total") == 0, wg.log()
+        assert "already exists" not in wg.log() and "Redis answered an error" not in wg.log(), wg.log()
+
+
 def test_redis_restart_twice(waguard_factory, private_redis):
     wg = waguard_factory(redis=private_redis)
     for _ in range(2):
