@@ -1073,6 +1073,11 @@ def test_inbound_value_shapes(sim, hook):
     assert abs(int(v["messages"][0]["timestamp"]) - time.time()) < 30
     assert v["metadata"]["phone_number_id"] == "PNID"
     assert "identity_key_hash" not in v["contacts"][0]
+    # a new key is a new phone: its first message is after the old key's last, never a tie
+    a = int(sim.inbound_value(UID, identity_key_hash="OLDKEY=")["messages"][0]["timestamp"])
+    b = int(sim.inbound_value(UID, identity_key_hash="NEWKEY=")["messages"][0]["timestamp"])
+    c_ = int(sim.inbound_value(UID, identity_key_hash="NEWKEY=")["messages"][0]["timestamp"])
+    assert b > a and c_ >= b and c_ - a < 30, (a, b, c_)
     # a phone-hidden user: no wa_id, no from
     sim.cloud_user(UID2, wa_id="16315559876", username="@hid", phone_hidden=True)
     v = sim.inbound_value(UID2)

@@ -718,6 +718,7 @@ class WabaSim:
         self.settings = {"show_security_notifications": bool(self.show_security_notifications),
                          "webhooks": {"url": ""}}
         self.cloud_users = {}       # user id -> {"user_id","wa_id","username",…}: cloud_user()
+        self.key_seen = {}          # user -> (identity_key_hash, timestamp) of its last inbound_value
         self.cloud_sent = {}        # wamid -> who a Cloud send went to (sent_message())
         self.cloud_settings = {}    # every settings POST merged, whatever the number
         self.cloud_settings_by_pnid = {}   # pnid -> settings POSTed for that number
@@ -1612,7 +1613,8 @@ class WabaSim:
         """A Cloud webhook `value` of a text message from `user_id` (a user id, or a phone
         number) in the 2026 shape: contacts[] with profile (name, username), wa_id (unless the
         phone is hidden), user_id, parent_user_id, identity_key_hash (when given); messages[]
-        with from (unless hidden), from_user_id, from_parent_user_id, id, timestamp, text."""
+        with from (unless hidden), from_user_id, from_parent_user_id, id, timestamp (now; for
+        a key hash other than the user's last, at least a second after the last's), text."""
         with self.lock:
             wa_id, uid, rec = self._who(user_id)
             hidden = rec.get("phone_hidden", False)
@@ -1632,6 +1634,16 @@ class WabaSim:
                 msg["from_parent_user_id"] = rec["parent_user_id"]
             if identity_key_hash is not None:
                 contact["identity_key_hash"] = identity_key_hash
+                # A new key is a new phone: its first message is later than the old key's last
+                # (Meta's times are whole seconds; two keys in one second would tie, which a
+                # person typing the quick start's commands quickly must not meet).
+                who = uid or wa_id
+                last = self.key_seen.get(who)
+                if ts is None:
+                    ts = int(time.time())
+                    if last:
+                        ts = max(ts, last[1] + (last[0] != identity_key_hash))
+                self.key_seen[who] = (identity_key_hash, int(ts))
             msg.update({"id": msg_id or _wamid(),
                         "timestamp": str(int(ts if ts is not None else time.time())),
                         "type": "text", "text": {"body": text}})
