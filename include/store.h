@@ -50,8 +50,9 @@ const char *store_status(const struct app *app);
 
 /* Calls function fn with argv after the two arguments every function takes first (the
  * key prefix and the events stream's cap).  argvlen NULL: the strings' lengths.  cb is
- * called exactly once, later.  Returns 0, or -1 only when out of memory (cb is never
- * called then). */
+ * called exactly once, later.  Returns 0, or -1 when out of memory or after store_free
+ * (a callback run while waguard stops: an acknowledgement's outcome is then left to its
+ * lease); cb is never called then. */
 int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, const size_t *argvlen,
                store_cb *cb, void *arg) __attribute__((warn_unused_result));
 

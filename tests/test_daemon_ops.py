@@ -267,6 +267,29 @@ def test_shutdown_timeout_bounds_the_drain(procs):
     s.close()
 
 
+def test_shutdown_deadline_with_an_acknowledgement_in_flight(procs):
+    """The drain's deadline passes with an identity PUT unanswered: waguard exits cleanly (the
+    PUT's answer "none" reaches the worker after Redis is closed; it once crashed there), and
+    the acknowledgement is made after its lease by the next waguard on the same Redis."""
+    r, sim, wg = procs.stack(overrides={"upstream": {"timeout_ms": "2500"},
+                                        "server": {"shutdown_timeout_s": "1"},
+                                        "identity": {"lease_s": "6"}})
+    w = new_wa_id()
+    put = "/v1/contacts/%s/identity" % w
+    sim.set_identity(w, "LeAsEd0001=")
+    sim.delay(6000, count=1, path_prefix=put, method="PUT")
+    wg.webhook_ok(identity_change(w, "LeAsEd0001=", now_s() - 30))
+    sim.wait_for_calls(1, method="PUT", path=put, answered=False, timeout=5)
+    wg.send_signal(signal.SIGTERM)
+    assert wg.wait_exit(6) == 0, wg.log()
+    assert "retried after their lease" in wg.log(), wg.log()
+    wg2 = procs.daemon(r, sim)
+    wait_for(lambda: wg2.identity(w)["identity"]["acknowledged"], 15,
+             what="the acknowledgement made by the next waguard once the lease ran out")
+    assert wg2.gate(w, type="text").status_code in (200, 423)
+    assert wg2.gate(w, type="template").status_code == 200
+
+
 # --------------------------------------------------------------------------- start-up and logs
 
 @pytest.mark.parametrize("broken", ["bad_value", "unknown_key", "bad_enum"])
