@@ -21,10 +21,12 @@ struct webhook_batch {
 };
 
 /* Parses body.  Returns 0 with *out filled (out->ops.oom when memory ran out: nothing of
- * it may be applied), or -1 with why set when the body is not a JSON object (the only
- * reason a whole body is refused). */
+ * it may be applied), or -1 with why (a sentence for the sender) when the body is not one
+ * JSON object: not JSON, not an object, or more than one value (the only reasons a whole
+ * body is refused).  An object holding a key twice is a dead letter, with the rest
+ * applied (jsonx.h); a Cloud envelope whose entry is not an array is one too. */
 int webhook_parse(const char *body, size_t len, const char *home_cc,
-                  struct webhook_batch *out, const char **why) __attribute__((warn_unused_result));
+                  struct webhook_batch *out, char *why, size_t whylen) __attribute__((warn_unused_result));
 
 void webhook_batch_free(struct webhook_batch *b);
 

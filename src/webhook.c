@@ -104,8 +104,8 @@ void webhook_post(struct request *r)
         return;
     }
     struct webhook_batch b;
-    const char *why;
-    if (webhook_parse(body, len, app->cfg->home_country_code, &b, &why) != 0) {
+    char why[160];
+    if (webhook_parse(body, len, app->cfg->home_country_code, &b, why, sizeof why) != 0) {
         request_reply_error(r, 400, "Bad request", "%s", why);
         return;
     }

@@ -6,20 +6,36 @@
  * through wtime.h: no rule about either is written here. */
 #include "webhook_parse.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "business.h"
+#include "jsonx.h"
 #include "recipient.h"
 #include "wtime.h"
+
+/* A name a contact of the contacts array goes by (its wa_id, its user id), and where the
+ * contact is in the array: contact_of's index, sorted by name then place. */
+struct contact_name {
+    char *name;                 /* owned */
+    int at;
+};
 
 struct pctx {
     struct webhook_batch *b;
     const char *home_cc;
     const cJSON *contacts;      /* the contacts array beside the messages being parsed */
     const char *number;         /* Cloud: metadata.phone_number_id of the value; NULL On-Premises */
+    /* contact_of's index of a long contacts array, made at its first use (NULL: not made,
+     * or out of memory: contacts are then looked through one by one) */
+    struct contact_name *names;
+    const cJSON **by_place;     /* the contacts in array order */
+    int nnames;
+    bool indexed;
 };
 
 /* ---- small readers ---------------------------------------------------- */
@@ -46,6 +62,20 @@ static void dead(struct pctx *c, const cJSON *item, const char *reason)
     ops_dead(&c->b->ops, reason, item);
     c->b->dead++;
 }
+
+static void twice_closes(struct pctx *c, const cJSON *node, int depth);
+
+/* An object with a key twice (key): cJSON would read the first, another reader the last,
+ * so what it says is not known; it is kept as a dead letter, the rest of the body applied,
+ * and the gates of the users it could be an identity change for close (twice_closes). */
+static void twice(struct pctx *c, const cJSON *item, const char *key)
+{
+    char reason[192];
+    snprintf(reason, sizeof reason, "the key \"%.100s\" appears twice in one object: it can be read two ways", key);
+    dead(c, item, reason);
+    twice_closes(c, item, 0);
+}
+
 
 /* The user an item names: a wa_id handed out by WhatsApp (wa_key), a user id (uid_key)
  * and a parent user id (pu_key), any of them missing.  Returns false when neither a
@@ -80,6 +110,68 @@ static bool user_of(const cJSON *o, const char *wa_key, const char *uid_key, con
     return true;
 }
 
+/* Whether object o has a member named key whose value is the string want (any of them,
+ * when the key is there twice), or any member named key when want is NULL. */
+static bool has_member(const cJSON *o, const char *key, const char *want)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, o)
+        if (m->string && strcmp(m->string, key) == 0 &&
+            (!want || (cJSON_IsString(m) && strcmp(m->valuestring, want) == 0)))
+            return true;
+    return false;
+}
+
+/* Every user named under key in o, in any reading of it (each member of that name): the
+ * gate of each closes until its hash is known, as for an identity change that cannot be
+ * used. */
+static void close_named(struct pctx *c, const cJSON *o, const char *key, const char *why)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, o) {
+        if (!m->string || strcmp(m->string, key) != 0 || !cJSON_IsString(m))
+            continue;
+        char w[RECIPIENT_MAX];
+        if (recipient_from_whatsapp(m->valuestring, w, NULL) == 0 ||
+            (recipient_is_user_id(m->valuestring) && snprintf(w, sizeof w, "%s", m->valuestring) > 0))
+            ops_unusable(&c->b->ops, (struct ops_user){ .w = w }, why, NULL);
+    }
+}
+
+/* Something that can be read two ways (an object with a key twice, and all it holds): the
+ * promise cannot hang on which reading is right, so wherever one reading could carry an
+ * identity change (a system message, a contact's identity key hash, a status's recipient
+ * hash), every user any reading names there waits for their hash. */
+static void twice_closes(struct pctx *c, const cJSON *node, int depth)
+{
+    static const char why[] = "a webhook item that can be read two ways (a key twice) may be an identity change";
+    if (depth > 64 || (!cJSON_IsObject(node) && !cJSON_IsArray(node)))
+        return;
+    if (cJSON_IsObject(node)) {
+        if (has_member(node, "type", "system") || has_member(node, "system", NULL)) {
+            close_named(c, node, "from", why);
+            close_named(c, node, "from_user_id", why);
+            const cJSON *m;
+            cJSON_ArrayForEach(m, node)
+                if (m->string && strcmp(m->string, "system") == 0 && cJSON_IsObject(m)) {
+                    close_named(c, m, "customer", why);
+                    close_named(c, m, "user", why);
+                }
+        }
+        if (has_member(node, "identity_key_hash", NULL)) {
+            close_named(c, node, "wa_id", why);
+            close_named(c, node, "user_id", why);
+        }
+        if (has_member(node, "recipient_identity_key_hash", NULL)) {
+            close_named(c, node, "recipient_id", why);
+            close_named(c, node, "recipient_user_id", why);
+        }
+    }
+    const cJSON *m;
+    cJSON_ArrayForEach(m, node)
+        twice_closes(c, m, depth + 1);
+}
+
 static bool hash_ok(const char *hash)
 {
     return hash && ops_hash_valid(hash);
@@ -102,14 +194,94 @@ static void cloud_identity(struct pctx *c, const cJSON *item, struct ops_user wh
     c->b->identities++;
 }
 
-/* The contact the contacts array gives for the user, or NULL. */
-static const cJSON *contact_of(const struct pctx *c, struct ops_user who)
+/* The contact the contacts array gives for the user: the first whose names (wa_id, user
+ * id) include one of the user's, or NULL.  A few contacts are looked through; many (a
+ * batch of thousands) through an index made once, not once for every message. */
+enum { CONTACTS_SCANNED = 8 };
+
+static int cmp_contact_name(const void *a, const void *b)
 {
+    const struct contact_name *x = a, *y = b;
+    int d = strcmp(x->name, y->name);
+    return d ? d : (x->at > y->at) - (x->at < y->at);
+}
+
+static void contacts_unindex(struct pctx *c)
+{
+    for (int i = 0; i < c->nnames; i++)
+        free(c->names[i].name);
+    free(c->names);
+    free(c->by_place);
+    c->names = NULL;
+    c->by_place = NULL;
+    c->nnames = 0;
+    c->indexed = false;
+}
+
+static bool contacts_index(struct pctx *c)
+{
+    int n = cJSON_GetArraySize(c->contacts);
+    c->indexed = true;
+    c->names = malloc((size_t)n * 2 * sizeof *c->names);
+    c->by_place = malloc((size_t)n * sizeof *c->by_place);
+    if (!c->names || !c->by_place) {
+        contacts_unindex(c);
+        c->indexed = true;
+        return false;
+    }
+    int at = 0;
+    const cJSON *ct;
+    cJSON_ArrayForEach(ct, c->contacts) {
+        c->by_place[at] = ct;
+        struct user_buf cu;
+        if (!jsonx_duplicate_key(ct) && user_of(ct, "wa_id", "user_id", NULL, &cu)) {
+            const char *names[2] = { cu.w, cu.ref.u };
+            for (int k = 0; k < 2 && names[k]; k++) {
+                char *copy = strdup(names[k]);
+                if (!copy) {
+                    contacts_unindex(c);
+                    c->indexed = true;
+                    return false;
+                }
+                c->names[c->nnames++] = (struct contact_name){ copy, at };
+            }
+        }
+        at++;
+    }
+    qsort(c->names, (size_t)c->nnames, sizeof *c->names, cmp_contact_name);
+    return true;
+}
+
+/* The place of the first contact named name in the index, or INT_MAX. */
+static int indexed_place(const struct pctx *c, const char *name)
+{
+    int lo = 0, hi = c->nnames;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(c->names[mid].name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->nnames && strcmp(c->names[lo].name, name) == 0 ? c->names[lo].at : INT_MAX;
+}
+
+static const cJSON *contact_of(struct pctx *c, struct ops_user who)
+{
+    if (!c->contacts)
+        return NULL;
+    if (!c->indexed && cJSON_GetArraySize(c->contacts) > CONTACTS_SCANNED)
+        (void)contacts_index(c);
+    if (c->names) {
+        int a = indexed_place(c, who.w), b = who.u ? indexed_place(c, who.u) : INT_MAX;
+        int at = a < b ? a : b;
+        return at == INT_MAX ? NULL : c->by_place[at];
+    }
     const cJSON *ct;
     cJSON_ArrayForEach(ct, c->contacts) {
         struct user_buf cu;
-        if (!user_of(ct, "wa_id", "user_id", NULL, &cu))
-            continue;
+        if (jsonx_duplicate_key(ct) || !user_of(ct, "wa_id", "user_id", NULL, &cu))
+            continue;               /* a contact read two ways gives no hash (twice_closes) */
         if (strcmp(cu.w, who.w) == 0 || (who.u && cu.ref.u && strcmp(cu.ref.u, who.u) == 0) ||
             (who.u && strcmp(cu.w, who.u) == 0) || (cu.ref.u && strcmp(cu.ref.u, who.w) == 0))
             return ct;
@@ -402,14 +574,24 @@ static void each(struct pctx *c, const cJSON *value, const char *key, item_fn *f
         return;
     }
     const cJSON *it;
-    cJSON_ArrayForEach(it, arr)
-        fn(c, it);
+    cJSON_ArrayForEach(it, arr) {
+        const char *dup = jsonx_duplicate_key(it);
+        if (dup)
+            twice(c, it, dup);   /* read one way by cJSON, another by someone else: neither */
+        else
+            fn(c, it);
+    }
 }
 
 /* The arrays both platforms send.  Contacts first: a message's sender is then known
  * before the message is applied. */
 static void parse_value(struct pctx *c, const cJSON *value)
 {
+    const char *dup = jsonx_own_duplicate(value);
+    if (dup) {
+        twice(c, value, dup);
+        return;
+    }
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(value, "metadata");
     const char *pnid = str_of(meta, "phone_number_id");
     c->number = pnid && config_number_valid(pnid) ? pnid : NULL;
@@ -421,6 +603,7 @@ static void parse_value(struct pctx *c, const cJSON *value)
     each(c, value, "statuses", parse_status);
     each(c, value, "errors", parse_error);
     identity_errors(c, value);
+    contacts_unindex(c);
 }
 
 /* The user_id_update field (documented by Meta in 2026, then said to be delivered as
@@ -460,12 +643,21 @@ static void parse_cloud(struct pctx *c, const cJSON *root)
     const cJSON *entry;
     cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(root, "entry")) {
         const cJSON *changes = cJSON_GetObjectItemCaseSensitive(entry, "changes");
+        const char *dup = jsonx_own_duplicate(entry);
+        if (dup) {
+            twice(c, entry, dup);
+            continue;
+        }
         if (!cJSON_IsArray(changes)) {
             dead(c, entry, "entry without a changes array");
             continue;
         }
         const cJSON *ch;
         cJSON_ArrayForEach(ch, changes) {
+            if ((dup = jsonx_own_duplicate(ch)) != NULL) {
+                twice(c, ch, dup);
+                continue;
+            }
             const cJSON *value = cJSON_GetObjectItemCaseSensitive(ch, "value");
             const char *field = str_of(ch, "field");
             if (!cJSON_IsObject(value))
@@ -479,23 +671,27 @@ static void parse_cloud(struct pctx *c, const cJSON *root)
 }
 
 int webhook_parse(const char *body, size_t len, const char *home_cc,
-                  struct webhook_batch *out, const char **why)
+                  struct webhook_batch *out, char *why, size_t whylen)
 {
     memset(out, 0, sizeof *out);
     ops_init(&out->ops);
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!root) {
-        *why = "the body is not valid JSON";
+    cJSON *root = jsonx_parse_one(body, len, why, whylen);
+    if (!root)
         return -1;
-    }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        *why = "the body is not a JSON object";
+        snprintf(why, whylen, "the body is not a JSON object");
         return -1;
     }
     struct pctx c = { .b = out, .home_cc = home_cc };
-    if (cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "entry")))
+    const cJSON *entry = cJSON_GetObjectItemCaseSensitive(root, "entry");
+    const char *dup = jsonx_own_duplicate(root);
+    if (dup)
+        twice(&c, root, dup);               /* the envelope itself: nothing of it is known */
+    else if (cJSON_IsArray(entry))
         parse_cloud(&c, root);
+    else if (entry || cJSON_GetObjectItemCaseSensitive(root, "object"))
+        dead(&c, root, "a Cloud API envelope (object, entry) without an entry array");
     else
         parse_value(&c, root);
     cJSON_Delete(root);

@@ -358,6 +358,39 @@ def test_dead_letter_kept_rest_applied(waguard, redis_client, bad):
         assert d["allowed"] is False, d
 
 
+def test_a_body_read_two_ways(waguard, redis_client):
+    """A body more than one JSON value is refused (cJSON alone read the first, {}, and answered
+    200 with the change after it dropped). A key twice makes its object a dead letter, and the
+    users it could announce an identity change for wait for their hash: each reading's user,
+    from several countries, is closed; the rest of the body is applied."""
+    gb, inn, br, ng = world_wa_id("GB"), world_wa_id("IN"), world_wa_id("BR"), world_wa_id("NG")
+    second = json.dumps(body(messages=[identity_change_msg(gb, "TWOWAYS1=", T0)]))
+    r = waguard.webhook("{}" + second)
+    assert_error_body(r, 400)
+    assert "more than one JSON value" in r.text, r.text
+    assert check_gate_response(waguard.gate(gb, type="template"), gb)["identity"] is None
+    # "messages" twice at the top: cJSON kept the first array only
+    raw = '{"messages":[%s],"messages":[%s]}' % (json.dumps(identity_change_msg(gb, "TWOWAYS2=", T0)),
+                                                 json.dumps(identity_change_msg(inn, "TWOWAYS3=", T0)))
+    j = ok_answer(waguard.webhook(raw))
+    assert j["dead_letters"] == 1, j
+    for w in (gb, inn):
+        d = check_gate_response(waguard.gate(w, type="template"), w)
+        assert d["allowed"] is False and d["identity"]["hash_unknown"] is True, (w, d)
+    reason = redis_client.xrange(waguard.key("deadletter"))[-1][1]["reason"]
+    assert '"messages" appears twice' in reason, reason
+    # one item with "from" twice beside a clean inbound message: that item only
+    waguard.webhook_ok(body(messages=[inbound_text_msg(ng)]))
+    item = json.dumps(identity_change_msg(br, "TWOWAYS4=", T0, user_field=None, from_=br))
+    raw = '{"messages":[{"from":"%s",%s,%s]}' % (ng, item[1:], json.dumps(inbound_text_msg(gb)))
+    j = ok_answer(waguard.webhook(raw))
+    assert j["dead_letters"] == 1, j
+    for w in (br, ng):
+        d = check_gate_response(waguard.gate(w, type="template"), w)
+        assert d["allowed"] is False and d["identity"]["hash_unknown"] is True, (w, d)
+    assert check_gate_response(waguard.gate(gb, type="text"), gb)["allowed"] is False   # GB's own change
+
+
 def test_several_dead_letters_in_one_body(waguard, redis_client):
     w = new_wa_id()
     before = waguard.metric("waguard_dead_letters_total")

@@ -63,6 +63,46 @@ START_TEST(two_readings_refused)
 }
 END_TEST
 
+/* A key twice is found however many keys the object has (a few are compared pairwise, many
+ * sorted), first or last, nested or not; jsonx_own_duplicate looks at one level only. */
+START_TEST(keys_twice_found_in_small_and_large_objects)
+{
+    for (int n = 2; n <= 40; n++) {
+        for (int where = 0; where < 2; where++) {
+            char body[2048];
+            size_t len = (size_t)snprintf(body, sizeof body, "{");
+            for (int i = 0; i < n; i++)
+                len += (size_t)snprintf(body + len, sizeof body - len, "%s\"k%d\":%d", i ? "," : "", i, i);
+            len += (size_t)snprintf(body + len, sizeof body - len, ",\"k%d\":0}", where ? n - 1 : 0);
+            char why[200] = "";
+            ck_assert_ptr_null(jsonx_parse(body, len, why, sizeof why));
+            ck_assert_ptr_nonnull(strstr(why, "appears twice"));
+            cJSON *v = jsonx_parse_one(body, len, why, sizeof why);
+            ck_assert_ptr_nonnull(v);
+            char want[16];
+            snprintf(want, sizeof want, "k%d", where ? n - 1 : 0);
+            ck_assert_str_eq(jsonx_own_duplicate(v), want);
+            ck_assert_str_eq(jsonx_duplicate_key(v), want);
+            cJSON_Delete(v);
+            /* one level down: not the outer object's own */
+            char outer[2200];
+            snprintf(outer, sizeof outer, "{\"a\":%s,\"b\":1}", body);
+            v = jsonx_parse_one(outer, strlen(outer), why, sizeof why);
+            ck_assert_ptr_null(jsonx_own_duplicate(v));
+            ck_assert_str_eq(jsonx_duplicate_key(v), want);
+            cJSON_Delete(v);
+        }
+    }
+    char why[200];
+    cJSON *v = jsonx_parse_one("{\"a\":\"x\\u0000y\"} ", 16, why, sizeof why);   /* a NUL is the caller's */
+    ck_assert_ptr_nonnull(v);
+    ck_assert_ptr_null(jsonx_own_duplicate(v));
+    cJSON_Delete(v);
+    ck_assert_ptr_null(jsonx_parse_one("{} []", 5, why, sizeof why));
+    ck_assert_ptr_nonnull(strstr(why, "more than one JSON value"));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("jsonx");
@@ -70,6 +110,7 @@ int main(void)
     tcase_add_test(tc, integers_written_exactly);
     tcase_add_test(tc, several_in_one_object);
     tcase_add_test(tc, two_readings_refused);
+    tcase_add_test(tc, keys_twice_found_in_small_and_large_objects);
     suite_add_tcase(s, tc);
     return unit_run(s);
 }

@@ -1,5 +1,6 @@
 /* Unit tests: webhook_parse — envelopes, item handlers and dead letters. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,8 +11,8 @@ static struct webhook_batch b;
 
 static int parse(const char *body)
 {
-    const char *why;
-    return webhook_parse(body, strlen(body), "1", &b, &why);
+    char why[160];
+    return webhook_parse(body, strlen(body), "1", &b, why, sizeof why);
 }
 
 /* The operations as objects {"k":kind, field:value…} (every value a string, as the
@@ -55,12 +56,141 @@ static void teardown(void)
 
 START_TEST(not_an_object)
 {
-    const char *why = NULL;
-    ck_assert_int_eq(webhook_parse("[1,2]", 5, "1", &b, &why), -1);
-    ck_assert_ptr_nonnull(why);
-    ck_assert_int_eq(webhook_parse("{\"a\":", 5, "1", &b, &why), -1);
-    ck_assert_int_eq(webhook_parse("", 0, "1", &b, &why), -1);
-    ck_assert_int_eq(webhook_parse("\"x\"", 3, "1", &b, &why), -1);
+    char why[160] = "";
+    ck_assert_int_eq(webhook_parse("[1,2]", 5, "1", &b, why, sizeof why), -1);
+    ck_assert_str_eq(why, "the body is not a JSON object");
+    ck_assert_int_eq(webhook_parse("{\"a\":", 5, "1", &b, why, sizeof why), -1);
+    ck_assert_int_eq(webhook_parse("", 0, "1", &b, why, sizeof why), -1);
+    ck_assert_int_eq(webhook_parse("\"x\"", 3, "1", &b, why, sizeof why), -1);
+    /* a second value after the first: cJSON alone would read {} and drop the change */
+    const char *two = "{} {\"messages\":[{\"from\":\"16315551234\",\"id\":\"m\",\"type\":\"system\","
+                      "\"system\":{\"type\":\"user_identity_changed\",\"identity\":\"H=\"}}]}";
+    ck_assert_int_eq(webhook_parse(two, strlen(two), "1", &b, why, sizeof why), -1);
+    ck_assert_ptr_nonnull(strstr(why, "more than one JSON value"));
+    ck_assert_int_eq(webhook_parse("{} \r\n", 5, "1", &b, why, sizeof why), 0);    /* whitespace after is none */
+}
+END_TEST
+
+/* Whether the operations close user w's gate until its hash is known. */
+static int closed(const char *w)
+{
+    int n = 0;
+    for (int i = 0; op_at(i); i++)
+        if (strcmp(s_of(op_at(i), "k"), "unk") == 0 && strcmp(s_of(op_at(i), "w"), w) == 0)
+            n++;
+    return n > 0;
+}
+
+/* A key twice: the object holding it is a dead letter (cJSON would take the first, another
+ * reader the last), whatever level it is at; the rest of the body is applied. */
+START_TEST(key_twice_is_a_dead_letter)
+{
+    const char *chg = "{\"from\":\"%s\",\"id\":\"m%s\",\"timestamp\":\"1602535238\",\"type\":\"system\","
+                      "\"system\":{\"body\":\"x\",\"customer\":\"%s\",\"identity\":\"H%s=\","
+                      "\"type\":\"user_identity_changed\"}}";
+    char a[512], c2[512], body[2048];
+    snprintf(a, sizeof a, chg, "447700900001", "1", "447700900001", "1");
+    snprintf(c2, sizeof c2, chg, "919876543210", "2", "919876543210", "2");
+    /* the envelope: "messages" twice at the top */
+    snprintf(body, sizeof body, "{\"messages\":[%s],\"messages\":[%s]}", a, c2);
+    ck_assert_int_eq(parse(body), 0);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "dead");
+    ck_assert_ptr_nonnull(strstr(s_of(op_at(0), "reason"), "\"messages\" appears twice"));
+    ck_assert_int_eq(b.dead, 1);
+    ck_assert_int_eq(b.identities, 0);
+    /* ... and either reading's identity change closes its user's gate until the hash is known */
+    ck_assert_int_eq(closed("447700900001"), 1);
+    ck_assert_int_eq(closed("919876543210"), 1);
+    teardown();
+    /* one item with "from" twice: that item alone, the gates of both its senders closed;
+     * the other change is applied */
+    char bad[600];
+    snprintf(bad, sizeof bad, "{\"from\":\"5511912345678\",%s", a + 1);
+    snprintf(body, sizeof body, "{\"messages\":[%s,%s]}", bad, c2);
+    ck_assert_int_eq(parse(body), 0);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "dead");
+    ck_assert_ptr_nonnull(strstr(s_of(op_at(0), "reason"), "\"from\" appears twice"));
+    ck_assert_int_eq(closed("5511912345678"), 1);
+    ck_assert_int_eq(closed("447700900001"), 1);
+    ck_assert_int_eq(closed("919876543210"), 0);
+    const cJSON *last = NULL;
+    for (int i = 0; op_at(i); i++)
+        last = op_at(i);
+    ck_assert_str_eq(s_of(last, "k"), "id");
+    ck_assert_str_eq(s_of(last, "w"), "919876543210");
+    ck_assert_int_eq(b.identities, 1);
+    teardown();
+    /* an ordinary inbound text read two ways changes no gate: it is no identity change */
+    ck_assert_int_eq(parse("{\"messages\":[{\"from\":\"16315551234\",\"from\":\"16315551235\",\"id\":\"t\","
+                           "\"type\":\"text\"}]}"), 0);
+    ck_assert_int_eq(b.ops.count, 1);
+    teardown();
+    /* a Cloud contact whose identity_key_hash is there twice: its sender's message gives no
+     * hash from it, and the sender waits for one */
+    ck_assert_int_eq(parse("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":[{\"value\":{"
+                           "\"contacts\":[{\"wa_id\":\"2348031234567\",\"identity_key_hash\":\"A=\","
+                           "\"identity_key_hash\":\"B=\"}],\"messages\":[{\"from\":\"2348031234567\","
+                           "\"id\":\"wamid.n\",\"timestamp\":\"1700000000\",\"type\":\"text\"}]}}]}]}"), 0);
+    ck_assert_int_eq(closed("2348031234567"), 1);
+    ck_assert_int_eq(b.identities, 0);
+    teardown();
+    /* Cloud: a change with "value" twice; a value with "contacts" twice */
+    ck_assert_int_eq(parse("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":["
+                           "{\"field\":\"messages\",\"value\":{},\"value\":{}},"
+                           "{\"field\":\"messages\",\"value\":{\"contacts\":[],\"contacts\":[]}}]}]}"), 0);
+    ck_assert_int_eq(b.ops.count, 2);
+    ck_assert_int_eq(b.dead, 2);
+}
+END_TEST
+
+START_TEST(cloud_entry_not_an_array)
+{
+    ck_assert_int_eq(parse("{\"object\":\"whatsapp_business_account\",\"entry\":{\"changes\":[{\"field\":"
+                           "\"messages\",\"value\":{\"messages\":[]}}]}}"), 0);
+    ck_assert_int_eq(b.ops.count, 1);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "dead");
+    ck_assert_ptr_nonnull(strstr(s_of(op_at(0), "reason"), "without an entry array"));
+    teardown();
+    ck_assert_int_eq(parse("{\"object\":\"whatsapp_business_account\"}"), 0);
+    ck_assert_int_eq(b.dead, 1);
+}
+END_TEST
+
+/* A long contacts array is looked up through an index: the same contact as one by one
+ * (the first that names the sender by wa_id or user id), for every message. */
+START_TEST(many_contacts_indexed)
+{
+    enum { N = 40 };
+    size_t cap = 64 * 1024;
+    char *body = malloc(cap);
+    size_t n = (size_t)snprintf(body, cap, "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"changes\":"
+                                "[{\"field\":\"messages\",\"value\":{\"contacts\":[");
+    for (int i = 0; i < N; i++)      /* contact i: wa_id 4477009000<i>, user id GB.<i>, key K<i>= */
+        n += (size_t)snprintf(body + n, cap - n, "%s{\"wa_id\":\"4477009%05d\",\"user_id\":\"GB.%d\","
+                              "\"identity_key_hash\":\"K%d=\"}", i ? "," : "", i, 7000 + i, i);
+    /* a later contact for user 5 again: the first one found wins, as one by one */
+    n += (size_t)snprintf(body + n, cap - n, ",{\"wa_id\":\"4477009%05d\",\"identity_key_hash\":\"LATE=\"}", 5);
+    n += (size_t)snprintf(body + n, cap - n, "],\"messages\":[");
+    const int from[] = { 37, 5, 0 };
+    for (int i = 0; i < 3; i++)
+        n += (size_t)snprintf(body + n, cap - n, "%s{\"from\":\"4477009%05d\",\"id\":\"wamid.%d\",\"timestamp\":"
+                              "\"1700000000\",\"type\":\"text\"}", i ? "," : "", from[i], i);
+    /* by user id alone (a phone-hidden sender), and one nobody lists */
+    n += (size_t)snprintf(body + n, cap - n, ",{\"from_user_id\":\"GB.%d\",\"id\":\"wamid.u\",\"timestamp\":"
+                          "\"1700000000\",\"type\":\"text\"},{\"from\":\"5511912345678\",\"id\":\"wamid.x\","
+                          "\"timestamp\":\"1700000000\",\"type\":\"text\"}]}}]}]}", 7012);
+    ck_assert_int_eq(parse(body), 0);
+    free(body);
+    const char *want[] = { "K37=", "K5=", "K0=", "K12=" };
+    int found = 0;
+    for (int i = 0; op_at(i); i++) {
+        if (strcmp(s_of(op_at(i), "k"), "id") != 0)
+            continue;
+        ck_assert_int_lt(found, 4);
+        ck_assert_str_eq(s_of(op_at(i), "h"), want[found]);
+        found++;
+    }
+    ck_assert_int_eq(found, 4);
 }
 END_TEST
 
@@ -233,6 +363,9 @@ int main(void)
     TCase *tc = tcase_create("parse");
     tcase_add_checked_fixture(tc, NULL, teardown);
     tcase_add_test(tc, not_an_object);
+    tcase_add_test(tc, key_twice_is_a_dead_letter);
+    tcase_add_test(tc, cloud_entry_not_an_array);
+    tcase_add_test(tc, many_contacts_indexed);
     tcase_add_test(tc, identity_change_customer);
     tcase_add_test(tc, identity_change_user_then_from);
     tcase_add_test(tc, identity_change_incomplete_is_dead);
