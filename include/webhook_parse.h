@@ -16,7 +16,8 @@
 struct webhook_batch {
     struct ops ops;       /* the operations (webhook_batch_free releases them) */
     int items;            /* items understood */
-    int dead;             /* items kept as dead letters */
+    int dead;             /* dead letters written: the items that could not be understood, at
+                             most 100 a body, then one saying how many more there were */
     int identities;       /* identity observations among the operations */
 };
 

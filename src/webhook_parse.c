@@ -30,6 +30,7 @@ struct pctx {
     const char *home_cc;
     const cJSON *contacts;      /* the contacts array beside the messages being parsed */
     const char *number;         /* Cloud: metadata.phone_number_id of the value; NULL On-Premises */
+    long ndead;                 /* items that could not be understood (at most DEAD_KEPT kept) */
     /* contact_of's index of a long contacts array, made at its first use (NULL: not made,
      * or out of memory: contacts are then looked through one by one) */
     struct contact_name *names;
@@ -57,8 +58,15 @@ static long long time_of(const cJSON *o, const char *key)
     return wtime_parse(v, &ms) == 0 ? ms : -1;
 }
 
+/* Dead letters a body keeps item by item; the rest are counted in one more.  A body of a
+ * million items nobody can read would otherwise be a million writes, too many for one
+ * call in Redis's time-out: answered 503 and sent again, for days, never recorded. */
+enum { DEAD_KEPT = 100 };
+
 static void dead(struct pctx *c, const cJSON *item, const char *reason)
 {
+    if (c->ndead++ >= DEAD_KEPT)
+        return;
     ops_dead(&c->b->ops, reason, item);
     c->b->dead++;
 }
@@ -402,7 +410,10 @@ static void parse_message(struct pctx *c, const cJSON *m)
     }
     const char *mid = str_of(m, "id");
     const char *type = str_of(m, "type");
-    if (type && strcmp(type, "system") == 0) {
+    /* a system object says what the message is when no type does (a change announced
+     * without "type" is still a change, never an ordinary message that opens a window) */
+    if ((type && strcmp(type, "system") == 0) ||
+        (!type && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(m, "system")))) {
         parse_system(c, m, mid);
         return;
     }
@@ -685,6 +696,7 @@ int webhook_parse(const char *body, size_t len, const char *home_cc,
     }
     struct pctx c = { .b = out, .home_cc = home_cc };
     const cJSON *entry = cJSON_GetObjectItemCaseSensitive(root, "entry");
+
     const char *dup = jsonx_own_duplicate(root);
     if (dup)
         twice(&c, root, dup);               /* the envelope itself: nothing of it is known */
@@ -694,6 +706,13 @@ int webhook_parse(const char *body, size_t len, const char *home_cc,
         dead(&c, root, "a Cloud API envelope (object, entry) without an entry array");
     else
         parse_value(&c, root);
+    if (c.ndead > DEAD_KEPT) {
+        char more[128];
+        snprintf(more, sizeof more, "%ld more items of this body could not be understood (the first %d are kept)",
+                 c.ndead - DEAD_KEPT, DEAD_KEPT);
+        ops_dead(&out->ops, more, NULL);
+        out->dead++;
+    }
     cJSON_Delete(root);
     return 0;
 }

@@ -143,6 +143,36 @@ START_TEST(key_twice_is_a_dead_letter)
 }
 END_TEST
 
+/* A system object says what a message is when no type does: a change without "type". */
+START_TEST(system_message_without_type)
+{
+    ck_assert_int_eq(parse("{\"messages\":[{\"from\":\"819012345678\",\"id\":\"m1\",\"timestamp\":\"1602535238\","
+                           "\"system\":{\"customer\":\"819012345678\",\"identity\":\"JP1=\","
+                           "\"type\":\"user_identity_changed\"}}]}"), 0);
+    ck_assert_int_eq(b.ops.count, 1);
+    ck_assert_str_eq(s_of(op_at(0), "k"), "id");
+    ck_assert_str_eq(s_of(op_at(0), "w"), "819012345678");
+    ck_assert_int_eq(b.identities, 1);
+}
+END_TEST
+
+/* A body of many items nobody can read keeps the first 100 and one saying how many more:
+ * a bounded write, and still every item's count. */
+START_TEST(dead_letters_bounded)
+{
+    enum { N = 250 };
+    char body[N * 4 + 64];
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"messages\":[");
+    for (int i = 0; i < N; i++)
+        n += (size_t)snprintf(body + n, sizeof body - n, "%s0", i ? "," : "");
+    snprintf(body + n, sizeof body - n, "],\"statuses\":[7]}");
+    ck_assert_int_eq(parse(body), 0);
+    ck_assert_int_eq(b.dead, 101);
+    ck_assert_int_eq(b.ops.count, 101);
+    ck_assert_ptr_nonnull(strstr(s_of(op_at(100), "reason"), "151 more items"));
+}
+END_TEST
+
 START_TEST(cloud_entry_not_an_array)
 {
     ck_assert_int_eq(parse("{\"object\":\"whatsapp_business_account\",\"entry\":{\"changes\":[{\"field\":"
@@ -365,6 +395,8 @@ int main(void)
     tcase_add_test(tc, not_an_object);
     tcase_add_test(tc, key_twice_is_a_dead_letter);
     tcase_add_test(tc, cloud_entry_not_an_array);
+    tcase_add_test(tc, system_message_without_type);
+    tcase_add_test(tc, dead_letters_bounded);
     tcase_add_test(tc, many_contacts_indexed);
     tcase_add_test(tc, identity_change_customer);
     tcase_add_test(tc, identity_change_user_then_from);
