@@ -639,8 +639,8 @@ static void on_unsent(evutil_socket_t fd, short what, void *arg)
 int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, const size_t *argvlen,
                store_cb *cb, void *arg)
 {
-    if (!app->store)
-        return -1;               /* stopped (store_free): nobody will answer */
+    if (!app->store || app->store->closing)
+        return -1;               /* stopping (store_free): nobody will answer */
     struct store *st = app->store;
     char maxlen[24];
     text_int(maxlen, sizeof maxlen, app->cfg->events_maxlen);
@@ -677,8 +677,8 @@ int store_call(struct app *app, enum store_fn fn, int argc, const char **argv, c
 
 int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...)
 {
-    if (!app->store)
-        return -1;               /* stopped (store_free): nobody will answer */
+    if (!app->store || app->store->closing)
+        return -1;               /* stopping (store_free): nobody will answer */
     struct store *st = app->store;
     struct call *c = calloc(1, sizeof *c);
     if (!c)
@@ -701,8 +701,8 @@ int store_command(struct app *app, store_cb *cb, void *arg, const char *fmt, ...
 
 int store_plain(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb, void *arg)
 {
-    if (!app->store)
-        return -1;               /* stopped (store_free): nobody will answer */
+    if (!app->store || app->store->closing)
+        return -1;               /* stopping (store_free): nobody will answer */
     struct store *st = app->store;
     struct call *c = calloc(1, sizeof *c);
     if (!c)
@@ -773,8 +773,8 @@ static void on_piped(struct app *app, redisReply *reply, void *arg)
 int store_pipeline(struct app *app, int ncmds, const int *argc, const char *const *const *argv, store_cb *cb,
                    void *arg)
 {
-    if (!app->store)
-        return -1;               /* stopped (store_free): nobody will answer */
+    if (!app->store || app->store->closing)
+        return -1;               /* stopping (store_free): nobody will answer */
     struct store *st = app->store;
     if (ncmds < 1)
         return -1;
@@ -1163,8 +1163,8 @@ static bool ops_copy(struct ops *dst, const struct ops *src)
 
 int store_apply(struct app *app, const struct ops *ops, bool force_auto, store_cb *cb, void *arg)
 {
-    if (!app->store)
-        return -1;               /* stopped (store_free): nobody will answer */
+    if (!app->store || app->store->closing)
+        return -1;               /* stopping (store_free): nobody will answer */
     struct store *st = app->store;
     struct apply_item *it = calloc(1, sizeof *it);
     if (!it)
